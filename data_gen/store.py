@@ -1,0 +1,159 @@
+"""Storage of a conflict dataset: a `samples` table that references a shared `images` table.
+
+Text tiers share their group's image, so each image is stored once (``images``) and rows
+point to it by ``image_id``. Both are Hugging Face datasets (``save_to_disk``) with a Parquet
+export beside them. Splits are by group: no group crosses splits.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+SPLIT_SHARES = {"train": 0.7, "validation": 0.1, "test": 0.2}
+SAMPLE_FEATURES = datasets.Features({
+    "id": datasets.Value("string"),
+    "image_id": datasets.Value("string"),
+    "group": datasets.Value("int64"),
+    "split": datasets.Value("string"),
+    "task": datasets.Value("string"),
+    "question": datasets.Value("string"),
+    "text_context": datasets.Value("string"),
+    "answer_visual": datasets.Value("string"),
+    "answer_text": datasets.Value("string"),
+    "d_v": datasets.Value("int64"),
+    "d_t": datasets.Value("int64"),
+    "text_tier": datasets.Value("string"),
+    "condition": datasets.Value("string"),
+    "target": datasets.Value("string"),
+    "knowledge_object": datasets.Value("string"),
+    "text_ambiguity": datasets.Value("float64"),
+})
+IMAGE_FEATURES = datasets.Features({
+    "image_id": datasets.Value("string"),
+    "image": datasets.Image(),
+    "target_box": datasets.Sequence(datasets.Value("int64")),
+    "n_distractors": datasets.Value("int64"),
+    "occlusion_share": datasets.Value("float64"),
+    "target_size": datasets.Value("float64"),
+    "target_visible": datasets.Value("float64"),
+})
+
+
+def assign_splits(groups: list[int], seed: int) -> dict[int, str]:
+    """Deterministic split per group, with shares SPLIT_SHARES."""
+    order = np.random.default_rng([seed, 7]).permutation(sorted(set(groups)))
+    bounds = np.cumsum([round(s * len(order)) for s in SPLIT_SHARES.values()])
+    names = list(SPLIT_SHARES)
+    return {int(g): names[int(np.searchsorted(bounds, i, side="right"))] if i < bounds[-1] else names[-1]
+            for i, g in enumerate(order)}
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+@dataclass
+class ConflictData:
+    """A conflict dataset: rows (`samples`) and the images they reference (`images`)."""
+    samples: datasets.Dataset
+    images: datasets.Dataset
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._image_index = None
+
+    def split(self, name: str | list[str]) -> "ConflictData":
+        names = [name] if isinstance(name, str) else list(name)
+        unknown = set(names) - set(self.samples.unique("split"))
+        if unknown:
+            raise ValueError(f"split(s) {sorted(unknown)} not in this dataset; it has {sorted(self.samples.unique('split'))}")
+        rows = self.samples.filter(lambda s: s in names, input_columns="split")
+        return ConflictData(rows, self.images, self.info)
+
+    def image(self, image_id: str) -> Image.Image:
+        if self._image_index is None:
+            self._image_index = {k: i for i, k in enumerate(self.images["image_id"])}
+        return self.images[self._image_index[image_id]]["image"].convert("RGB")
+
+    @property
+    def fingerprint(self) -> str:
+        return self.info.get("fingerprint", "")
+
+    def save(self, out: str | os.PathLike) -> Path:
+        out = Path(out)
+        (out / "parquet").mkdir(parents=True, exist_ok=True)
+        self.samples.save_to_disk(str(out / "samples"))
+        self.images.save_to_disk(str(out / "images"))
+        self.samples.to_parquet(str(out / "parquet" / "samples.parquet"))
+        self.images.to_parquet(str(out / "parquet" / "images.parquet"))
+        digest = hashlib.sha256()
+        for name in ("samples.parquet", "images.parquet"):
+            digest.update((out / "parquet" / name).read_bytes())
+        self.info["fingerprint"] = digest.hexdigest()[:16]
+        self.info["rows"] = len(self.samples)
+        self.info["images"] = len(self.images)
+        self.info["splits"] = {s: self.samples["split"].count(s) for s in SPLIT_SHARES}
+        (out / "info.json").write_text(json.dumps(self.info, indent=2))
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ConflictData":
+        path = Path(path)
+        if not (path / "samples").exists() or not (path / "images").exists():
+            raise FileNotFoundError(f"{path} is not a conflict dataset (no samples/ and images/); "
+                                    f"create one with `python -m data_gen colors --out {path}`")
+        info = json.loads((path / "info.json").read_text()) if (path / "info.json").exists() else {}
+        return cls(datasets.load_from_disk(str(path / "samples")), datasets.load_from_disk(str(path / "images")), info)
+
+
+def _render(job):
+    fn, args = job
+    images, rows = fn(args)
+    for im in images:
+        im["image"] = {"bytes": png_bytes(im["image"]), "path": None}
+    return images, rows
+
+
+def generate(task: str, groups: int, seed: int = 0, size: int = 224, workers: int | None = None) -> ConflictData:
+    """Render `groups` groups of the task ('colors' or 'attributes') with a progress bar."""
+    from .attributes import render_attribute_group
+    from .colors import render_color_group
+    render = {"colors": render_color_group, "attributes": render_attribute_group}
+    if task not in render:
+        raise ValueError(f"unknown task {task!r}; use one of {sorted(render)}")
+    if groups < 1:
+        raise ValueError(f"--groups must be >= 1, got {groups}")
+    splits = assign_splits(list(range(groups)), seed)
+    jobs = [(render[task], (g, seed, size)) for g in range(groups)]
+    workers = workers or min(os.cpu_count() or 1, groups)
+    images, rows = [], []
+    bar = dict(total=groups, desc=f"rendering {task}", unit="group")
+    if workers > 1:
+        with get_context("fork").Pool(workers) as pool:
+            results = list(tqdm(pool.imap(_render, jobs, chunksize=4), **bar))
+    else:
+        results = [_render(j) for j in tqdm(jobs, **bar)]
+    for ims, rs in results:
+        images += ims
+        rows += [{**r, "split": splits[r["group"]]} for r in rs]
+    image_cols = {k: [im.get(k) for im in images] for k in IMAGE_FEATURES}
+    return ConflictData(
+        datasets.Dataset.from_dict({k: [r.get(k) for r in rows] for k in SAMPLE_FEATURES}, features=SAMPLE_FEATURES),
+        datasets.Dataset.from_dict(image_cols, features=IMAGE_FEATURES),
+        {"task": task, "groups": groups, "seed": seed, "size": size},
+    )
