@@ -76,6 +76,7 @@ class ConflictData:
 
     def __post_init__(self):
         self._image_index = None
+        self._decoded: dict[str, Image.Image] = {}
 
     def split(self, name: str | list[str]) -> "ConflictData":
         names = [name] if isinstance(name, str) else list(name)
@@ -83,12 +84,22 @@ class ConflictData:
         if unknown:
             raise ValueError(f"split(s) {sorted(unknown)} not in this dataset; it has {sorted(self.samples.unique('split'))}")
         rows = self.samples.filter(lambda s: s in names, input_columns="split")
-        return ConflictData(rows, self.images, self.info)
+        sub = ConflictData(rows, self.images, self.info)
+        sub._image_index, sub._decoded = self._image_index, self._decoded
+        return sub
 
     def image(self, image_id: str) -> Image.Image:
+        """The decoded image; small canvases are kept decoded since text tiers reuse them."""
+        if image_id in self._decoded:
+            return self._decoded[image_id]
         if self._image_index is None:
             self._image_index = {k: i for i, k in enumerate(self.images["image_id"])}
-        return self.images[self._image_index[image_id]]["image"].convert("RGB")
+        if image_id not in self._image_index:
+            raise KeyError(f"image {image_id!r} is not in this dataset's images table")
+        im = self.images[self._image_index[image_id]]["image"].convert("RGB")
+        if im.width * im.height <= 128 * 128 and len(self._decoded) < 50_000:
+            self._decoded[image_id] = im
+        return im
 
     @property
     def fingerprint(self) -> str:
@@ -118,6 +129,7 @@ class ConflictData:
             raise FileNotFoundError(f"{path} is not a conflict dataset (no samples/ and images/); "
                                     f"create one with `python -m data_gen colors --out {path}`")
         info = json.loads((path / "info.json").read_text()) if (path / "info.json").exists() else {}
+        info["path"] = str(path.resolve())
         return cls(datasets.load_from_disk(str(path / "samples")), datasets.load_from_disk(str(path / "images")), info)
 
 

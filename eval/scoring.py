@@ -1,0 +1,253 @@
+"""Scoring engine (DESIGN.md sections 3 and 5): one per-sample table from batched forwards.
+
+For each row and condition (image only "v", text only "t", image + text "m") it records, at
+the answer position, the full-vocabulary entropy and the other uncertainty indices, the top-1
+token and the first answer tokens' probabilities and logits; for "m" also the logit lens at
+that position only. Each distinct (image, question) and (text, question) input is scored once.
+Results go to shards written atomically, so a killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from data_gen import ConflictData
+
+log = logging.getLogger(__name__)
+CONDITIONS = ("v", "t", "m")  # image only, text only, image + text
+
+
+@dataclass
+class ScoreConfig:
+    batch_size: int = 32
+    shard_groups: int = 16  # groups per shard: the most a crash can lose
+    lens: bool = True
+
+
+@dataclass
+class Candidates:
+    """Answer strings of the dataset and their first tokens; colliding first tokens are reported."""
+    answers: list[str]
+    token_ids: list[int]
+
+    @classmethod
+    def of(cls, vlm, answers) -> "Candidates":
+        answers = sorted({a for a in answers if a})
+        return cls(answers, [vlm.first_token(a) for a in answers])
+
+    def collisions(self) -> dict[int, list[str]]:
+        by_token: dict[int, list[str]] = {}
+        for a, t in zip(self.answers, self.token_ids):
+            by_token.setdefault(t, []).append(a)
+        return {t: a for t, a in by_token.items() if len(a) > 1}
+
+    def index(self, answer: str | None) -> int:
+        return self.answers.index(answer) if _text(answer) else -1
+
+
+def _text(x) -> str:
+    """Missing values come back from Arrow as None or NaN: both mean no text."""
+    return x if isinstance(x, str) else ""
+
+
+@torch.no_grad()
+def forward_answer_position(vlm, prompts: list[str], images: list | None, candidate_ids: list[int],
+                            lens: bool) -> dict[str, np.ndarray]:
+    """Answer-position statistics of one batch; the lens projects the last position only."""
+    captured = []
+
+    def hook(_module, _args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        captured.append(hidden[:, -1])
+
+    handles = [layer.register_forward_hook(hook) for layer in vlm.layers] if lens else []
+    try:
+        out = vlm.model(**vlm.encode(prompts, images), logits_to_keep=1)
+    finally:
+        for h in handles:
+            h.remove()
+    logits = out.logits[:, -1].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    p = logp.exp()
+    top = p.topk(2, dim=-1)
+    cand = torch.tensor(candidate_ids, device=logits.device)
+    cand_logp = torch.log_softmax(logits[:, cand], dim=-1)
+    res = {
+        "entropy": -(p * logp).sum(-1),
+        "one_minus_max_p": 1 - top.values[:, 0],
+        "top2_margin": top.values[:, 0] - top.values[:, 1],
+        "candidate_entropy": -(cand_logp.exp() * cand_logp).sum(-1),
+        "top1": top.indices[:, 0],
+        "cand_logit": logits[:, cand],
+        "cand_prob": p[:, cand],
+    }
+    if lens:
+        hidden = torch.stack(captured)  # (layers, batch, dim): the answer position after each layer
+        lens_logits = vlm.head(vlm.final_norm(hidden)).float()
+        res["lens_top1"] = lens_logits.argmax(-1).T  # (batch, layers)
+        res["lens_cand_logit"] = lens_logits[..., cand].permute(1, 0, 2)  # (batch, layers, candidates)
+        res["final_logits"] = logits
+        res["lens_last_logits"] = lens_logits[-1]
+    return {k: v.cpu().numpy() for k, v in res.items()}
+
+
+def _jobs(rows: pd.DataFrame) -> dict[tuple, dict]:
+    """Distinct inputs: (kind, image_id, context, question) -> what to run."""
+    jobs = {}
+    for r in rows.itertuples():
+        image_id = _text(r.image_id) or None
+        ctx = _text(r.text_context)
+        if image_id:
+            jobs.setdefault(("v", image_id, "", r.question), None)
+        if ctx:
+            jobs.setdefault(("t", None, ctx, r.question), None)
+            if image_id:
+                jobs.setdefault(("m", image_id, ctx, r.question), None)
+    return jobs
+
+
+def score_rows(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, cfg: ScoreConfig,
+               progress: tqdm | None = None) -> pd.DataFrame:
+    """Score the distinct inputs of `rows` once each, then assemble the per-row table."""
+    jobs = _jobs(rows)
+    results: dict[tuple, dict] = {}
+    # batch like with like (image or not, lens or not) and sort by length to limit padding
+    for kind in CONDITIONS:
+        keys = sorted((k for k in jobs if k[0] == kind), key=lambda k: len(k[2]) + len(k[3]))
+        for i in range(0, len(keys), cfg.batch_size):
+            chunk = keys[i:i + cfg.batch_size]
+            prompts = [vlm.prompt(q, ctx, with_image=img is not None) for _, img, ctx, q in chunk]
+            images = [data.image(img) for _, img, _, _ in chunk] if kind != "t" else None
+            out = forward_answer_position(vlm, prompts, images, cands.token_ids, lens=cfg.lens and kind == "m")
+            for j, key in enumerate(chunk):
+                results[key] = {k: v[j] for k, v in out.items()}
+            if progress is not None:
+                progress.update(len(chunk))
+    return assemble(rows, results, cands, vlm)
+
+
+def assemble(rows: pd.DataFrame, results: dict, cands: Candidates, vlm) -> pd.DataFrame:
+    decode = lambda t: vlm.tokenizer.decode([int(t)]).strip()
+    collided = set(cands.collisions())
+    records = []
+    for r in rows.itertuples():
+        rec = {k: getattr(r, k) for k in ("id", "image_id", "group", "split", "task", "d_v", "d_t", "text_tier",
+                                          "condition", "answer_visual", "answer_text", "text_ambiguity")}
+        iv, it = cands.index(r.answer_visual), cands.index(r.answer_text)
+        tv = cands.token_ids[iv] if iv >= 0 else None
+        tt = cands.token_ids[it] if it >= 0 else None
+        rec["answer_collision"] = bool(tv is not None and tt is not None and (tv == tt or tv in collided or tt in collided))
+        ctx, image_id = _text(r.text_context), _text(r.image_id)
+        keys = {"v": ("v", image_id, "", r.question) if image_id else None,
+                "t": ("t", None, ctx, r.question) if ctx else None,
+                "m": ("m", image_id, ctx, r.question) if ctx and image_id else ("v", image_id, "", r.question)}
+        for c, key in keys.items():
+            res = results.get(key) if key else None
+            if res is None:
+                continue
+            for stat in ("entropy", "one_minus_max_p", "top2_margin", "candidate_entropy"):
+                rec[f"{stat}_{c}"] = float(res[stat])
+            rec[f"top1_{c}"] = int(res["top1"])
+            rec[f"pred_{c}"] = decode(res["top1"])
+            for side, idx in (("visual", iv), ("text", it)):
+                if idx >= 0:
+                    rec[f"p_{side}_{c}"] = float(res["cand_prob"][idx])
+                    rec[f"logit_{side}_{c}"] = float(res["cand_logit"][idx])
+            if c == "m" and "lens_top1" in res:
+                rec["lens_top1"] = [int(t) for t in res["lens_top1"]]
+                if iv >= 0 and it >= 0:
+                    rec["lens_diff"] = [float(x) for x in res["lens_cand_logit"][:, it] - res["lens_cand_logit"][:, iv]]
+        rec["token_visual"], rec["token_text"] = tv, tt
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)  # a kill leaves either no shard or a whole one
+
+
+def run_info(vlm, data: ConflictData, cfg: ScoreConfig, cands: Candidates, seed: int | None) -> dict:
+    import importlib.metadata as md
+    versions = {}
+    for pkg in ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "modality-alignment"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {
+        "model": vlm.name, "architecture": vlm.arch, "revision": vlm.revision,
+        "dtype": str(next(vlm.model.parameters()).dtype).replace("torch.", ""),
+        "dataset": data.info.get("path"), "dataset_fingerprint": data.fingerprint, "dataset_info": data.info,
+        "splits": sorted(set(data.samples["split"])), "seed": seed, "score_config": asdict(cfg),
+        "candidates": dict(zip(cands.answers, cands.token_ids)),
+        "answer_collisions": {str(t): a for t, a in cands.collisions().items()},
+        "num_layers": len(vlm.layers), "versions": versions, "python": platform.python_version(),
+    }
+
+
+def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | None = None,
+                  seed: int | None = None) -> pd.DataFrame | None:
+    """Score all rows of `data` into out/samples.parquet (+ run.json), resumably and data-parallel.
+
+    Under `accelerate launch` each process takes every n-th shard; the main process merges.
+    Returns the merged table on the main process, None elsewhere.
+    """
+    from accelerate import PartialState
+    state = PartialState()
+    cfg = cfg or ScoreConfig()
+    out = Path(out)
+    shard_dir = out / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    rows = data.samples.to_pandas()
+    if rows.empty:
+        raise ValueError("the dataset has no rows to score; check the split you selected")
+    cands = Candidates.of(vlm, [_text(a) for a in pd.concat([rows.answer_visual, rows.answer_text])])
+    if cands.collisions():
+        log.warning("answers share a first token and cannot be told apart at the answer position: %s; "
+                    "their rows are flagged answer_collision and left out of the analysis", cands.collisions())
+    info = run_info(vlm, data, cfg, cands, seed)
+    info_path = out / "run.json"
+    if info_path.exists():
+        old = json.loads(info_path.read_text())
+        for key in ("model", "dataset_fingerprint", "splits", "score_config", "revision"):
+            if old.get(key) != info.get(key):
+                raise ValueError(f"{out} holds a run with a different {key} ({old.get(key)!r} vs {info.get(key)!r}); "
+                                 f"use a new --out directory or delete {out}")
+    groups = sorted(rows.group.unique())
+    shards = [groups[i:i + cfg.shard_groups] for i in range(0, len(groups), cfg.shard_groups)]
+    mine = [k for k in range(len(shards)) if k % state.num_processes == state.process_index]
+    todo = [k for k in mine if not (shard_dir / f"shard-{k:05d}.parquet").exists()]
+    if state.is_main_process:
+        info_path.write_text(json.dumps(info, indent=2, default=str))
+        if len(todo) < len(mine):
+            log.info("resuming: %d of %d shards already scored", len(mine) - len(todo), len(mine))
+    by_group = rows.groupby("group")
+    n_inputs = sum(len(_jobs(pd.concat([by_group.get_group(g) for g in shards[k]]))) for k in todo)
+    t0 = time.time()
+    with tqdm(total=n_inputs, desc=f"scoring [{state.process_index}]", unit="input",
+              disable=not todo) as bar:
+        for k in todo:
+            shard_rows = pd.concat([by_group.get_group(g) for g in shards[k]])
+            table = score_rows(vlm, data, shard_rows, cands, cfg, bar)
+            _atomic_parquet(table, shard_dir / f"shard-{k:05d}.parquet")
+    if todo:
+        log.info("process %d scored %d inputs in %.1fs", state.process_index, n_inputs, time.time() - t0)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    table = pd.concat([pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(len(shards))],
+                      ignore_index=True)
+    _atomic_parquet(table, out / "samples.parquet")
+    return table
