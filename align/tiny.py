@@ -58,12 +58,12 @@ def build_processor(arch: str, tokenizer, image_size: int, patch_size: int):
 
 def build_model(arch: str, tokenizer, image_size: int, patch_size: int, hidden: int = 32, layers: int = 2,
                 heads: int = 4, vision_hidden: int | None = None, vision_layers: int | None = None,
-                max_positions: int = 512):
+                max_positions: int = 512, mlp_ratio: int = 4):
     vision_hidden = vision_hidden or hidden
-    vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=4 * vision_hidden,
+    vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=mlp_ratio * vision_hidden,
                               num_hidden_layers=vision_layers or layers, num_attention_heads=heads,
                               image_size=image_size, patch_size=patch_size, projection_dim=vision_hidden)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=mlp_ratio * hidden,
                        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                        max_position_embeddings=max_positions, pad_token_id=tokenizer.pad_token_id,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

@@ -106,7 +106,7 @@ def _place_distractor(lm: LabelMap, rng: np.random.Generator, shape: str, target
     target_area = len(ys)
     areas = np.array([o.crop.sum() for o in lm.objects])
     size = target_size * rng.uniform(0.7, 1.2)
-    fallback = None
+    fallback, hidden = None, None
     for attempt in range(200):
         if attempt and attempt % 25 == 0:
             size = max(3.0, size * 0.85)
@@ -132,8 +132,11 @@ def _place_distractor(lm: LabelMap, rng: np.random.Generator, shape: str, target
                 return
             if fallback is None and shown > 0:
                 fallback = (crop, y, x, on_top)
+            hidden = hidden or (crop, y, x, on_top)
         if fallback is not None and attempt >= 20:
             break
+    # last resort on tiny canvases: beneath the others, possibly hidden (its mask still counts)
+    fallback = fallback or hidden
     if fallback is None:
         raise RuntimeError(f"could not place a {shape} distractor on a {lm.width}px canvas; use a larger --size")
     lm.add(*fallback)

@@ -142,7 +142,8 @@ def assemble(rows: pd.DataFrame, results: dict, cands: Candidates, vlm) -> pd.Da
     records = []
     for r in rows.itertuples():
         rec = {k: getattr(r, k) for k in ("id", "image_id", "group", "split", "task", "d_v", "d_t", "text_tier",
-                                          "condition", "answer_visual", "answer_text", "text_ambiguity")}
+                                          "condition", "question", "text_context", "answer_visual", "answer_text",
+                                          "text_ambiguity")}
         iv, it = cands.index(r.answer_visual), cands.index(r.answer_text)
         tv = cands.token_ids[iv] if iv >= 0 else None
         tt = cands.token_ids[it] if it >= 0 else None

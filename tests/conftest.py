@@ -4,3 +4,17 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    from tests.fixtures import tiny_dataset
+    return tiny_dataset(tmp_path_factory.mktemp("data") / "colors")
+
+
+@pytest.fixture(scope="session", params=["llava", "llava_next"])
+def tiny_model(request, tmp_path_factory):
+    from tests.fixtures import tiny_model_dir
+    return tiny_model_dir(request.param, tmp_path_factory.mktemp(request.param) / "model")

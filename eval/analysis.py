@@ -1,0 +1,156 @@
+"""The analysis of DESIGN.md sections 3-5, read from a per-sample table (no model needed)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+
+log = logging.getLogger(__name__)
+
+# Each index as an *uncertainty* (higher = less sure), per condition suffix v / t.
+UNCERTAINTY_INDICES = {
+    "entropy": lambda t, c: t[f"entropy_{c}"],
+    "one_minus_max_p": lambda t, c: t[f"one_minus_max_p_{c}"],
+    "top2_margin": lambda t, c: 1 - t[f"top2_margin_{c}"],
+    "candidate_entropy": lambda t, c: t[f"candidate_entropy_{c}"],
+}
+REQUIRED = ("condition", "top1_v", "top1_t", "top1_m", "token_visual", "token_text", "entropy_v", "entropy_t")
+
+
+@dataclass
+class AnalysisConfig:
+    unimodal_correct: bool = True  # DESIGN.md 4: only samples whose unimodal answers are both right
+    index: str = "entropy"
+    bins: str = "quantile"  # or "fixed" (equal width over [-2, 2])
+    n_bins: int = 8
+    min_bin_count: int = 10  # bins with fewer samples are flagged, not hidden
+    ambiguous_width: float = 0.5
+    n_boot: int = 1000
+    seed: int = 0
+    min_samples: int = 20
+
+
+def check_table(table: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise ValueError(f"the per-sample table lacks columns {missing}; produce it with `python -m eval score` "
+                         f"or `python -m eval measure`")
+    if table.empty:
+        raise ValueError("the per-sample table is empty: nothing was scored (check --data and --split)")
+
+
+def conflict_samples(table: pd.DataFrame, cfg: AnalysisConfig) -> tuple[pd.DataFrame, dict]:
+    """Conflict rows entering the analysis, with following labels and dH_rel per index."""
+    check_table(table)
+    counts = {"rows": int(len(table))}
+    t = table[table.condition == "conflict"].copy()
+    counts["conflict"] = int(len(t))
+    if "answer_collision" in t:
+        counts["answer_collision"] = int(t.answer_collision.sum())
+        t = t[~t.answer_collision.astype(bool)]
+    t = t.dropna(subset=["top1_t", "top1_m"])
+    nan = t[["entropy_v", "entropy_t"]].isna().any(axis=1) | ~np.isfinite(t[["entropy_v", "entropy_t"]]).all(axis=1)
+    counts["nan_entropy"] = int(nan.sum())
+    if nan.any():
+        log.warning("%d conflict rows have NaN/inf entropies and are left out", int(nan.sum()))
+    t = t[~nan]
+    t["unimodal_correct"] = stats.unimodal_correct(t.top1_v, t.top1_t, t.token_visual, t.token_text)
+    counts["unimodal_correct"] = int(t.unimodal_correct.sum())
+    if cfg.unimodal_correct:
+        t = t[t.unimodal_correct]
+    t["following"] = stats.following_labels(t.top1_m, t.top1_v, t.top1_t)
+    for name, fn in UNCERTAINTY_INDICES.items():
+        t[f"d_rel_{name}"] = stats.relative_uncertainty(fn(t, "v"), fn(t, "t"))
+    counts["analysed"] = int(len(t))
+    return t, counts
+
+
+def following_curve(d_rel: np.ndarray, follows_text: np.ndarray, cfg: AnalysisConfig) -> dict:
+    edges = stats.bin_edges(d_rel, cfg.n_bins, cfg.bins)
+    curve = stats.binned_rate(d_rel, follows_text, edges)
+    curve["few"] = curve["n"] < cfg.min_bin_count
+    bp = stats.balance_point(d_rel, follows_text, cfg.n_boot, cfg.seed)
+    keep = curve["n"] >= cfg.min_bin_count
+    return {
+        "bins": {k: np.asarray(v).tolist() for k, v in curve.items()},
+        "balance_point": bp.to_dict(),
+        "monotonicity": stats.monotonicity(curve["centre"][keep], curve["rate"][keep]),
+    }
+
+
+def oscillation(t: pd.DataFrame, balance: float, cfg: AnalysisConfig) -> dict | None:
+    if "lens_top1" not in t or t.lens_top1.isna().all():
+        return None
+    t = t.dropna(subset=["lens_top1"])
+    counts = np.array([stats.oscillation_count(list(seq), tv, tt)
+                       for seq, tv, tt in zip(t.lens_top1, t.token_visual, t.token_text)])
+    amb = stats.ambiguous_region(t.d_rel_entropy, balance, cfg.ambiguous_width)
+    d_rel = t.d_rel_entropy.to_numpy()
+    diffs = np.stack([np.asarray(d, dtype=float) for d in t.lens_diff]) if "lens_diff" in t else None
+    heat = None
+    if diffs is not None:
+        edges = stats.bin_edges(d_rel, cfg.n_bins, cfg.bins)
+        idx = np.clip(np.searchsorted(edges, d_rel, side="right") - 1, 0, len(edges) - 2)
+        heat = {"edges": edges.tolist(),
+                "mean_logit_diff": [[float(diffs[idx == b, layer].mean()) if (idx == b).any() else None
+                                     for b in range(len(edges) - 1)] for layer in range(diffs.shape[1])]}
+    return {"balance_used": balance, "width": cfg.ambiguous_width,
+            "ambiguous": stats.mean_interval(counts[amb]), "clear": stats.mean_interval(counts[~amb]),
+            "per_sample_mean": float(counts.mean()), "heatmap": heat}
+
+
+def difficulty_views(table: pd.DataFrame) -> dict:
+    """Mean entropy and accuracy per visual tier (image only) and text tier (text only); TFR per cell."""
+    out = {}
+    img = table.dropna(subset=["top1_v"]).drop_duplicates(["image_id", "question"])
+    img = img[img.token_visual.notna()]
+    if "d_v" in img and img.d_v.notna().any():
+        g = img.assign(correct=img.top1_v == img.token_visual).groupby("d_v")
+        out["visual"] = g.agg(accuracy=("correct", "mean"), entropy=("entropy_v", "mean"), n=("id", "size")).reset_index().to_dict("records")
+    txt = table[table.condition == "conflict"].dropna(subset=["top1_t"]).drop_duplicates(["text_context", "question"])
+    if "d_t" in txt and txt.d_t.notna().any():
+        g = txt.assign(correct=txt.top1_t == txt.token_text).groupby("d_t")
+        out["text"] = g.agg(accuracy=("correct", "mean"), entropy=("entropy_t", "mean"), n=("id", "size")).reset_index().to_dict("records")
+    return out
+
+
+def tfr_cells(t: pd.DataFrame) -> list[dict]:
+    cells = []
+    for (dv, dt), g in t.groupby(["d_v", "d_t"]):
+        r = stats.tfr_vfr(g.following)
+        cells.append({"d_v": int(dv), "d_t": int(dt), "tfr": r["tfr"], "n": r["n"]})
+    return cells
+
+
+def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
+    """Every headline number of a run, JSON-ready."""
+    cfg = cfg or AnalysisConfig()
+    if cfg.index not in UNCERTAINTY_INDICES:
+        raise ValueError(f"unknown uncertainty index {cfg.index!r}; use one of {list(UNCERTAINTY_INDICES)}")
+    t, counts = conflict_samples(table, cfg)
+    decided = t[t.following.isin(["text", "vision"])]
+    if len(decided) < cfg.min_samples:
+        raise ValueError(f"only {len(decided)} conflict samples are text- or vision-following after filtering "
+                         f"({counts}); a curve needs at least {cfg.min_samples}: score more groups"
+                         + (" or pass --all-samples to drop the unimodal-correct filter" if cfg.unimodal_correct else ""))
+    follows = (decided.following == "text").to_numpy(float)
+    result = {"config": asdict(cfg), "counts": counts, "following": stats.tfr_vfr(t.following),
+              "other_share": float((t.following == "other").mean()) if len(t) else None, "curves": {}}
+    for name in UNCERTAINTY_INDICES:
+        try:
+            result["curves"][name] = following_curve(decided[f"d_rel_{name}"].to_numpy(), follows, cfg)
+        except ValueError as e:
+            result["curves"][name] = {"error": str(e)}
+    main = result["curves"][cfg.index]
+    result["balance_point"] = main.get("balance_point")
+    result["monotonicity"] = main.get("monotonicity")
+    bp = result["balance_point"] or {}
+    balance = bp.get("estimate") if bp.get("estimate") is not None else 0.0
+    result["oscillation"] = oscillation(decided, balance, cfg)
+    result["difficulty"] = difficulty_views(table)
+    result["tfr_cells"] = tfr_cells(t) if "d_v" in t and t.d_v.notna().all() else []
+    return result

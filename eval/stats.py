@@ -1,0 +1,201 @@
+"""Pure statistics of DESIGN.md sections 3-5 on plain arrays (no model, no tables)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+# ---- section 3: uncertainty -------------------------------------------------------------
+def entropy(probs, axis: int = -1) -> np.ndarray:
+    """H = -sum p ln p in nats (0 ln 0 = 0)."""
+    p = np.asarray(probs, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=axis)
+
+
+def one_minus_max_p(probs, axis: int = -1) -> np.ndarray:
+    return 1 - np.asarray(probs, dtype=float).max(axis=axis)
+
+
+def top2_margin(probs, axis: int = -1) -> np.ndarray:
+    top = -np.sort(-np.asarray(probs, dtype=float), axis=axis)
+    return np.take(top, 0, axis=axis) - np.take(top, 1, axis=axis)
+
+
+def candidate_entropy(candidate_logits, axis: int = -1) -> np.ndarray:
+    """Entropy of the distribution renormalised over the candidate answers only."""
+    z = np.asarray(candidate_logits, dtype=float)
+    z = z - z.max(axis=axis, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=axis, keepdims=True)
+    return entropy(p, axis=axis)
+
+
+def relative_uncertainty(h_v, h_t) -> np.ndarray:
+    """dH_rel = 2 (H_t - H_v) / (H_t + H_v) in [-2, 2]; 0 where both entropies are 0; NaN stays NaN."""
+    h_v, h_t = np.asarray(h_v, dtype=float), np.asarray(h_t, dtype=float)
+    total = h_t + h_v
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(total > 0, 2 * (h_t - h_v) / np.where(total > 0, total, 1), 0.0)
+    return np.where(np.isnan(total), np.nan, out)
+
+
+# ---- section 4: modality following ------------------------------------------------------
+def following_labels(y_m, y_v, y_t) -> np.ndarray:
+    """'text' if Y_m = Y_t, 'vision' if Y_m = Y_v, 'other' otherwise ('same' if Y_v = Y_t: undecidable)."""
+    y_m, y_v, y_t = (np.asarray(a, dtype=object) for a in (y_m, y_v, y_t))
+    return np.where(y_v == y_t, "same", np.where(y_m == y_t, "text", np.where(y_m == y_v, "vision", "other")))
+
+
+def unimodal_correct(y_v, y_t, answer_visual, answer_text) -> np.ndarray:
+    """The default analysis filter: both unimodal answers equal the ground truth."""
+    return (np.asarray(y_v, dtype=object) == np.asarray(answer_visual, dtype=object)) & \
+           (np.asarray(y_t, dtype=object) == np.asarray(answer_text, dtype=object))
+
+
+def tfr_vfr(labels) -> dict:
+    """TFR = #text / #(text or vision), VFR = 1 - TFR, with Wilson intervals."""
+    labels = np.asarray(labels)
+    k, n = int((labels == "text").sum()), int(np.isin(labels, ["text", "vision"]).sum())
+    if n == 0:
+        return {"tfr": None, "vfr": None, "n": 0, "tfr_ci": None, "vfr_ci": None}
+    lo, hi = wilson_interval(k, n)
+    return {"tfr": k / n, "vfr": 1 - k / n, "n": n, "tfr_ci": (lo, hi), "vfr_ci": (1 - hi, 1 - lo)}
+
+
+def wilson_interval(k, n, z: float = Z95):
+    """Wilson score interval of a binomial proportion (vectorised; NaN where n = 0)."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denom = 1 + z ** 2 / n
+        centre = (p + z ** 2 / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z ** 2 / (4 * n ** 2)) / denom
+    lo, hi = centre - half, centre + half
+    return (float(lo), float(hi)) if lo.ndim == 0 else (lo, hi)
+
+
+def bin_edges(x, n_bins: int = 8, kind: str = "quantile", lo: float = -2.0, hi: float = 2.0) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    if kind == "quantile":
+        edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)))
+        return edges if len(edges) > 1 else np.array([x.min() - 1e-9, x.max() + 1e-9])
+    if kind == "fixed":
+        return np.linspace(lo, hi, n_bins + 1)
+    raise ValueError(f"bins kind {kind!r} unknown; use 'quantile' or 'fixed'")
+
+
+def binned_rate(x, y, edges) -> dict[str, np.ndarray]:
+    """Per bin: centre (mean x), count, successes, rate and Wilson 95% interval."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    n = np.bincount(idx, minlength=len(edges) - 1)
+    k = np.bincount(idx, weights=y, minlength=len(edges) - 1)
+    sx = np.bincount(idx, weights=x, minlength=len(edges) - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate, centre = k / n, sx / n
+    lo, hi = wilson_interval(k, n)
+    return {"lo": edges[:-1], "hi": edges[1:], "centre": centre, "n": n, "k": k, "rate": rate,
+            "ci_lo": lo, "ci_hi": hi}
+
+
+def logistic_fit(x, y, ridge: float = 1e-3, iters: int = 50) -> tuple[float, float]:
+    """P(y=1) = sigmoid(a + b x) by Newton-Raphson; a small ridge keeps separable data finite."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    X = np.column_stack([np.ones_like(x), x])
+    w = np.zeros(2)
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-np.clip(X @ w, -30, 30)))
+        grad = X.T @ (y - p) - ridge * w
+        hess = X.T @ (X * (p * (1 - p))[:, None]) + ridge * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w += step
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(w[0]), float(w[1])
+
+
+@dataclass
+class BalancePoint:
+    """Where the following curve crosses 0.5 (DESIGN.md section 4)."""
+    estimate: float | None  # None when the curve does not cross 0.5 in the observed range
+    ci: tuple[float, float] | None
+    crosses: bool
+    leans: str  # "text" / "vision" at equal uncertainty, or the side of a curve that never crosses
+    intercept: float
+    slope: float
+    n: int
+    x_range: tuple[float, float]
+
+    def describe(self) -> str:
+        if not self.crosses:
+            return f"no crossing in [{self.x_range[0]:+.2f}, {self.x_range[1]:+.2f}], leans {self.leans}"
+        return f"{self.estimate:+.3f} [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}] (leans {self.leans})"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "description": self.describe()}
+
+
+def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> BalancePoint:
+    """Logistic fit of text-following on dH_rel; balance point -a/b with a percentile bootstrap CI."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = ~np.isnan(x) & ~np.isnan(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 10 or len(np.unique(y)) < 2:
+        raise ValueError(f"a balance point needs >= 10 samples with both outcomes; got {len(x)} samples and "
+                         f"outcomes {sorted(set(y.tolist()))}: use more groups or relax the filter")
+    a, b = logistic_fit(x, y)
+    lo_x, hi_x = float(x.min()), float(x.max())
+    crossing = -a / b if b != 0 else math.inf
+    crosses = lo_x <= crossing <= hi_x
+    if crosses:
+        leans = "text" if crossing > 0 else "vision"
+    else:  # the side of 0.5 the curve stays on: above means the text wins everywhere observed
+        leans = "text" if a + b * (lo_x + hi_x) / 2 > 0 else "vision"
+    est, interval = None, None
+    if crosses:
+        rng = np.random.default_rng(seed)
+        boots = []
+        for _ in range(n_boot):
+            i = rng.integers(0, len(x), len(x))
+            ab, bb = logistic_fit(x[i], y[i])
+            boots.append(-ab / bb if bb != 0 else np.nan)
+        boots = np.asarray(boots)
+        boots = boots[np.isfinite(boots)]
+        alpha = (1 - ci) / 2
+        interval = (float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha)))
+        est = float(crossing)
+    return BalancePoint(est, interval, bool(crosses), leans, a, b, int(len(x)), (lo_x, hi_x))
+
+
+def monotonicity(centres, rates) -> float:
+    """Spearman correlation of binned rate with bin centre: -1 is a perfectly falling curve."""
+    from scipy.stats import spearmanr
+    c, r = np.asarray(centres, dtype=float), np.asarray(rates, dtype=float)
+    ok = ~np.isnan(c) & ~np.isnan(r)
+    if ok.sum() < 3:
+        return float("nan")
+    return float(spearmanr(c[ok], r[ok]).statistic)
+
+
+# ---- section 5: oscillation -------------------------------------------------------------
+def oscillation_count(layer_top1, y_v, y_t) -> int:
+    """Switches between Y_v and Y_t in the layer-wise top-1 sequence, skipping other tokens."""
+    seq = [t for t in layer_top1 if t == y_v or t == y_t]
+    return sum(1 for a, b in zip(seq, seq[1:]) if a != b)
+
+
+def ambiguous_region(d_rel, balance: float, width: float = 0.5) -> np.ndarray:
+    return np.abs(np.asarray(d_rel, dtype=float) - balance) <= width
+
+
+def mean_interval(values) -> dict:
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return {"mean": None, "ci": None, "n": 0}
+    half = Z95 * v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+    return {"mean": float(v.mean()), "ci": (float(v.mean() - half), float(v.mean() + half)), "n": int(len(v))}

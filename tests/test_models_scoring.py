@@ -1,0 +1,181 @@
+"""Model access and the scoring engine on tiny random llava and llava_next models."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from align.models import LANGUAGE_LORA_REGEX, load_vlm
+from data_gen.user_import import import_jsonl
+from eval import scoring
+from eval.scoring import Candidates, ScoreConfig, forward_answer_position, score_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_load_and_prompts(tiny_model):
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    assert type(vlm.model).__name__ in ("LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration")
+    v = vlm.prompt("What color is the star?", "", with_image=True)
+    t = vlm.prompt("What color is the star?", "The star is red.", with_image=False)
+    m = vlm.prompt("What color is the star?", "The star is red.", with_image=True)
+    assert "<image>" in v and "<image>" not in t and "<image>" in m
+    assert "The star is red." in t and "The star is red." in m and v.rstrip().endswith("ASSISTANT:")
+    assert vlm.answer_ids("red") == (vlm.tokenizer.convert_tokens_to_ids("red"),)
+    with pytest.raises(ValueError, match="not in the tokenizer's vocabulary"):
+        vlm.answer_ids("chartreuse")
+    assert len(vlm.layers) == vlm.model.config.text_config.num_hidden_layers
+
+
+def test_lora_regex_hits_language_model_only(tiny_model):
+    import re
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    names = [n for n, _ in vlm.model.named_modules()]
+    hit = [n for n in names if re.fullmatch(LANGUAGE_LORA_REGEX, n)]
+    assert hit and all("language_model" in n for n in hit)
+    assert not any("vision_tower" in n or "projector" in n for n in hit)
+    assert len(hit) == 7 * len(vlm.layers)
+
+
+def test_lens_at_last_layer_equals_logits(tiny_model, tiny_data):
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    rows = tiny_data.samples.select(range(4))
+    prompts = [vlm.prompt(r["question"], r["text_context"]) for r in rows]
+    out = forward_answer_position(vlm, prompts, [tiny_data.image(r["image_id"]) for r in rows],
+                                  [vlm.first_token("red")], lens=True)
+    np.testing.assert_allclose(out["lens_last_logits"], out["final_logits"], atol=1e-4)
+    assert out["lens_top1"].shape == (4, len(vlm.layers))
+
+
+def test_batched_left_padding_matches_single_rows(tiny_model, tiny_data, tmp_path):
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    data = tiny_data.split("test")
+    a = score_dataset(vlm, data, tmp_path / "a", ScoreConfig(batch_size=1))
+    b = score_dataset(vlm, data, tmp_path / "b", ScoreConfig(batch_size=16))
+    for col in ("entropy_v", "entropy_t", "entropy_m", "p_text_m", "candidate_entropy_m"):
+        np.testing.assert_allclose(a[col].to_numpy(float), b[col].to_numpy(float), atol=1e-4, equal_nan=True)
+    assert (a.top1_m == b.top1_m).all()
+    np.testing.assert_allclose(np.stack(a.lens_diff.dropna()), np.stack(b.lens_diff.dropna()), atol=1e-4)
+
+
+def test_each_distinct_input_scored_once(tiny_model, tiny_data, tmp_path, monkeypatch):
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    seen = []
+    real = scoring.forward_answer_position
+
+    def counting(vlm_, prompts, images, cand, lens):
+        seen.extend(zip(prompts, [None] * len(prompts) if images is None else [im.tobytes() for im in images]))
+        return real(vlm_, prompts, images, cand, lens)
+
+    monkeypatch.setattr(scoring, "forward_answer_position", counting)
+    data = tiny_data.split("test")
+    table = score_dataset(vlm, data, tmp_path / "run", ScoreConfig(shard_groups=100))
+    assert len(seen) == len(set(seen))  # nothing twice
+    rows = data.samples.to_pandas()
+    n_images = rows[["image_id", "question"]].drop_duplicates().shape[0]
+    n_text = rows[rows.text_context != ""][["text_context", "question"]].drop_duplicates().shape[0]
+    n_both = rows[rows.text_context != ""][["image_id", "text_context", "question"]].drop_duplicates().shape[0]
+    assert len(seen) == n_images + n_text + n_both < 3 * len(rows)
+    assert len(table) == len(rows)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["dataset_fingerprint"] == data.fingerprint and info["versions"]["transformers"]
+
+
+def test_table_columns_and_values(tiny_model, tiny_data, tmp_path):
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    t = score_dataset(vlm, tiny_data.split("test"), tmp_path / "run")
+    conflict = t[t.condition == "conflict"].iloc[0]
+    for c in ("v", "t", "m"):
+        assert 0 <= conflict[f"entropy_{c}"] <= np.log(len(vlm.tokenizer)) + 1e-5
+        assert 0 <= conflict[f"one_minus_max_p_{c}"] <= 1 and 0 <= conflict[f"top2_margin_{c}"] <= 1
+    assert conflict.token_visual == vlm.first_token(conflict.answer_visual)
+    assert len(conflict.lens_top1) == len(vlm.layers) == len(conflict.lens_diff)
+    original = t[t.text_tier == "original"].iloc[0]
+    assert original.entropy_m == original.entropy_v  # no text: the both-modality input is the image-only one
+
+
+def test_colliding_answer_tokens_are_flagged(tmp_path):
+    from PIL import Image
+    from tests.fixtures import tiny_model_dir
+    Image.new("RGB", (32, 32), "blue").save(tmp_path / "a.png")
+    rows = [{"id": str(i), "image": "a.png", "question": "What color is the car?", "text_context": f"The car is {t}.",
+             "answer_visual": v, "answer_text": t, "split": "test"}
+            for i, (v, t) in enumerate([("light blue", "light green"), ("red", "blue")])]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    data = import_jsonl(tmp_path / "d.jsonl")
+    model = tiny_model_dir("llava", tmp_path / "m", extra_words=["light"])
+    vlm = load_vlm(str(model), dtype="float32", device="cpu")
+    assert Candidates.of(vlm, ["light blue", "light green", "red"]).collisions()
+    t = score_dataset(vlm, data, tmp_path / "run")
+    assert t.set_index("id").answer_collision.to_dict() == {"0": True, "1": False}
+
+
+def test_resume_skips_finished_shards(tiny_model, tiny_data, tmp_path, monkeypatch):
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    first = score_dataset(vlm, tiny_data, tmp_path / "run", ScoreConfig(shard_groups=2))
+    assert len(list((tmp_path / "run" / "shards").glob("shard-*.parquet"))) == 3
+    monkeypatch.setattr(scoring, "forward_answer_position", lambda *a, **k: pytest.fail("re-scored a finished shard"))
+    again = score_dataset(vlm, tiny_data, tmp_path / "run", ScoreConfig(shard_groups=2))
+    pd.testing.assert_frame_equal(first, again)
+    with pytest.raises(ValueError, match="different score_config"):
+        score_dataset(vlm, tiny_data, tmp_path / "run", ScoreConfig(shard_groups=3))
+
+
+def _score_cmd(model, data, out, *extra):
+    return [sys.executable, "-m", "eval", "score", "--model", str(model), "--data", str(data), "--out", str(out),
+            "--split", "all", "--dtype", "float32", "--device", "cpu", *extra]
+
+
+@pytest.mark.slow
+def test_real_kill_loses_at_most_the_shard_in_flight(tmp_path):
+    from tests.fixtures import tiny_dataset, tiny_model_dir
+    data = tiny_dataset(tmp_path / "data", groups=24)
+    model = tiny_model_dir("llava", tmp_path / "model")
+    ref = subprocess.run(_score_cmd(model, tmp_path / "data", tmp_path / "ref", "--shard-groups", "1"),
+                         capture_output=True, text=True, cwd=ROOT)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    proc = subprocess.Popen(_score_cmd(model, tmp_path / "data", tmp_path / "run", "--shard-groups", "1",
+                                       "--batch-size", "1"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = tmp_path / "run" / "shards"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("shard-*.parquet"))) < 3:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted(shards.glob("shard-*.parquet"))
+    assert 3 <= len(done) < 24, "the run finished before it could be killed"
+    for f in done:  # every shard on disk is whole
+        pd.read_parquet(f)
+    assert not (tmp_path / "run" / "samples.parquet").exists()
+    res = subprocess.run(_score_cmd(model, tmp_path / "data", tmp_path / "run", "--shard-groups", "1",
+                                    "--batch-size", "1"), capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0 and "resuming" in res.stderr
+    a = pd.read_parquet(tmp_path / "ref" / "samples.parquet")
+    b = pd.read_parquet(tmp_path / "run" / "samples.parquet")
+    np.testing.assert_allclose(a.entropy_m, b.entropy_m, atol=1e-4)
+    assert (a.id == b.id).all()
+
+
+@pytest.mark.slow
+def test_data_parallel_under_accelerate_matches_one_process(tiny_data, tmp_path):
+    from tests.fixtures import tiny_model_dir
+    model = tiny_model_dir("llava", tmp_path / "model")
+    data_path = tiny_data.info["path"]
+    one = subprocess.run(_score_cmd(model, data_path, tmp_path / "one", "--shard-groups", "1"),
+                         capture_output=True, text=True, cwd=ROOT)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+                          "-m", *_score_cmd(model, data_path, tmp_path / "two", "--shard-groups", "1")[2:]],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "scoring [1]" in two.stderr and "scoring [0]" in two.stderr
+    a = pd.read_parquet(tmp_path / "one" / "samples.parquet")
+    b = pd.read_parquet(tmp_path / "two" / "samples.parquet")
+    np.testing.assert_allclose(a.entropy_m, b.entropy_m, atol=1e-4)

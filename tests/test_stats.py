@@ -1,0 +1,112 @@
+"""Statistics against hand-computed cases and known ground truth."""
+import math
+
+import numpy as np
+import pytest
+
+from eval import stats
+
+
+def test_entropy_and_indices_by_hand():
+    p = np.array([[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]])
+    assert stats.entropy(p) == pytest.approx([1.5 * math.log(2), 0.0])
+    assert stats.one_minus_max_p(p) == pytest.approx([0.5, 0.0])
+    assert stats.top2_margin(p) == pytest.approx([0.25, 1.0])
+    assert stats.candidate_entropy(np.log([[1.0, 1.0]])) == pytest.approx([math.log(2)])
+
+
+def test_relative_uncertainty_by_hand_and_edge_cases():
+    d = stats.relative_uncertainty([1.0, 0.5, 0.0, 0.0, np.nan], [0.5, 1.0, 1.0, 0.0, 1.0])
+    assert d[:4] == pytest.approx([2 * -0.5 / 1.5, 2 * 0.5 / 1.5, 2.0, 0.0])
+    assert np.isnan(d[4])
+
+
+def test_following_labels_and_filter_and_tfr():
+    labels = stats.following_labels(y_m=["a", "b", "c", "a"], y_v=["a", "a", "a", "x"], y_t=["b", "b", "b", "x"])
+    assert labels.tolist() == ["vision", "text", "other", "same"]
+    ok = stats.unimodal_correct(["a", "a", "z"], ["b", "q", "b"], ["a", "a", "a"], ["b", "b", "b"])
+    assert ok.tolist() == [True, False, False]
+    r = stats.tfr_vfr(["text", "text", "vision", "other"])
+    assert r["tfr"] == pytest.approx(2 / 3) and r["vfr"] == pytest.approx(1 / 3) and r["n"] == 3
+    assert r["tfr_ci"][0] < 2 / 3 < r["tfr_ci"][1]
+    assert stats.tfr_vfr(["other"])["tfr"] is None
+
+
+def test_wilson_interval_known_value():
+    lo, hi = stats.wilson_interval(5, 10)
+    assert (lo, hi) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    lo, hi = stats.wilson_interval(0, 10)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.2775, abs=1e-4)
+
+
+def test_binned_rate_counts():
+    x = np.array([-1.5, -1.0, 0.1, 0.2, 1.5])
+    y = np.array([1, 1, 0, 1, 0])
+    b = stats.binned_rate(x, y, np.array([-2, 0, 2]))
+    assert b["n"].tolist() == [2, 3] and b["rate"] == pytest.approx([1.0, 1 / 3])
+
+
+def _draw(seed, a, b, n=400):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, n)
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-(a + b * x)))).astype(float)
+    return x, y
+
+
+def test_logistic_fit_recovers_parameters():
+    x, y = _draw(0, 1.0, -3.0, n=20000)
+    a, b = stats.logistic_fit(x, y)
+    assert a == pytest.approx(1.0, abs=0.1) and b == pytest.approx(-3.0, abs=0.15)
+
+
+def test_balance_point_interval_covers_truth_in_90_percent_of_seeds():
+    a, b = 0.9, -3.0  # true balance point -a/b = +0.3: leans text
+    truth = -a / b
+    hits = 0
+    for seed in range(100):
+        x, y = _draw(seed, a, b, n=300)
+        bp = stats.balance_point(x, y, n_boot=150, seed=seed)
+        assert bp.crosses and bp.leans == "text"
+        hits += bp.ci[0] <= truth <= bp.ci[1]
+    assert hits >= 90, hits
+
+
+def test_no_crossing_reported_with_its_side():
+    x, y = _draw(1, 6.0, -1.0, n=300)  # crossing at +6: text wins everywhere observed
+    bp = stats.balance_point(x, y, n_boot=50)
+    assert not bp.crosses and bp.estimate is None and bp.leans == "text"
+    assert "no crossing" in bp.describe() and "leans text" in bp.describe()
+    x, y = _draw(2, -6.0, -1.0, n=300)
+    assert stats.balance_point(x, y, n_boot=50).leans == "vision"
+
+
+def test_balance_point_rejects_too_little_data():
+    with pytest.raises(ValueError, match="needs >= 10 samples"):
+        stats.balance_point([0.1, 0.2], [1, 0])
+    with pytest.raises(ValueError, match="both outcomes"):
+        stats.balance_point(np.linspace(-1, 1, 50), np.ones(50))
+
+
+def test_monotonicity():
+    assert stats.monotonicity([-1, 0, 1, 2], [0.9, 0.7, 0.4, 0.1]) == pytest.approx(-1.0)
+    assert stats.monotonicity([-1, 0, 1, 2], [0.1, 0.7, 0.4, 0.9]) > -1
+
+
+@pytest.mark.parametrize("seq, expected", [
+    (["v", "v", "t", "t"], 1),
+    (["v", "o", "t"], 1),          # v -> other -> t counts once
+    (["v", "t", "v", "t"], 3),
+    (["o", "o", "o"], 0),
+    (["t", "o", "t", "v", "o", "v"], 1),
+    ([], 0),
+])
+def test_oscillation_count_hand_made(seq, expected):
+    assert stats.oscillation_count(seq, "v", "t") == expected
+
+
+def test_ambiguous_region_and_mean_interval():
+    amb = stats.ambiguous_region([-1.0, 0.2, 0.6, 0.71], balance=0.2, width=0.5)
+    assert amb.tolist() == [False, True, True, False]
+    m = stats.mean_interval([1, 2, 3, np.nan])
+    assert m["mean"] == 2 and m["n"] == 3 and m["ci"][0] < 2 < m["ci"][1]
+    assert stats.mean_interval([])["mean"] is None
