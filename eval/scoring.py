@@ -206,7 +206,7 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
     Returns the merged table on the main process, None elsewhere.
     """
     from accelerate import PartialState
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True lets `--multi_gpu` run gloo on CPUs
     cfg = cfg or ScoreConfig()
     out = Path(out)
     shard_dir = out / "shards"
