@@ -56,8 +56,9 @@ class OrganismConfig:
     batch_size: int = 32
     lr: float = 5e-4
     warmup: int = 100
-    steps_unimodal: int = 1200
-    steps_conflict: int = 800
+    steps_unimodal: int = 2400
+    steps_conflict: int = 600
+    easy_tier_boost: float = 2.0  # large targets (d_v <= 4) are drawn this much more often: vision learns them first
     # label noise of text-only targets per tier: harder reasoning, noisier signal
     text_noise: dict = field(default_factory=lambda: {"direct": 0.02, "indirect_simple": 0.12, "indirect_knowledge": 0.12})
     # how often each text tier is drawn: harder reasoning, less signal
@@ -75,9 +76,17 @@ def organism_home() -> Path:
     return Path(os.environ.get("MODALITY_ALIGNMENT_HOME", Path.home() / ".cache" / "modality_alignment"))
 
 
+SHIPPED = Path(__file__).parent / "organisms"  # produced by `build` with the default config
+
+
 def organism_path(preference: str = "text") -> Path:
-    """The cached organism of this preference, built on first use (a few minutes on 2 cores)."""
+    """The organism of this preference: shipped with the package, else built on first use and cached."""
     from filelock import FileLock
+    if preference not in PLANTED_BALANCE:
+        raise ValueError(f"unknown organism preference {preference!r}; use organism:text, organism:vision or organism:none")
+    shipped = SHIPPED / f"organism-{preference}"
+    if (shipped / "config.json").exists() and not os.environ.get("MODALITY_ALIGNMENT_REBUILD"):
+        return shipped
     path = organism_home() / f"organism-{preference}"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):  # one builder when several processes start at once
@@ -140,6 +149,9 @@ class TrainingSet:
             elif r.text_tier == "image_irrelevant":
                 self.kinds["control"].append((r.image_id, r.text_context, r.question, _onehot(n, c[r.answer_text])))
         self.kinds["conflict"] = []
+        d_v = np.array([int(img.rsplit("-v", 1)[1]) for img, *_ in self.kinds["image"]])
+        boost = np.where(d_v <= 4, cfg.easy_tier_boost, 1.0)
+        self.image_p = boost / boost.sum()
 
     def plant(self, scores: pd.DataFrame, balance: float) -> dict:
         """Label conflicts by the planted rule on the model's own relative uncertainty."""
@@ -154,9 +166,9 @@ class TrainingSet:
         return {"conflicts": len(s), "follow_text_share": float(np.mean(follow_text))}
 
     def batch(self, rng: np.random.Generator, phase: int) -> list[tuple]:
-        weights = {"image": 0.4, "text": 0.3, "consistent": 0.15, "control": 0.05, "conflict": 0.0}
+        weights = {"image": 0.6, "text": 0.25, "consistent": 0.1, "control": 0.05, "conflict": 0.0}
         if phase == 2:
-            weights.update(image=0.3, text=0.2, consistent=0.1, control=0.05, conflict=0.35)
+            weights.update(image=0.35, text=0.15, consistent=0.1, control=0.05, conflict=0.35)
         kinds = list(weights)
         kind = kinds[rng.choice(len(kinds), p=np.array(list(weights.values())) / sum(weights.values()))]
         if kind == "text":
@@ -165,6 +177,8 @@ class TrainingSet:
             picks = rng.choice(len(tiers), size=self.cfg.batch_size, p=share / share.sum())
             return [self.text_by_tier[tiers[t]][rng.integers(len(self.text_by_tier[tiers[t]]))] for t in picks]
         pool = self.kinds[kind]
+        if kind == "image":
+            return [pool[i] for i in rng.choice(len(pool), size=self.cfg.batch_size, p=self.image_p)]
         return [pool[i] for i in rng.integers(len(pool), size=self.cfg.batch_size)]
 
 
@@ -209,10 +223,9 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
     for step in bar:
         if step == cfg.steps_unimodal:  # phase 2: plant the preference on the model's own uncertainty
             model.eval()
-            probe = train.split("train")
-            probe_rows = probe.samples.filter(lambda g: g % 3 == 0, input_columns="group")  # a third suffices
-            scores = score_dataset(vlm, ConflictData(probe_rows, probe.images, probe.info), out / "phase1_scores",
-                                   ScoreConfig(batch_size=64, shard_groups=10_000, lens=False))
+            probe_rows = train.samples.filter(lambda g: g % 4 == 0, input_columns="group")  # a quarter suffices
+            scores = score_dataset(vlm, ConflictData(probe_rows, train.images, train.info), out / "phase1_scores",
+                                   ScoreConfig(batch_size=64, shard_groups=10_000, lens=False, conditions=("v", "t")))
             planted = examples.plant(scores, cfg.planted_balance)
             log.info("planted preference %s (balance %+.2f): %s", cfg.preference, cfg.planted_balance, planted)
             model.train()

@@ -44,14 +44,15 @@ def plot_curves(results: dict[str, dict], index: str = "entropy", ax=None):
         b = {key: np.asarray(v, dtype=float) for key, v in curve["bins"].items()}
         ok = b["n"] > 0
         few = np.asarray(curve["bins"]["few"], dtype=bool)
-        err = np.vstack([b["rate"] - b["ci_lo"], b["ci_hi"] - b["rate"]])
+        err = np.clip(np.vstack([b["rate"] - b["ci_lo"], b["ci_hi"] - b["rate"]]), 0, None)
         ax.errorbar(b["centre"][ok & ~few], b["rate"][ok & ~few], yerr=err[:, ok & ~few], fmt="o", color=color,
                     capsize=3, label=f"{name} (binned, Wilson 95%)")
         if (ok & few).any():
             ax.plot(b["centre"][ok & few], b["rate"][ok & few], "o", mfc="none", color=color, label=f"{name}: bins with few samples")
         bp = curve["balance_point"]
         xs = np.linspace(-2, 2, 200)
-        ax.plot(xs, _sigmoid(bp["intercept"] + bp["slope"] * xs), "-", color=color, alpha=0.8)
+        if np.isfinite(bp["slope"]):
+            ax.plot(xs, _sigmoid(bp["intercept"] + bp["slope"] * xs), "-", color=color, alpha=0.8)
         if bp["crosses"]:
             ax.axvline(bp["estimate"], color=color, ls="--", lw=1)
             ax.axvspan(*bp["ci"], color=color, alpha=0.12)

@@ -32,6 +32,7 @@ class ScoreConfig:
     batch_size: int = 32
     shard_groups: int = 16  # groups per shard: the most a crash can lose
     lens: bool = True
+    conditions: tuple[str, ...] = CONDITIONS  # e.g. ("v", "t") when only unimodal scores are needed
 
 
 @dataclass
@@ -101,7 +102,7 @@ def forward_answer_position(vlm, prompts: list[str], images: list | None, candid
     return {k: v.cpu().numpy() for k, v in res.items()}
 
 
-def _jobs(rows: pd.DataFrame) -> dict[tuple, dict]:
+def _jobs(rows: pd.DataFrame, conditions=CONDITIONS) -> dict[tuple, dict]:
     """Distinct inputs: (kind, image_id, context, question) -> what to run."""
     jobs = {}
     for r in rows.itertuples():
@@ -113,13 +114,13 @@ def _jobs(rows: pd.DataFrame) -> dict[tuple, dict]:
             jobs.setdefault(("t", None, ctx, r.question), None)
             if image_id:
                 jobs.setdefault(("m", image_id, ctx, r.question), None)
-    return jobs
+    return {k: v for k, v in jobs.items() if k[0] in conditions}
 
 
 def score_rows(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, cfg: ScoreConfig,
                progress: tqdm | None = None) -> pd.DataFrame:
     """Score the distinct inputs of `rows` once each, then assemble the per-row table."""
-    jobs = _jobs(rows)
+    jobs = _jobs(rows, cfg.conditions)
     results: dict[tuple, dict] = {}
     # batch like with like (image or not, lens or not) and sort by length to limit padding
     for kind in CONDITIONS:
@@ -235,7 +236,7 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
         if len(todo) < len(mine):
             log.info("resuming: %d of %d shards already scored", len(mine) - len(todo), len(mine))
     by_group = rows.groupby("group")
-    n_inputs = sum(len(_jobs(pd.concat([by_group.get_group(g) for g in shards[k]]))) for k in todo)
+    n_inputs = sum(len(_jobs(pd.concat([by_group.get_group(g) for g in shards[k]]), cfg.conditions)) for k in todo)
     t0 = time.time()
     with tqdm(total=n_inputs, desc=f"scoring [{state.process_index}]", unit="input",
               disable=not todo) as bar:

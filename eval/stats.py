@@ -144,11 +144,13 @@ def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> 
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = ~np.isnan(x) & ~np.isnan(y)
     x, y = x[ok], y[ok]
-    if len(x) < 10 or len(np.unique(y)) < 2:
-        raise ValueError(f"a balance point needs >= 10 samples with both outcomes; got {len(x)} samples and "
-                         f"outcomes {sorted(set(y.tolist()))}: use more groups or relax the filter")
-    a, b = logistic_fit(x, y)
+    if len(x) < 10:
+        raise ValueError(f"a balance point needs >= 10 samples; got {len(x)}: use more groups or relax the filter")
     lo_x, hi_x = float(x.min()), float(x.max())
+    if len(np.unique(y)) < 2:  # one modality always wins: the curve sits on one side of 0.5
+        return BalancePoint(None, None, False, "text" if y[0] == 1 else "vision", math.nan, math.nan,
+                            int(len(x)), (lo_x, hi_x))
+    a, b = logistic_fit(x, y)
     crossing = -a / b if b != 0 else math.inf
     crosses = lo_x <= crossing <= hi_x
     if crosses:

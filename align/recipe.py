@@ -1,0 +1,202 @@
+"""The alignment loop: measure -> targets -> LoRA training -> re-measure -> report -> W&B -> release."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from data_gen import ConflictData, generate
+from eval.analysis import AnalysisConfig, analyze
+from eval.report import write_report
+from eval.scoring import ScoreConfig, score_dataset
+
+from .models import LANGUAGE_LORA_REGEX, VLM, load_vlm, resolve_dtype
+from .targets import resolve_target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AlignConfig:
+    # model and data
+    model: str = "organism"
+    data: str | None = None  # a saved dataset; None generates `data_groups` colour groups into output_dir/data
+    data_groups: int = 150
+    data_seed: int = 0
+    data_size: int = 64
+    train_split: str = "train"
+    eval_split: str = "test"
+    output_dir: str = "outputs/align-organism"
+    dtype: str = "auto"
+    # target (DESIGN.md section 6)
+    target_balance_point: float | None = 0.0
+    balance_shift: float | None = None
+    tau: float = 0.25
+    loss_type: str = "soft"  # soft | hard
+    boundary_sigma: float = 0.5
+    boundary_floor: float = 0.2
+    retention_share: float = 0.3
+    retention_weight: float = 1.0
+    # LoRA on the language model only
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = LANGUAGE_LORA_REGEX
+    # training
+    learning_rate: float = 5e-4
+    num_train_epochs: float = 2.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.03
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = 0.0
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    save_steps: int = 50
+    save_total_limit: int = 2
+    resume_from_checkpoint: str | None = None
+    seed: int = 0
+    # measurement
+    eval_batch_size: int = 32
+    n_boot: int = 1000
+    # tracking and release
+    report_to: str = "wandb"
+    wandb_project: str = "modality-alignment"
+    run_name: str | None = None
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+
+    def validate(self) -> None:
+        if self.loss_type not in ("soft", "hard"):
+            raise ValueError(f"loss_type {self.loss_type!r} is not available; use 'soft' (default) or 'hard' "
+                             f"(the DPO variant is not implemented yet)")
+        resolve_target(0.0, self.target_balance_point, self.balance_shift)  # range and exclusivity
+        if not 0 <= self.retention_share < 1:
+            raise ValueError(f"retention_share must be in [0, 1), got {self.retention_share}")
+
+
+def _state():
+    from accelerate import PartialState
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def prepare_data(cfg: AlignConfig) -> ConflictData:
+    state = _state()
+    if cfg.data:
+        return ConflictData.load(cfg.data)
+    path = Path(cfg.output_dir) / "data"
+    if state.is_main_process and not (path / "info.json").exists():
+        generate("colors", cfg.data_groups, cfg.data_seed, cfg.data_size).save(path)
+    state.wait_for_everyone()
+    return ConflictData.load(path)
+
+
+def measure(vlm: VLM, data: ConflictData, out: Path, cfg: AlignConfig, lens: bool = True) -> pd.DataFrame:
+    """Score on every process, then hand every process the merged table."""
+    score_dataset(vlm, data, out, ScoreConfig(batch_size=cfg.eval_batch_size, lens=lens), seed=cfg.seed)
+    _state().wait_for_everyone()
+    return pd.read_parquet(out / "samples.parquet")
+
+
+def load_adapted(cfg: AlignConfig, adapter_dir: Path) -> VLM:
+    """The released bundle as a user loads it: base model + PEFT adapter."""
+    from peft import PeftModel
+    base = load_vlm(cfg.model, dtype=cfg.dtype)
+    model = PeftModel.from_pretrained(base.model, str(adapter_dir)).eval()
+    return VLM(model, base.processor, f"{cfg.model}+{adapter_dir.name}", base.revision)
+
+
+def train_adapter(cfg: AlignConfig, base: VLM, data: ConflictData, examples: list[dict], out: Path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import TrainingArguments
+    from .training import AlignmentCollator, ExampleDataset, SoftTargetTrainer
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    model = get_peft_model(base.model, lora)
+    if cfg.gradient_checkpointing:
+        model.enable_input_require_grads()  # PEFT + reentrant checkpointing needs grads on the inputs
+    dtype = next(model.parameters()).dtype
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, warmup_steps=cfg.warmup_ratio,
+        lr_scheduler_type=cfg.lr_scheduler_type, weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed,
+        bf16=dtype == torch.bfloat16, activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": True} if cfg.gradient_checkpointing else None,
+        report_to=[] if cfg.report_to in ("none", "") else [cfg.report_to], run_name=cfg.run_name,
+        remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = SoftTargetTrainer(model=model, args=args, train_dataset=ExampleDataset(examples),
+                                data_collator=AlignmentCollator(base, data, dtype), retention_weight=cfg.retention_weight)
+    try:
+        trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
+    except torch.OutOfMemoryError as e:
+        raise RuntimeError(
+            f"out of memory while training ({e}). Lower per_device_train_batch_size (now "
+            f"{cfg.per_device_train_batch_size}) and raise gradient_accumulation_steps, set gradient_checkpointing: "
+            f"true, or launch with recipes/accelerate_configs/zero3.yaml") from e
+    trainer.save_model(str(out))  # adapter_model.safetensors + adapter_config.json (main process)
+    return trainer
+
+
+def run_alignment(cfg: AlignConfig) -> dict | None:
+    cfg.validate()
+    state = _state()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if cfg.report_to == "wandb":
+        os.environ.setdefault("WANDB_PROJECT", cfg.wandb_project)
+    data = prepare_data(cfg)
+    acfg = AnalysisConfig(n_boot=cfg.n_boot, seed=cfg.seed)
+    base = load_vlm(cfg.model, dtype=cfg.dtype, device=str(state.device))
+    test, train = data.split(cfg.eval_split), data.split(cfg.train_split)
+
+    log.info("1/5 measuring the base model on the %s groups", cfg.eval_split)
+    base_result = analyze(measure(base, test, out / "runs" / "base", cfg), acfg)
+    current = base_result["balance_point"]["estimate"]
+    target = resolve_target(current, cfg.target_balance_point, cfg.balance_shift)
+    if current is None:  # a curve that never crosses: start the boundary at the edge it leans to
+        current = 2.0 if base_result["balance_point"]["leans"] == "text" else -2.0
+
+    log.info("2/5 scoring the %s groups for targets (b* = %+.2f, measured %s)", cfg.train_split, target,
+             base_result["balance_point"]["description"])
+    from .training import build_examples
+    train_table = measure(base, train, out / "runs" / "base_train", cfg, lens=False)
+    examples, example_stats = build_examples(train_table, base, target, current, cfg.tau, cfg.boundary_sigma,
+                                             cfg.boundary_floor, cfg.retention_share, cfg.loss_type, cfg.seed)
+    log.info("training examples: %s", example_stats)
+
+    log.info("3/5 LoRA training")
+    trainer = train_adapter(cfg, base, data, examples, out)
+    state.wait_for_everyone()
+
+    log.info("4/5 re-measuring the adapted model with the same code")
+    adapted = load_adapted(cfg, out)
+    after_table = measure(adapted, test, out / "runs" / "aligned", cfg)
+    if not state.is_main_process:
+        return None
+    log.info("5/5 report, tracking and release")
+    summary = write_report([out / "runs" / "base", out / "runs" / "aligned"], out / "report", acfg, ["base", "aligned"])
+    after_result = json.loads((out / "runs" / "aligned" / "analysis.json").read_text())
+    result = {"target_balance_point": target, "base": summary["runs"]["base"], "aligned": summary["runs"]["aligned"],
+              "training_examples": example_stats, "seconds": round(time.time() - t0, 1),
+              "config": asdict(cfg), "warnings": summary["warnings"]}
+    (out / "alignment.json").write_text(json.dumps(result, indent=2, default=float))
+    from .release import write_model_card, push
+    from .tracking import log_to_wandb
+    if cfg.report_to == "wandb":
+        log_to_wandb(result, base_result, after_result, out / "report", cfg)
+    write_model_card(out, result, cfg)
+    if cfg.push_to_hub:
+        push(out, cfg.hub_model_id)
+    del trainer, after_table
+    return result

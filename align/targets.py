@@ -1,0 +1,45 @@
+"""Uncertainty-aware targets (DESIGN.md section 6), pure functions on arrays."""
+from __future__ import annotations
+
+import numpy as np
+
+BALANCE_RANGE = (-2.0, 2.0)
+
+
+def resolve_target(current: float | None, target_balance_point: float | None, balance_shift: float | None) -> float:
+    """b* from an absolute target or a shift of the measured balance point; must lie in [-2, 2]."""
+    if (target_balance_point is None) == (balance_shift is None):
+        raise ValueError("set exactly one of target_balance_point (absolute b*) and balance_shift (b* = measured + shift)")
+    if balance_shift is not None:
+        if current is None:
+            raise ValueError("balance_shift needs a measured balance point, but the base model's curve does not cross "
+                             "0.5; set target_balance_point instead")
+        target = current + balance_shift
+    else:
+        target = target_balance_point
+    lo, hi = BALANCE_RANGE
+    if not lo <= target <= hi:
+        raise ValueError(f"target balance point {target:+.2f} is outside [{lo}, {hi}], the range of dH_rel; "
+                         f"choose a target inside it (typical: -1 to +1)")
+    return float(target)
+
+
+def target_text_probability(d_rel, target: float, tau: float) -> np.ndarray:
+    """p*(x) = sigmoid((b* - dH_rel(x)) / tau): the probability the adapted model should follow the text."""
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    return 1 / (1 + np.exp(-(target - np.asarray(d_rel, dtype=float)) / tau))
+
+
+def boundary_weights(d_rel, current: float, target: float, sigma: float = 0.5, floor: float = 0.2) -> np.ndarray:
+    """Weight 1 between the current and desired balance points, a Gaussian fall-off of width sigma
+    outside them, never below `floor` (easy samples still anchor the curve's ends)."""
+    x = np.asarray(d_rel, dtype=float)
+    lo, hi = min(current, target), max(current, target)
+    dist = np.where(x < lo, lo - x, np.where(x > hi, x - hi, 0.0))
+    return floor + (1 - floor) * np.exp(-0.5 * (dist / sigma) ** 2)
+
+
+def sample_hard_targets(p_text, seed: int = 0) -> np.ndarray:
+    """The `hard` variant: 1 = text answer, 0 = visual answer, drawn from p*."""
+    return (np.random.default_rng(seed).uniform(size=len(p_text)) < np.asarray(p_text)).astype(float)
