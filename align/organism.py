@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from data_gen import ConflictData, generate
 from data_gen.palette import COLOR_NAMES, COLORS, NEUTRAL_OBJECTS, SHAPES, knowledge_base
 from data_gen.tiers import ATTRIBUTE_TEXT_TIERS
 
-from .tiny import build_model, build_processor, build_tokenizer, words_of
+from .tiny import ORGANISM_CHAT_TEMPLATE, build_model, build_processor, build_tokenizer, words_of
 
 log = logging.getLogger(__name__)
 PLANTED_BALANCE = {"text": 0.5, "vision": -0.5, "none": 0.0}
@@ -56,11 +57,11 @@ class OrganismConfig:
     batch_size: int = 32
     lr: float = 5e-4
     warmup: int = 100
-    steps_unimodal: int = 2400
+    steps_unimodal: int = 2600
     steps_conflict: int = 600
-    easy_tier_boost: float = 2.0  # large targets (d_v <= 4) are drawn this much more often: vision learns them first
+    easy_tier_boost: float = 3.0  # large targets (d_v <= 4) are drawn this much more often: vision learns them first
     # label noise of text-only targets per tier: harder reasoning, noisier signal
-    text_noise: dict = field(default_factory=lambda: {"direct": 0.02, "indirect_simple": 0.12, "indirect_knowledge": 0.12})
+    text_noise: dict = field(default_factory=lambda: {"direct": 0.02, "indirect_simple": 0.25, "indirect_knowledge": 0.2})
     # how often each text tier is drawn: harder reasoning, less signal
     text_tier_share: dict = field(default_factory=lambda: {"direct": 0.5, "indirect_simple": 0.3, "indirect_knowledge": 0.2})
     workers: int | None = None
@@ -209,7 +210,7 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
     data = generate("colors", cfg.groups, cfg.data_seed, cfg.canvas, cfg.workers)
     train = data.split("train")
     tokenizer = build_tokenizer(vocabulary())
-    processor = build_processor("llava", tokenizer, cfg.canvas, cfg.patch)
+    processor = build_processor("llava", tokenizer, cfg.canvas, cfg.patch, ORGANISM_CHAT_TEMPLATE)
     model = build_model("llava", tokenizer, cfg.canvas, cfg.patch, hidden=cfg.hidden, layers=cfg.layers,
                         heads=cfg.heads, mlp_ratio=cfg.mlp_ratio)
     vlm = VLM(model, processor, "organism")
@@ -224,8 +225,9 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
         if step == cfg.steps_unimodal:  # phase 2: plant the preference on the model's own uncertainty
             model.eval()
             probe_rows = train.samples.filter(lambda g: g % 4 == 0, input_columns="group")  # a quarter suffices
-            scores = score_dataset(vlm, ConflictData(probe_rows, train.images, train.info), out / "phase1_scores",
-                                   ScoreConfig(batch_size=64, shard_groups=10_000, lens=False, conditions=("v", "t")))
+            with tempfile.TemporaryDirectory() as tmp:  # a by-product, not part of the bundle
+                scores = score_dataset(vlm, ConflictData(probe_rows, train.images, train.info), tmp,
+                                       ScoreConfig(batch_size=64, shard_groups=10_000, lens=False, conditions=("v", "t")))
             planted = examples.plant(scores, cfg.planted_balance)
             log.info("planted preference %s (balance %+.2f): %s", cfg.preference, cfg.planted_balance, planted)
             model.train()

@@ -155,6 +155,9 @@ def run_alignment(cfg: AlignConfig) -> dict | None:
     t0 = time.time()
     if cfg.report_to == "wandb":
         os.environ.setdefault("WANDB_PROJECT", cfg.wandb_project)
+        if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
+            os.environ["WANDB_MODE"] = "offline"  # no login here: record locally, `wandb sync` later
+            log.info("W&B: no API key, logging offline under ./wandb (sync later with `wandb sync`)")
     data = prepare_data(cfg)
     acfg = AnalysisConfig(n_boot=cfg.n_boot, seed=cfg.seed)
     base = load_vlm(cfg.model, dtype=cfg.dtype, device=str(state.device))

@@ -29,6 +29,19 @@ def words_of(texts: Iterable[str]) -> list[str]:
     return sorted({w for t in texts if t for w in _WORD.findall(t)})
 
 
+# The organism's own template puts the question before the image, so the image tokens can
+# attend to the asked shape (a causal decoder cannot look ahead); the content list the code
+# builds is the same for every model, only this template orders it.
+ORGANISM_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: "
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }} {% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>{% endif %}{% endfor %}"
+    "{% else %} ASSISTANT: {% for item in message['content'] %}{{ item['text'] }}{% endfor %}</s>{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+)
+
+
 def build_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
     vocab = {t: i for i, t in enumerate(SPECIAL)}
     for w in sorted(set(words) | {"USER", "ASSISTANT", ":"}):
@@ -41,18 +54,18 @@ def build_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
     return fast
 
 
-def build_processor(arch: str, tokenizer, image_size: int, patch_size: int):
+def build_processor(arch: str, tokenizer, image_size: int, patch_size: int, chat_template: str = CHAT_TEMPLATE):
     norm = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     size = {"shortest_edge": image_size}
     crop = {"height": image_size, "width": image_size}
     if arch == "llava":
         ip = CLIPImageProcessorPil(size=size, crop_size=crop, **norm)
         return LlavaProcessor(ip, tokenizer, patch_size=patch_size, vision_feature_select_strategy="default",
-                              chat_template=CHAT_TEMPLATE, num_additional_image_tokens=1)
+                              chat_template=chat_template, num_additional_image_tokens=1)
     if arch == "llava_next":
         ip = LlavaNextImageProcessorPil(size=size, crop_size=crop, image_grid_pinpoints=[[image_size, image_size]], **norm)
         return LlavaNextProcessor(ip, tokenizer, patch_size=patch_size, vision_feature_select_strategy="default",
-                                  chat_template=CHAT_TEMPLATE, num_additional_image_tokens=1)
+                                  chat_template=chat_template, num_additional_image_tokens=1)
     raise ValueError(f"unknown architecture {arch!r}; use 'llava' or 'llava_next'")
 
 

@@ -11,10 +11,10 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .colors import INSTRUCTION, text_context
-from .palette import COLOR_NAMES, COLORS, NEUTRAL_OBJECTS, knowledge_base, objects_with_dominant, with_article
+from .colors import text_context, tier_rows
+from .palette import COLOR_NAMES, COLORS, NEUTRAL_OBJECTS, objects_with_dominant, with_article
 from .raster import LabelMap
-from .tiers import ATTRIBUTE_TEXT_TIERS, ATTRIBUTE_TIERS, CONTROLS, D_T, AttributeTier
+from .tiers import ATTRIBUTE_TEXT_TIERS, ATTRIBUTE_TIERS, AttributeTier
 
 SOLIDS = ("sphere", "cube", "cylinder")
 MATERIALS = ("metal", "rubber")
@@ -147,33 +147,12 @@ def spatial_context(g: AttributeGroup, asked: str) -> str:
 
 
 def attribute_rows(g: AttributeGroup, d_v: int, image_id: str) -> list[dict]:
-    kobj = knowledge_base()[g.knowledge_object]
-    rows = []
-    for tier in ATTRIBUTE_TEXT_TIERS + CONTROLS:
-        asked, answer_visual, answer_text = name(g.target), g.color_visual, g.color_text
-        if tier == "text_irrelevant":
-            context = f"The {name(g.distractor_pairs[0])} is {g.color_text}."
-        elif tier == "image_irrelevant":
-            asked, answer_visual = name(g.absent), None
-            context = f"The {asked} is {g.color_text}."
-        elif tier == "spatial":
-            context = spatial_context(g, asked)
-        else:
-            context = text_context(tier, asked, g.color_text, g.neutral_objects[0], g.knowledge_object)
-        if tier == "original":
-            answer_text = None
-        knowledge = tier == "indirect_knowledge"
-        rows.append({
-            "id": f"{image_id}-{tier}", "image_id": image_id, "group": g.group, "task": "attributes",
-            "question": f"What color is the {asked}? {INSTRUCTION}", "text_context": context,
-            "answer_visual": answer_visual, "answer_text": answer_text,
-            "d_v": d_v, "d_t": D_T[tier], "text_tier": tier,
-            "condition": tier if tier in CONTROLS else ("no_conflict" if tier == "original" else "conflict"),
-            "target": asked,
-            "knowledge_object": g.knowledge_object if knowledge else None,
-            "text_ambiguity": kobj.ambiguity if knowledge else 0.0,
-        })
-    return rows
+    def context_of(tier: str, asked: str) -> str:
+        if tier == "spatial":
+            return spatial_context(g, asked)
+        return text_context(tier, asked, g.color_text, g.neutral_objects[0], g.knowledge_object)
+    return tier_rows("attributes", ATTRIBUTE_TEXT_TIERS, image_id, g.group, d_v, name(g.target), name(g.absent),
+                     name(g.distractor_pairs[0]), g.color_visual, g.color_text, g.knowledge_object, context_of)
 
 
 def render_attribute_group(args: tuple[int, int, int]) -> tuple[list[dict], list[dict]]:

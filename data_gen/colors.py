@@ -159,33 +159,45 @@ def text_context(text_tier: str, shape: str, color: str, neutral: str, knowledge
     raise ValueError(f"unknown text tier {text_tier!r}; use one of {TEXT_TIERS}")
 
 
-def color_rows(g: ColorGroup, d_v: int, image_id: str) -> list[dict]:
-    """One row per text tier and control for a (group, visual tier) image."""
-    kobj = knowledge_base()[g.knowledge_object]
+def tier_rows(task: str, text_tiers: tuple[str, ...], image_id: str, group: int, d_v: int, target: str,
+              absent: str, irrelevant: str, color_visual: str, color_text: str, knowledge_object: str,
+              context_of) -> list[dict]:
+    """One row per text tier and control for a (group, visual tier) image; shared by both tasks.
+
+    `context_of(tier, asked)` writes the text of the non-control tiers; `absent` is never drawn
+    (image-irrelevant control) and `irrelevant` is drawn but not asked (text-irrelevant control).
+    """
+    kobj = knowledge_base()[knowledge_object]
     rows = []
-    for tier in TEXT_TIERS + CONTROLS:
-        shape, answer_visual, answer_text = g.shape, g.color_visual, g.color_text
+    for tier in text_tiers + CONTROLS:
+        asked, answer_visual, answer_text = target, color_visual, color_text
         if tier == "text_irrelevant":
-            context = f"The {g.other_shape} is {g.color_text}."
+            context = f"The {irrelevant} is {color_text}."
         elif tier == "image_irrelevant":
-            shape, answer_visual = g.absent_shape, None
-            context = f"The {shape} is {g.color_text}."
+            asked, answer_visual = absent, None
+            context = f"The {absent} is {color_text}."
         else:
-            context = text_context(tier, shape, g.color_text, g.neutral_object, g.knowledge_object)
+            context = context_of(tier, asked)
         if tier == "original":
             answer_text = None
         knowledge = tier == "indirect_knowledge"
         rows.append({
-            "id": f"{image_id}-{tier}", "image_id": image_id, "group": g.group, "task": "colors",
-            "question": f"{question(shape)} {INSTRUCTION}", "text_context": context,
+            "id": f"{image_id}-{tier}", "image_id": image_id, "group": group, "task": task,
+            "question": f"{question(asked)} {INSTRUCTION}", "text_context": context,
             "answer_visual": answer_visual, "answer_text": answer_text,
             "d_v": d_v, "d_t": D_T[tier], "text_tier": tier,
             "condition": tier if tier in CONTROLS else ("no_conflict" if tier == "original" else "conflict"),
-            "target": shape,
-            "knowledge_object": g.knowledge_object if knowledge else None,
+            "target": asked,
+            "knowledge_object": knowledge_object if knowledge else None,
             "text_ambiguity": kobj.ambiguity if knowledge else 0.0,
         })
     return rows
+
+
+def color_rows(g: ColorGroup, d_v: int, image_id: str) -> list[dict]:
+    return tier_rows("colors", TEXT_TIERS, image_id, g.group, d_v, g.shape, g.absent_shape, g.other_shape,
+                     g.color_visual, g.color_text, g.knowledge_object,
+                     lambda tier, asked: text_context(tier, asked, g.color_text, g.neutral_object, g.knowledge_object))
 
 
 def render_color_group(args: tuple[int, int, int]) -> tuple[list[dict], list[dict]]:

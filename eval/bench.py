@@ -82,9 +82,13 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp())
     models = args.model or ["organism", "tiny-llava"]
     for name in models:
-        if name == "tiny-llava":
-            from tests.fixtures import tiny_model_dir
-            path, size = str(tiny_model_dir("llava", tmp / "tiny")), 32
+        if name == "tiny-llava":  # a random tiny llava of the shape transformers' own tests use
+            from align.organism import vocabulary
+            from align.tiny import build_model, build_processor, build_tokenizer
+            tok = build_tokenizer(vocabulary())
+            build_model("llava", tok, 32, 8).save_pretrained(tmp / "tiny")
+            build_processor("llava", tok, 32, 8).save_pretrained(tmp / "tiny")
+            path, size = str(tmp / "tiny"), 32
         else:
             path, size = name, 64
         vlm = load_vlm(path, dtype="float32", device="cpu")

@@ -1,0 +1,144 @@
+"""The alignment recipe end to end on the model organism (small budget), and its pieces."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from align.config import parse_config
+from align.recipe import AlignConfig
+from align.targets import boundary_weights, resolve_target, sample_hard_targets, target_text_probability
+from align.training import soft_target_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--data_groups", "40", "--max_steps", "12", "--save_steps", "6", "--per_device_train_batch_size", "8",
+         "--n_boot", "100", "--eval_batch_size", "64", "--logging_steps", "2", "--dtype", "float32"]
+
+
+def test_targets_by_hand():
+    assert target_text_probability([0.0], 0.0, 0.25) == pytest.approx([0.5])
+    assert target_text_probability([-1.0, 1.0], 0.5, 0.5) == pytest.approx([1 / (1 + np.exp(-3)), 1 / (1 + np.exp(1))])
+    w = boundary_weights([-1.0, -0.2, 0.3, 2.0], current=-0.5, target=0.5, sigma=0.5, floor=0.2)
+    assert w[1] == w[2] == 1.0 and w[0] == pytest.approx(0.2 + 0.8 * np.exp(-0.5)) and w[3] == pytest.approx(0.2 + 0.8 * np.exp(-4.5))
+    assert resolve_target(0.4, None, -0.3) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match=r"outside \[-2.0, 2.0\]"):
+        resolve_target(0.0, 2.5, None)
+    with pytest.raises(ValueError, match="exactly one"):
+        resolve_target(0.0, 0.1, 0.2)
+    with pytest.raises(ValueError, match="does not cross"):
+        resolve_target(None, None, 0.2)
+    assert set(np.unique(sample_hard_targets(np.full(100, 0.5)))) == {0.0, 1.0}
+
+
+def test_soft_target_loss_matches_formula():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    logp = torch.log_softmax(logits, -1)
+    loss = soft_target_loss(logits, token_text=torch.tensor([0, 0]), token_visual=torch.tensor([1, 1]),
+                            p_text=torch.tensor([0.7, 0.0]), weight=torch.tensor([2.0, 1.0]),
+                            is_conflict=torch.tensor([1.0, 0.0]), answer_token=torch.tensor([0, 1]))
+    expected = (-2.0 * (0.7 * logp[0, 0] + 0.3 * logp[0, 1]) - logp[1, 1]) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_config_yaml_and_cli_overrides(tmp_path):
+    (tmp_path / "c.yaml").write_text("tau: 0.5\nlora_r: 8\ntarget_balance_point: 0.3\n")
+    cfg = parse_config(AlignConfig, ["--config", str(tmp_path / "c.yaml"), "--lora_r", "4", "--balance_shift", "0.2",
+                                     "--target_balance_point", "none", "--gradient_checkpointing"])
+    assert (cfg.tau, cfg.lora_r, cfg.balance_shift, cfg.target_balance_point, cfg.gradient_checkpointing) == \
+           (0.5, 4, 0.2, None, True)
+    with pytest.raises(ValueError, match="unknown option --lora_rank"):
+        parse_config(AlignConfig, ["--lora_rank", "4"])
+    for name in ("organism", "llava-1.5-7b", "llava-1.6-mistral-7b"):
+        parse_config(AlignConfig, ["--config", str(ROOT / "recipes" / "configs" / f"{name}.yaml")]).validate()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--target_balance_point", "3"], "outside [-2.0, 2.0]"),
+    (["--loss_type", "dpo"], "not implemented yet"),
+    (["--bogus", "1"], "unknown option --bogus"),
+])
+def test_recipe_helpful_failures(args, needle, tmp_path):
+    res = subprocess.run([sys.executable, "recipes/align_llava.py", "--output_dir", str(tmp_path), *args],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2 and needle in res.stderr
+
+
+def _wandb_summary(wandb_dir: Path) -> dict:
+    for f in wandb_dir.glob("wandb/offline-run-*/files/wandb-summary.json"):
+        data = json.loads(f.read_text())
+        if "balance_point/target" in data:
+            return data
+    return {}
+
+
+@pytest.mark.slow
+def test_recipe_zero2_two_processes_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--config_file",
+           "recipes/accelerate_configs/zero2.yaml", "recipes/align_llava.py", "--output_dir", str(out), *SMALL]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert res.returncode == 0, res.stderr[-4000:]
+    for name in ("adapter_model.safetensors", "adapter_config.json", "README.md", "following_curve.png",
+                 "alignment.json", "report/report.html", "report/summary.json"):
+        assert (out / name).exists(), name
+    card = (out / "README.md").read_text()
+    assert "balance point" in card and "PeftModel.from_pretrained" in card and "target" in card
+    result = json.loads((out / "alignment.json").read_text())
+    assert result["target_balance_point"] == 0.0
+    # W&B (offline) recorded the headline numbers and the figures
+    summary = _wandb_summary(tmp_path)
+    assert summary["balance_point/target"] == 0.0 and "before/tfr" in summary and "after/tfr" in summary
+    assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/*.png"))
+    # the released adapter, reloaded with PEFT in a fresh process, gives the scores measured after training
+    from peft import PeftModel
+    from align.models import VLM, load_vlm
+    from data_gen import ConflictData
+    from eval.scoring import ScoreConfig, score_dataset
+    base = load_vlm("organism", dtype="float32", device="cpu")
+    from safetensors.torch import load_file
+    lora_b = [v for k, v in load_file(out / "adapter_model.safetensors").items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # training moved the adapter
+    vlm = VLM(PeftModel.from_pretrained(base.model, str(out)).eval(), base.processor, "reloaded")
+    test = ConflictData.load(out / "data").split("test")
+    again = score_dataset(vlm, test, tmp_path / "reloaded", ScoreConfig(batch_size=64))
+    after = pd.read_parquet(out / "runs" / "aligned" / "samples.parquet")
+    np.testing.assert_allclose(again.entropy_m, after.entropy_m, atol=1e-4)
+    assert (again.top1_m == after.top1_m).all()
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    base = [sys.executable, "recipes/align_llava.py", *SMALL, "--report_to", "none"]
+    full = subprocess.run(base + ["--output_dir", str(tmp_path / "full")], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert full.returncode == 0, full.stderr[-3000:]
+    # a real interruption: kill the same run once its step-6 checkpoint is on disk, then resume from it
+    import signal
+    import time
+    part = tmp_path / "part"
+    proc = subprocess.Popen(base + ["--output_dir", str(part)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = part / "checkpoints" / "checkpoint-6"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (ckpt / "trainer_state.json").exists() and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let the checkpoint's files finish writing
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not (part / "adapter_model.safetensors").exists()
+    resumed = subprocess.run(base + ["--output_dir", str(part), "--resume_from_checkpoint", str(ckpt)],
+                             capture_output=True, text=True, cwd=ROOT, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    from safetensors.torch import load_file
+    a, b = load_file(tmp_path / "full" / "adapter_model.safetensors"), load_file(part / "adapter_model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)
+    ra = json.loads((tmp_path / "full" / "alignment.json").read_text())["aligned"]
+    rb = json.loads((part / "alignment.json").read_text())["aligned"]
+    assert ra["tfr"] == pytest.approx(rb["tfr"], abs=0.02)
