@@ -14,7 +14,7 @@ import torch
 from data_gen import ConflictData, generate
 from eval.analysis import AnalysisConfig, analyze
 from eval.report import write_report
-from eval.scoring import ScoreConfig, score_dataset
+from eval.scoring import ScoreConfig, processes, score_dataset
 
 from .models import LANGUAGE_LORA_REGEX, VLM, load_vlm, resolve_dtype
 from .targets import resolve_target
@@ -82,33 +82,28 @@ class AlignConfig:
             raise ValueError(f"retention_share must be in [0, 1), got {self.retention_share}")
 
 
-def _state():
-    from accelerate import PartialState
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
 def prepare_data(cfg: AlignConfig) -> ConflictData:
-    state = _state()
+    state = processes()
     if cfg.data:
         return ConflictData.load(cfg.data)
     path = Path(cfg.output_dir) / "data"
-    if state.is_main_process and not (path / "info.json").exists():
+    if state.is_main and not (path / "info.json").exists():
         generate("colors", cfg.data_groups, cfg.data_seed, cfg.data_size).save(path)
-    state.wait_for_everyone()
+    state.wait()
     return ConflictData.load(path)
 
 
 def measure(vlm: VLM, data: ConflictData, out: Path, cfg: AlignConfig, lens: bool = True) -> pd.DataFrame:
     """Score on every process, then hand every process the merged table."""
     score_dataset(vlm, data, out, ScoreConfig(batch_size=cfg.eval_batch_size, lens=lens), seed=cfg.seed)
-    _state().wait_for_everyone()
+    processes().wait()
     return pd.read_parquet(out / "samples.parquet")
 
 
 def load_adapted(cfg: AlignConfig, adapter_dir: Path) -> VLM:
     """The released bundle as a user loads it: base model + PEFT adapter."""
     from peft import PeftModel
-    base = load_vlm(cfg.model, dtype=cfg.dtype)
+    base = load_vlm(cfg.model, dtype=cfg.dtype, device=str(processes().device))
     model = PeftModel.from_pretrained(base.model, str(adapter_dir)).eval()
     return VLM(model, base.processor, f"{cfg.model}+{adapter_dir.name}", base.revision)
 
@@ -149,7 +144,7 @@ def train_adapter(cfg: AlignConfig, base: VLM, data: ConflictData, examples: lis
 
 def run_alignment(cfg: AlignConfig) -> dict | None:
     cfg.validate()
-    state = _state()
+    state = processes()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -180,12 +175,12 @@ def run_alignment(cfg: AlignConfig) -> dict | None:
 
     log.info("3/5 LoRA training")
     trainer = train_adapter(cfg, base, data, examples, out)
-    state.wait_for_everyone()
+    state.wait()
 
     log.info("4/5 re-measuring the adapted model with the same code")
     adapted = load_adapted(cfg, out)
     after_table = measure(adapted, test, out / "runs" / "aligned", cfg)
-    if not state.is_main_process:
+    if not state.is_main:
         return None
     log.info("5/5 report, tracking and release")
     summary = write_report([out / "runs" / "base", out / "runs" / "aligned"], out / "report", acfg, ["base", "aligned"])

@@ -199,6 +199,34 @@ def run_info(vlm, data: ConflictData, cfg: ScoreConfig, cands: Candidates, seed:
     }
 
 
+@dataclass
+class Processes:
+    index: int
+    count: int
+    wait: object  # a barrier callable
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+
+def processes() -> Processes:
+    """This process's rank among those `accelerate launch` started (one when run plainly).
+
+    On CPUs `cpu=True` lets `--multi_gpu` launches run gloo. A DeepSpeed launch must not pass it
+    (DeepSpeed sets up its own CPU backend), and accelerate then reports one process on CPUs,
+    so the rank is read from torch.distributed, which DeepSpeed has initialised.
+    """
+    from accelerate import PartialState
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    state = PartialState(cpu=not torch.cuda.is_available() and not deepspeed)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return Processes(dist.get_rank(), dist.get_world_size(), dist.barrier, state.device)
+    return Processes(state.process_index, state.num_processes, state.wait_for_everyone, state.device)
+
+
 def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | None = None,
                   seed: int | None = None) -> pd.DataFrame | None:
     """Score all rows of `data` into out/samples.parquet (+ run.json), resumably and data-parallel.
@@ -206,8 +234,7 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
     Under `accelerate launch` each process takes every n-th shard; the main process merges.
     Returns the merged table on the main process, None elsewhere.
     """
-    from accelerate import PartialState
-    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True lets `--multi_gpu` run gloo on CPUs
+    state = processes()
     cfg = cfg or ScoreConfig()
     out = Path(out)
     shard_dir = out / "shards"
@@ -219,7 +246,7 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
     if cands.collisions():
         log.warning("answers share a first token and cannot be told apart at the answer position: %s; "
                     "their rows are flagged answer_collision and left out of the analysis", cands.collisions())
-    info = run_info(vlm, data, cfg, cands, seed)
+    info = json.loads(json.dumps(run_info(vlm, data, cfg, cands, seed), default=str))  # as it reads back
     info_path = out / "run.json"
     if info_path.exists():
         old = json.loads(info_path.read_text())
@@ -229,25 +256,25 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
                                  f"use a new --out directory or delete {out}")
     groups = sorted(rows.group.unique())
     shards = [groups[i:i + cfg.shard_groups] for i in range(0, len(groups), cfg.shard_groups)]
-    mine = [k for k in range(len(shards)) if k % state.num_processes == state.process_index]
+    mine = [k for k in range(len(shards)) if k % state.count == state.index]
     todo = [k for k in mine if not (shard_dir / f"shard-{k:05d}.parquet").exists()]
-    if state.is_main_process:
+    if state.is_main:
         info_path.write_text(json.dumps(info, indent=2, default=str))
         if len(todo) < len(mine):
             log.info("resuming: %d of %d shards already scored", len(mine) - len(todo), len(mine))
     by_group = rows.groupby("group")
     n_inputs = sum(len(_jobs(pd.concat([by_group.get_group(g) for g in shards[k]]), cfg.conditions)) for k in todo)
     t0 = time.time()
-    with tqdm(total=n_inputs, desc=f"scoring [{state.process_index}]", unit="input",
+    with tqdm(total=n_inputs, desc=f"scoring [{state.index}]", unit="input",
               disable=not todo) as bar:
         for k in todo:
             shard_rows = pd.concat([by_group.get_group(g) for g in shards[k]])
             table = score_rows(vlm, data, shard_rows, cands, cfg, bar)
             _atomic_parquet(table, shard_dir / f"shard-{k:05d}.parquet")
     if todo:
-        log.info("process %d scored %d inputs in %.1fs", state.process_index, n_inputs, time.time() - t0)
-    state.wait_for_everyone()
-    if not state.is_main_process:
+        log.info("process %d scored %d inputs in %.1fs", state.index, n_inputs, time.time() - t0)
+    state.wait()
+    if not state.is_main:
         return None
     table = pd.concat([pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(len(shards))],
                       ignore_index=True)

@@ -166,7 +166,7 @@ def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> 
             ab, bb = logistic_fit(x[i], y[i])
             boots.append(-ab / bb if bb != 0 else np.nan)
         boots = np.asarray(boots)
-        boots = boots[np.isfinite(boots)]
+        boots = np.clip(boots[np.isfinite(boots)], -2.0, 2.0)  # dH_rel lives in [-2, 2]
         alpha = (1 - ci) / 2
         interval = (float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha)))
         est = float(crossing)
