@@ -59,7 +59,8 @@ class OrganismConfig:
     warmup: int = 100
     steps_unimodal: int = 2600
     steps_conflict: int = 600
-    easy_tier_boost: float = 3.0  # large targets (d_v <= 4) are drawn this much more often: vision learns them first
+    easy_tier_boost: float = 3.0
+    replant_every: int = 200  # phase 2 re-labels conflicts on the model's current uncertainty this often  # large targets (d_v <= 4) are drawn this much more often: vision learns them first
     # label noise of text-only targets per tier: harder reasoning, noisier signal
     text_noise: dict = field(default_factory=lambda: {"direct": 0.02, "indirect_simple": 0.25, "indirect_knowledge": 0.2})
     # how often each text tier is drawn: harder reasoning, less signal
@@ -216,20 +217,24 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
     vlm = VLM(model, processor, "organism")
     answer_ids = torch.tensor([vlm.first_token(c) for c in COLOR_NAMES])
     examples = TrainingSet(train, cfg)
+    probe = ConflictData(train.samples.filter(lambda g: g % 4 == 0, input_columns="group"), train.images, train.info)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     log_every, losses, planted = 100, [], {}
     total = cfg.steps_unimodal + cfg.steps_conflict
     bar = tqdm(range(total), desc="training organism", unit="step")
     for step in bar:
-        if step == cfg.steps_unimodal:  # phase 2: plant the preference on the model's own uncertainty
+        phase2_step = step - cfg.steps_unimodal
+        if phase2_step >= 0 and phase2_step % cfg.replant_every == 0:
+            # Phase 2 plants the preference on the model's own *current* uncertainty: entropies keep
+            # moving while it trains, so the labels are refreshed to follow them.
             model.eval()
-            probe_rows = train.samples.filter(lambda g: g % 4 == 0, input_columns="group")  # a quarter suffices
             with tempfile.TemporaryDirectory() as tmp:  # a by-product, not part of the bundle
-                scores = score_dataset(vlm, ConflictData(probe_rows, train.images, train.info), tmp,
-                                       ScoreConfig(batch_size=64, shard_groups=10_000, lens=False, conditions=("v", "t")))
+                scores = score_dataset(vlm, probe, tmp, ScoreConfig(batch_size=64, shard_groups=10_000, lens=False,
+                                                                    conditions=("v", "t")))
             planted = examples.plant(scores, cfg.planted_balance)
-            log.info("planted preference %s (balance %+.2f): %s", cfg.preference, cfg.planted_balance, planted)
+            log.info("planted preference %s (balance %+.2f) at step %d: %s", cfg.preference, cfg.planted_balance,
+                     step, planted)
             model.train()
         model.train()
         batch = examples.batch(rng, 1 if step < cfg.steps_unimodal else 2)

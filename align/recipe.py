@@ -174,7 +174,7 @@ def run_alignment(cfg: AlignConfig) -> dict | None:
     log.info("training examples: %s", example_stats)
 
     log.info("3/5 LoRA training")
-    trainer = train_adapter(cfg, base, data, examples, out)
+    train_adapter(cfg, base, data, examples, out)
     state.wait()
 
     log.info("4/5 re-measuring the adapted model with the same code")
@@ -183,8 +183,9 @@ def run_alignment(cfg: AlignConfig) -> dict | None:
     if not state.is_main:
         return None
     log.info("5/5 report, tracking and release")
-    summary = write_report([out / "runs" / "base", out / "runs" / "aligned"], out / "report", acfg, ["base", "aligned"])
-    after_result = json.loads((out / "runs" / "aligned" / "analysis.json").read_text())
+    after_result = analyze(after_table, acfg)
+    summary = write_report([out / "runs" / "base", out / "runs" / "aligned"], out / "report", acfg, ["base", "aligned"],
+                           results={"base": base_result, "aligned": after_result})
     result = {"target_balance_point": target, "base": summary["runs"]["base"], "aligned": summary["runs"]["aligned"],
               "training_examples": example_stats, "seconds": round(time.time() - t0, 1),
               "config": asdict(cfg), "warnings": summary["warnings"]}
@@ -196,5 +197,4 @@ def run_alignment(cfg: AlignConfig) -> dict | None:
     write_model_card(out, result, cfg)
     if cfg.push_to_hub:
         push(out, cfg.hub_model_id)
-    del trainer, after_table
     return result

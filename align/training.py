@@ -24,8 +24,10 @@ def build_examples(train_table: pd.DataFrame, vlm, target: float, current: float
     """Conflict examples with targets p* and weights, plus retention examples (unimodal answers)."""
     conflicts, counts = conflict_samples(train_table, AnalysisConfig())
     if conflicts.empty:
+        hint = (" Their answers share first tokens with each other (answer_collision): use answers whose first "
+                "tokens differ." if counts.get("answer_collision") else "")
         raise ValueError(f"no usable conflict samples in the training groups ({counts}): the base model must answer "
-                         f"both unimodal questions right on some conflicts; use more groups or easier tiers")
+                         f"both unimodal questions right on some conflicts; use more groups or easier tiers.{hint}")
     d_rel = conflicts.d_rel_entropy.to_numpy()
     p_text = target_text_probability(d_rel, target, tau)
     if loss_type == "hard":

@@ -174,16 +174,19 @@ def _fmt_ci(v, ci):
 
 
 def write_report(runs: list[str | Path], out: str | Path, cfg: AnalysisConfig | None = None,
-                 names: list[str] | None = None) -> dict:
+                 names: list[str] | None = None, results: dict[str, dict] | None = None) -> dict:
+    """Analyse each run (or take `results` already computed, keyed by name) and write the report."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = names or [Path(r).name for r in runs]
     if len(set(names)) < len(names):
         names = [f"{i}:{n}" for i, n in enumerate(names)]
-    results, infos, warnings = {}, {}, []
+    results, infos, warnings = dict(results or {}), {}, []
     for name, run in zip(names, runs):
         table, info = load_run(run)
-        results[name], infos[name] = analyze(table, cfg), info
+        infos[name] = info
+        if name not in results:
+            results[name] = analyze(table, cfg)
         (Path(run) / "analysis.json").write_text(json.dumps(results[name], indent=2, default=float))
     prints = {n: i.get("dataset_fingerprint") for n, i in infos.items()}
     if len(set(prints.values())) > 1:
