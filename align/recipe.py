@@ -110,10 +110,11 @@ def load_adapted(cfg: AlignConfig, adapter_dir: Path) -> VLM:
 
 def train_adapter(cfg: AlignConfig, base: VLM, data: ConflictData, examples: list[dict], out: Path):
     from peft import LoraConfig, get_peft_model
-    from transformers import TrainingArguments
+    from transformers import TrainingArguments, set_seed
     from .training import AlignmentCollator, ExampleDataset, SoftTargetTrainer
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    set_seed(cfg.seed)  # the LoRA init draws from the global RNG: same seed, same adapter
     model = get_peft_model(base.model, lora)
     if cfg.gradient_checkpointing:
         model.enable_input_require_grads()  # PEFT + reentrant checkpointing needs grads on the inputs
@@ -126,7 +127,7 @@ def train_adapter(cfg: AlignConfig, base: VLM, data: ConflictData, examples: lis
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed,
         bf16=dtype == torch.bfloat16, activation_checkpointing=cfg.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": True} if cfg.gradient_checkpointing else None,
-        report_to=[] if cfg.report_to in ("none", "") else [cfg.report_to], run_name=cfg.run_name,
+        report_to=[cfg.report_to] if cfg.report_to and cfg.report_to != "none" else "none", run_name=cfg.run_name,
         remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
     )
     trainer = SoftTargetTrainer(model=model, args=args, train_dataset=ExampleDataset(examples),

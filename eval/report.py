@@ -111,6 +111,7 @@ def figures(results: dict[str, dict]) -> dict[str, bytes]:
             im = ax.imshow(m, aspect="auto", origin="lower", cmap="coolwarm", vmin=-lim, vmax=lim)
             e = h["edges"]
             ax.set_xticks(range(len(e) - 1), [f"{(a + b) / 2:+.1f}" for a, b in zip(e, e[1:])], fontsize=7)
+            ax.set_yticks(range(m.shape[0]), [str(k + 1) for k in range(m.shape[0])])
             ax.set(xlabel="dH_rel bin", ylabel="decoder layer", title=f"{name}: logit(Y_t) - logit(Y_v)")
             fig.colorbar(im, ax=ax)
         figs["lens_heatmap"] = _fig_png(fig)
