@@ -60,8 +60,8 @@ def parse_config(cls, argv: list[str] | None = None):
         arg = argv[i]
         if not arg.startswith("--"):
             raise ValueError(f"unexpected argument {arg!r}; use --key value")
-        key = arg[2:].replace("-", "_")
-        if "=" in key:
+        key = arg[2:]
+        if "=" in key:  # split first: the value may be negative ("--target_balance_point=-0.5")
             key, val = key.split("=", 1)
             i += 1
         elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
@@ -69,6 +69,7 @@ def parse_config(cls, argv: list[str] | None = None):
             i += 2
         else:  # a bare flag means true
             val, i = "true", i + 1
+        key = key.replace("-", "_")
         if key not in names:
             raise ValueError(f"unknown option --{key}; valid options: {sorted(names)}")
         values[key] = val

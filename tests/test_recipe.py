@@ -51,6 +51,8 @@ def test_config_yaml_and_cli_overrides(tmp_path):
                                      "--target_balance_point", "none", "--gradient_checkpointing"])
     assert (cfg.tau, cfg.lora_r, cfg.balance_shift, cfg.target_balance_point, cfg.gradient_checkpointing) == \
            (0.5, 4, 0.2, None, True)
+    assert parse_config(AlignConfig, ["--target_balance_point=-0.5"]).target_balance_point == -0.5
+    assert parse_config(AlignConfig, ["--target-balance-point", "-0.5"]).target_balance_point == -0.5
     with pytest.raises(ValueError, match="unknown option --lora_rank"):
         parse_config(AlignConfig, ["--lora_rank", "4"])
     for name in ("organism", "llava-1.5-7b", "llava-1.6-mistral-7b"):
