@@ -16,7 +16,7 @@ from eval.analysis import AnalysisConfig, analyze
 from eval.report import write_report
 from eval.scoring import ScoreConfig, processes, score_dataset
 
-from .models import LANGUAGE_LORA_REGEX, VLM, load_vlm, resolve_dtype
+from .models import LANGUAGE_LORA_REGEX, VLM, load_vlm
 from .targets import resolve_target
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def run_alignment(cfg: AlignConfig) -> dict | None:
              base_result["balance_point"]["description"])
     from .training import build_examples
     train_table = measure(base, train, out / "runs" / "base_train", cfg, lens=False)
-    examples, example_stats = build_examples(train_table, base, target, current, cfg.tau, cfg.boundary_sigma,
+    examples, example_stats = build_examples(train_table, target, current, cfg.tau, cfg.boundary_sigma,
                                              cfg.boundary_floor, cfg.retention_share, cfg.loss_type, cfg.seed)
     log.info("training examples: %s", example_stats)
 

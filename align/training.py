@@ -18,7 +18,7 @@ from .targets import boundary_weights, sample_hard_targets, target_text_probabil
 TARGET_KEYS = ("token_text", "token_visual", "p_text", "weight", "is_conflict", "answer_token")
 
 
-def build_examples(train_table: pd.DataFrame, vlm, target: float, current: float, tau: float,
+def build_examples(train_table: pd.DataFrame, target: float, current: float, tau: float,
                    boundary_sigma: float, boundary_floor: float, retention_share: float, loss_type: str,
                    seed: int = 0) -> tuple[list[dict], dict]:
     """Conflict examples with targets p* and weights, plus retention examples (unimodal answers)."""

@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from .analysis import AnalysisConfig, analyze
@@ -31,7 +30,7 @@ def _analysis_config(args) -> AnalysisConfig:
                           n_bins=args.n_bins, ambiguous_width=args.ambiguous_width, n_boot=args.n_boot)
 
 
-def score_command(args) -> "pd.DataFrame | None":
+def score_command(args):
     from align.models import load_vlm
     from data_gen import ConflictData
     data = ConflictData.load(args.data)

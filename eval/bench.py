@@ -16,13 +16,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import torch
 
 from align.models import load_vlm
 from data_gen import generate
-from eval.scoring import Candidates, ScoreConfig, score_dataset
+from eval.scoring import ScoreConfig, score_dataset
 
 
 @torch.no_grad()

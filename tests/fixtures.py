@@ -7,7 +7,6 @@ import torch
 
 from align.tiny import build_model, build_processor, build_tokenizer, words_of
 from data_gen import ConflictData, generate
-from data_gen.palette import COLORS
 
 IMAGE_SIZE, PATCH = 32, 8
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from align.models import LANGUAGE_LORA_REGEX, load_vlm
 from data_gen.user_import import import_jsonl
@@ -136,7 +135,7 @@ def _score_cmd(model, data, out, *extra):
 @pytest.mark.slow
 def test_real_kill_loses_at_most_the_shard_in_flight(tmp_path):
     from tests.fixtures import tiny_dataset, tiny_model_dir
-    data = tiny_dataset(tmp_path / "data", groups=12)
+    tiny_dataset(tmp_path / "data", groups=12)
     model = tiny_model_dir("llava", tmp_path / "model")
     ref = subprocess.run(_score_cmd(model, tmp_path / "data", tmp_path / "ref", "--shard-groups", "1"),
                          capture_output=True, text=True, cwd=ROOT)
