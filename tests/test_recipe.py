@@ -121,19 +121,24 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
     base = [sys.executable, "recipes/align_llava.py", *SMALL, "--report_to", "none"]
     full = subprocess.run(base + ["--output_dir", str(tmp_path / "full")], capture_output=True, text=True, cwd=ROOT, env=env)
     assert full.returncode == 0, full.stderr[-3000:]
-    # a real interruption: kill the same run once its step-6 checkpoint is on disk, then resume from it
-    import signal
-    import time
+    # a real interruption at a deterministic point: the run SIGKILLs itself right after its step-6 checkpoint is
+    # written (polling from here raced the run's end on fast machines)
     part = tmp_path / "part"
-    proc = subprocess.Popen(base + ["--output_dir", str(part)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal\n"
+        "import transformers\n"
+        "_save = transformers.Trainer._save_checkpoint\n"
+        "def _save_then_die(self, *args, **kwargs):\n"
+        "    _save(self, *args, **kwargs)\n"
+        "    if self.state.global_step == 6:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "transformers.Trainer._save_checkpoint = _save_then_die\n")
+    killed = subprocess.run(base + ["--output_dir", str(part)], cwd=ROOT, capture_output=True, text=True,
+                            env={**env, "PYTHONPATH": os.pathsep.join([str(hook), env.get("PYTHONPATH", "")])})
+    assert killed.returncode == -9, killed.stderr[-3000:]
     ckpt = part / "checkpoints" / "checkpoint-6"
-    deadline = time.time() + 600
-    while time.time() < deadline and not (ckpt / "trainer_state.json").exists() and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(1.0)  # let the checkpoint's files finish writing
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
     assert ckpt.exists() and not (part / "adapter_model.safetensors").exists()
     resumed = subprocess.run(base + ["--output_dir", str(part), "--resume_from_checkpoint", str(ckpt)],
                              capture_output=True, text=True, cwd=ROOT, env=env)
