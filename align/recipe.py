@@ -17,7 +17,7 @@ from eval.report import write_report
 from eval.scoring import ScoreConfig, processes, score_dataset
 
 from .models import LANGUAGE_LORA_REGEX, VLM, load_vlm
-from .targets import resolve_target
+from .targets import next_training_target, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,18 @@ class AlignConfig:
     target_balance_point: float | None = 0.0
     balance_shift: float | None = None
     tau: float = 0.25
-    loss_type: str = "soft"  # soft | hard
+    loss_type: str = "soft"  # soft (SoftTargetTrainer) | hard (TRL SFTTrainer) | dpo (TRL DPOTrainer)
+    dpo_beta: float = 0.1
     boundary_sigma: float = 0.5
     boundary_floor: float = 0.2
     retention_share: float = 0.3
     retention_weight: float = 1.0
+    retention: str = "distill"  # distill: keep the base's unimodal answer distributions | answer: train the answers
+    # closed-loop calibration: after training, measure the balance point on the calibration groups and retrain
+    # with the training target re-aimed by the miss (targets.next_training_target), until within tolerance
+    calibration_rounds: int = 0
+    calibration_split: str = "validation"
+    calibration_tolerance: float = 0.05
     # LoRA on the language model only
     lora_r: int = 16
     lora_alpha: int = 32
@@ -74,10 +81,14 @@ class AlignConfig:
     hub_model_id: str | None = None
 
     def validate(self) -> None:
-        if self.loss_type not in ("soft", "hard"):
-            raise ValueError(f"loss_type {self.loss_type!r} is not available; use 'soft' (default) or 'hard' "
-                             f"(the DPO variant is not implemented yet)")
+        if self.loss_type not in ("soft", "hard", "dpo"):
+            raise ValueError(f"loss_type {self.loss_type!r} is not available; use 'soft' (default), 'hard' or 'dpo'")
         resolve_target(0.0, self.target_balance_point, self.balance_shift)  # range and exclusivity
+        if self.calibration_rounds and self.calibration_split == self.eval_split:
+            raise ValueError(f"calibration_split and eval_split are both {self.eval_split!r}: calibrating on the "
+                             f"groups the result is reported on overfits the report; use calibration_split: validation")
+        if self.retention not in ("distill", "answer"):
+            raise ValueError(f"retention must be 'distill' or 'answer', got {self.retention!r}")
         if not 0 <= self.retention_share < 1:
             raise ValueError(f"retention_share must be in [0, 1), got {self.retention_share}")
 
@@ -108,20 +119,21 @@ def load_adapted(cfg: AlignConfig, adapter_dir: Path) -> VLM:
     return VLM(model, base.processor, f"{cfg.model}+{adapter_dir.name}", base.revision)
 
 
-def train_adapter(cfg: AlignConfig, base: VLM, data: ConflictData, examples: list[dict], out: Path):
+def train_adapter(cfg: AlignConfig, base: VLM, data: ConflictData, examples: list[dict], out: Path,
+                  checkpoints: Path | None = None):
+    """LoRA on the language model; `soft` through SoftTargetTrainer, `hard` through TRL's SFTTrainer,
+    `dpo` through TRL's DPOTrainer (reference = the base, adapter switched off)."""
     from peft import LoraConfig, get_peft_model
     from transformers import TrainingArguments, set_seed
-    from .training import AlignmentCollator, ExampleDataset, SoftTargetTrainer
+    from .training import AlignmentCollator, ExampleDataset, SoftTargetTrainer, trl_dataset
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
     set_seed(cfg.seed)  # the LoRA init draws from the global RNG: same seed, same adapter
-    model = get_peft_model(base.model, lora)
-    if cfg.gradient_checkpointing:
-        model.enable_input_require_grads()  # PEFT + reentrant checkpointing needs grads on the inputs
-    dtype = next(model.parameters()).dtype
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
+    dtype = next(base.model.parameters()).dtype
+    common = dict(
+        output_dir=str(checkpoints or out / "checkpoints"), learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, warmup_steps=cfg.warmup_ratio,
         lr_scheduler_type=cfg.lr_scheduler_type, weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed,
@@ -130,8 +142,24 @@ def train_adapter(cfg: AlignConfig, base: VLM, data: ConflictData, examples: lis
         report_to=[cfg.report_to] if cfg.report_to and cfg.report_to != "none" else "none", run_name=cfg.run_name,
         remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
     )
-    trainer = SoftTargetTrainer(model=model, args=args, train_dataset=ExampleDataset(examples),
-                                data_collator=AlignmentCollator(base, data, dtype), retention_weight=cfg.retention_weight)
+    if cfg.loss_type == "soft":
+        model = get_peft_model(base.model, lora)
+        if cfg.gradient_checkpointing:
+            model.enable_input_require_grads()  # PEFT + reentrant checkpointing needs grads on the inputs
+        trainer = SoftTargetTrainer(model=model, args=TrainingArguments(**common),
+                                    train_dataset=ExampleDataset(examples),
+                                    data_collator=AlignmentCollator(base, data, dtype),
+                                    retention_weight=cfg.retention_weight, retention=cfg.retention)
+    elif cfg.loss_type == "hard":
+        from trl import SFTConfig, SFTTrainer
+        trainer = SFTTrainer(model=base.model, args=SFTConfig(**common, max_length=None),
+                             train_dataset=trl_dataset(examples, base, data, "hard"),
+                             processing_class=base.processor, peft_config=lora)
+    else:
+        from trl import DPOConfig, DPOTrainer
+        trainer = DPOTrainer(model=base.model, args=DPOConfig(**common, max_length=None, beta=cfg.dpo_beta),
+                             train_dataset=trl_dataset(examples, base, data, "dpo"),
+                             processing_class=base.processor, peft_config=lora)
     try:
         trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
     except torch.OutOfMemoryError as e:
@@ -141,6 +169,49 @@ def train_adapter(cfg: AlignConfig, base: VLM, data: ConflictData, examples: lis
             f"true, or launch with recipes/accelerate_configs/zero3.yaml") from e
     trainer.save_model(str(out))  # adapter_model.safetensors + adapter_config.json (main process)
     return trainer
+
+
+def train_to_target(cfg: AlignConfig, base: VLM, data: ConflictData, train_table: pd.DataFrame, target: float,
+                    current: float, out: Path, acfg: AnalysisConfig) -> tuple[dict, list[dict]]:
+    """Train the adapter at b*; with calibration rounds, re-aim the training target by the realized miss on
+    the calibration groups and retrain from the base, so the released adapter lands on b*.
+
+    Finished rounds are recorded in calibration.json: a re-run in the same output_dir goes on from there.
+    """
+    from .training import build_examples
+    state = processes()
+    record = out / "calibration.json"
+    rounds = []
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("target") == target:
+            rounds = saved["rounds"]
+    stats = rounds[-1]["training_examples"] if rounds else {}
+    while True:
+        if rounds and (len(rounds) > cfg.calibration_rounds
+                       or abs(rounds[-1]["realized"] - target) <= cfg.calibration_tolerance):
+            return stats, rounds
+        aim = target if not rounds else next_training_target(
+            target, [r["trained_at"] for r in rounds], [r["realized"] for r in rounds])
+        examples, stats = build_examples(train_table, aim, current, cfg.tau, cfg.boundary_sigma, cfg.boundary_floor,
+                                         cfg.retention_share, cfg.loss_type, cfg.seed)
+        log.info("training at b = %+.3f (round %d): %s", aim, len(rounds), stats)
+        model = base if not rounds else load_vlm(cfg.model, dtype=cfg.dtype, device=str(state.device))
+        train_adapter(cfg, model, data, examples, out,
+                      out / "checkpoints" / f"round-{len(rounds)}" if cfg.calibration_rounds else None)
+        state.wait()
+        if not cfg.calibration_rounds:
+            return stats, []
+        check = analyze(measure(load_adapted(cfg, out), data.split(cfg.calibration_split),
+                                out / "runs" / f"calibration-{len(rounds)}", cfg, lens=False), acfg)["balance_point"]
+        realized = check["estimate"] if check["estimate"] is not None else (2.0 if check["leans"] == "text" else -2.0)
+        rounds.append({"trained_at": aim, "realized": realized, "description": check["description"],
+                       "training_examples": stats})
+        log.info("calibration round %d: trained at %+.3f -> %s on the %s groups (target %+.2f)", len(rounds) - 1,
+                 aim, check["description"], cfg.calibration_split, target)
+        if state.is_main:
+            record.write_text(json.dumps({"target": target, "rounds": rounds}, indent=2, default=float))
+        state.wait()
 
 
 def run_alignment(cfg: AlignConfig) -> dict | None:
@@ -168,15 +239,10 @@ def run_alignment(cfg: AlignConfig) -> dict | None:
 
     log.info("2/5 scoring the %s groups for targets (b* = %+.2f, measured %s)", cfg.train_split, target,
              base_result["balance_point"]["description"])
-    from .training import build_examples
     train_table = measure(base, train, out / "runs" / "base_train", cfg, lens=False)
-    examples, example_stats = build_examples(train_table, target, current, cfg.tau, cfg.boundary_sigma,
-                                             cfg.boundary_floor, cfg.retention_share, cfg.loss_type, cfg.seed)
-    log.info("training examples: %s", example_stats)
 
     log.info("3/5 LoRA training")
-    train_adapter(cfg, base, data, examples, out)
-    state.wait()
+    example_stats, calibration = train_to_target(cfg, base, data, train_table, target, current, out, acfg)
 
     log.info("4/5 re-measuring the adapted model with the same code")
     adapted = load_adapted(cfg, out)
@@ -188,7 +254,7 @@ def run_alignment(cfg: AlignConfig) -> dict | None:
     summary = write_report([out / "runs" / "base", out / "runs" / "aligned"], out / "report", acfg, ["base", "aligned"],
                            results={"base": base_result, "aligned": after_result})
     result = {"target_balance_point": target, "base": summary["runs"]["base"], "aligned": summary["runs"]["aligned"],
-              "training_examples": example_stats, "seconds": round(time.time() - t0, 1),
+              "training_examples": example_stats, "calibration": calibration, "seconds": round(time.time() - t0, 1),
               "config": asdict(cfg), "warnings": summary["warnings"]}
     (out / "alignment.json").write_text(json.dumps(result, indent=2, default=float))
     from .release import write_model_card, push

@@ -43,3 +43,20 @@ def boundary_weights(d_rel, current: float, target: float, sigma: float = 0.5, f
 def sample_hard_targets(p_text, seed: int = 0) -> np.ndarray:
     """The `hard` variant: 1 = text answer, 0 = visual answer, drawn from p*."""
     return (np.random.default_rng(seed).uniform(size=len(p_text)) < np.asarray(p_text)).astype(float)
+
+
+def next_training_target(target: float, tried: list[float], realized: list[float]) -> float:
+    """The training target for the next calibration round, so the *realized* balance point meets `target`.
+
+    A model fits p* only as finely as it can sense its own uncertainty, so the realized crossing
+    lands between the base model's and b*. After one round the miss is added to the training
+    target; after two, a secant through the last two rounds (slope kept in [0.2, 5]).
+    """
+    if not tried or len(tried) != len(realized):
+        raise ValueError("need as many realized balance points as tried training targets (at least one)")
+    step = target - realized[-1]
+    if len(tried) >= 2 and abs(tried[-1] - tried[-2]) > 1e-6:
+        slope = (realized[-1] - realized[-2]) / (tried[-1] - tried[-2])
+        step /= float(np.clip(slope, 0.2, 5.0))
+    lo, hi = BALANCE_RANGE
+    return float(np.clip(tried[-1] + step, lo, hi))

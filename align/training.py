@@ -36,23 +36,55 @@ def build_examples(train_table: pd.DataFrame, target: float, current: float, tau
     examples = [
         {"question": r.question, "context": r.text_context, "image_id": r.image_id,
          "token_text": int(r.token_text), "token_visual": int(r.token_visual), "p_text": float(p), "weight": float(w),
-         "is_conflict": 1.0, "answer_token": int(r.token_text)}
+         "is_conflict": 1.0, "answer_token": int(r.token_text), "answer": r.answer_text, "other": r.answer_visual}
         for r, p, w in zip(conflicts.itertuples(), p_text, weights)]
     rng = np.random.default_rng(seed)
     image_only = train_table[train_table.top1_v.notna() & train_table.token_visual.notna()].drop_duplicates(["image_id", "question"])
     text_only = train_table[(train_table.condition == "conflict") & train_table.token_text.notna()].drop_duplicates(["text_context", "question"])
     n_keep = int(round(len(examples) * retention_share / max(1e-9, 1 - retention_share)))
     retention = [
-        {"question": r.question, "context": "", "image_id": r.image_id, "answer_token": int(r.token_visual)}
-        for r in image_only.itertuples()] + [
-        {"question": r.question, "context": r.text_context, "image_id": None, "answer_token": int(r.token_text)}
-        for r in text_only.itertuples()]
+        {"question": r.question, "context": "", "image_id": r.image_id, "answer_token": int(r.token_visual),
+         "answer": r.answer_visual} for r in image_only.itertuples()] + [
+        {"question": r.question, "context": r.text_context, "image_id": None, "answer_token": int(r.token_text),
+         "answer": r.answer_text} for r in text_only.itertuples()]
     retention = [retention[i] for i in rng.permutation(len(retention))[:n_keep]]
     for e in retention:
-        e.update(token_text=0, token_visual=0, p_text=0.0, weight=1.0, is_conflict=0.0)
+        e.update(token_text=0, token_visual=0, p_text=0.0, weight=1.0, is_conflict=0.0, other=None)
     stats = {**counts, "conflict_examples": len(examples), "retention_examples": len(retention),
              "mean_p_text": float(p_text.mean()), "boundary_share": float((weights > 0.9).mean())}
     return examples + retention, stats
+
+
+def trl_dataset(examples: list[dict], vlm, data, loss_type: str):
+    """The examples as TRL reads them: prompt-completion rows for `hard` (SFTTrainer), chosen/rejected
+    conflict rows for `dpo` (DPOTrainer; chosen = the target modality's answer), images as lists."""
+    from datasets import Dataset
+    rows = []
+    for e in examples:
+        conflict = e["is_conflict"] > 0
+        if loss_type == "dpo" and not conflict:
+            continue  # DPO's reference model is the anchor; retention rows have no rejected answer
+        follow_text = e["p_text"] >= 0.5
+        answer = (e["answer"] if follow_text else e["other"]) if conflict else e["answer"]
+        row = {"prompt": vlm.prompt(e["question"], e["context"], with_image=e["image_id"] is not None),
+               "images": [data.image(e["image_id"])] if e["image_id"] is not None else []}
+        if loss_type == "hard":
+            row["completion"] = answer
+        else:
+            row["chosen"], row["rejected"] = answer, e["other"] if follow_text else e["answer"]
+        rows.append(row)
+    for answer in {r.get("completion") or r["chosen"] for r in rows}:
+        _check_completion_token(vlm, answer)
+    return Dataset.from_list(rows)
+
+
+def _check_completion_token(vlm, answer: str) -> None:
+    """TRL tokenizes completions on their own; that must give the token the scores are read from."""
+    alone = vlm.tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if not alone or alone[0] != vlm.first_token(answer):
+        raise ValueError(f"{vlm.name}: the answer {answer!r} tokenizes on its own as {alone}, but after the prompt its "
+                         f"first token is {vlm.first_token(answer)}: TRL would train another token than the one "
+                         f"measured; use loss_type: soft for this model")
 
 
 class ExampleDataset(torch.utils.data.Dataset):
@@ -89,22 +121,41 @@ class AlignmentCollator:
 
 
 def soft_target_loss(logits: torch.Tensor, token_text, token_visual, p_text, weight, is_conflict, answer_token,
-                     retention_weight: float = 1.0) -> torch.Tensor:
-    """Per row: conflicts -w [p* ln q(Y_t) + (1 - p*) ln q(Y_v)]; retention -ln q(answer)."""
+                     retention_weight: float = 1.0, reference_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Per row: conflicts -w [p* ln q(Y_t) + (1 - p*) ln q(Y_v)]; retention on unimodal rows.
+
+    Retention is the cross-entropy to the base model's full answer distribution when
+    `reference_logits` are given (KL to the base up to a constant): it keeps H_v and H_t, the
+    x-axis the targets were set on, where the hard answer -ln q(answer) would sharpen them.
+    """
     logp = torch.log_softmax(logits.float(), dim=-1)
     take = lambda t: logp.gather(1, t[:, None])[:, 0]
     conflict = -weight * (p_text * take(token_text) + (1 - p_text) * take(token_visual))
-    retention = -retention_weight * take(answer_token)
-    return torch.where(is_conflict > 0, conflict, retention).mean()
+    if reference_logits is None:
+        retention = -take(answer_token)
+    else:
+        retention = -(torch.softmax(reference_logits.float(), dim=-1) * logp).sum(-1)
+    return torch.where(is_conflict > 0, conflict, retention_weight * retention).mean()
 
 
 class SoftTargetTrainer(Trainer):
-    def __init__(self, *args, retention_weight: float = 1.0, **kwargs):
+    """`retention="distill"` keeps the base model's unimodal answer distributions (the adapter
+    switched off gives the reference); `retention="answer"` trains the unimodal answers instead."""
+
+    def __init__(self, *args, retention_weight: float = 1.0, retention: str = "distill", **kwargs):
         super().__init__(*args, **kwargs)
-        self.retention_weight = retention_weight
+        if retention not in ("distill", "answer"):
+            raise ValueError(f"retention must be 'distill' or 'answer', got {retention!r}")
+        self.retention_weight, self.retention = retention_weight, retention
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         targets = {k: inputs.pop(k) for k in TARGET_KEYS}
+        reference = None
+        if self.retention == "distill" and bool((targets["is_conflict"] == 0).any()):
+            peft_model = self.accelerator.unwrap_model(model)
+            with torch.no_grad(), peft_model.disable_adapter():
+                reference = peft_model(**inputs, logits_to_keep=1).logits[:, -1]
         outputs = model(**inputs, logits_to_keep=1)
-        loss = soft_target_loss(outputs.logits[:, -1], **targets, retention_weight=self.retention_weight)
+        loss = soft_target_loss(outputs.logits[:, -1], **targets, retention_weight=self.retention_weight,
+                                reference_logits=reference)
         return (loss, outputs) if return_outputs else loss

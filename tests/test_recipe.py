@@ -12,7 +12,7 @@ import torch
 
 from align.config import parse_config
 from align.recipe import AlignConfig
-from align.targets import boundary_weights, resolve_target, sample_hard_targets, target_text_probability
+from align.targets import boundary_weights, next_training_target, resolve_target, sample_hard_targets, target_text_probability
 from align.training import soft_target_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +35,18 @@ def test_targets_by_hand():
     assert set(np.unique(sample_hard_targets(np.full(100, 0.5)))) == {0.0, 1.0}
 
 
+def test_calibration_re_aims_by_the_miss():
+    # one round: shift by the miss; two: secant through both rounds; always inside [-2, 2]
+    assert next_training_target(0.5, [0.5], [0.8]) == pytest.approx(0.2)
+    # a model that realizes 1.0 + 0.5 (aim - 1.0): the secant hits b* = 0.5 exactly from two rounds
+    realize = lambda aim: 1.0 + 0.5 * (aim - 1.0)
+    aim = next_training_target(0.5, [0.5, 0.2], [realize(0.5), realize(0.2)])
+    assert realize(aim) == pytest.approx(0.5)
+    assert next_training_target(-1.9, [-1.9], [-0.5]) == -2.0
+    with pytest.raises(ValueError, match="as many"):
+        next_training_target(0.0, [0.1, 0.2], [0.3])
+
+
 def test_soft_target_loss_matches_formula():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
     logp = torch.log_softmax(logits, -1)
@@ -43,6 +55,48 @@ def test_soft_target_loss_matches_formula():
                             is_conflict=torch.tensor([1.0, 0.0]), answer_token=torch.tensor([0, 1]))
     expected = (-2.0 * (0.7 * logp[0, 0] + 0.3 * logp[0, 1]) - logp[1, 1]) / 2
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    # distilled retention: cross-entropy to the reference distribution on the unimodal row only
+    reference = torch.tensor([[9.0, 9.0, 9.0], [1.0, 0.0, 2.0]])
+    loss = soft_target_loss(logits, token_text=torch.tensor([0, 0]), token_visual=torch.tensor([1, 1]),
+                            p_text=torch.tensor([0.7, 0.0]), weight=torch.tensor([2.0, 1.0]),
+                            is_conflict=torch.tensor([1.0, 0.0]), answer_token=torch.tensor([0, 1]),
+                            retention_weight=0.5, reference_logits=reference)
+    ref = torch.softmax(reference[1], -1)
+    expected = (-2.0 * (0.7 * logp[0, 0] + 0.3 * logp[0, 1]) - 0.5 * (ref * logp[1]).sum()) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_trl_variants_train_the_measured_token(tiny_model, tiny_data):
+    """hard (SFTTrainer) and dpo (DPOTrainer) batches put the scored answer token where the loss reads it."""
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+    from align.models import load_vlm
+    from align.training import trl_dataset
+    vlm = load_vlm(str(tiny_model), dtype="float32")
+    rows = tiny_data.split("train").samples.to_pandas()
+    conflict = rows[rows.condition == "conflict"].iloc[:2]
+    examples = [{"question": r.question, "context": r.text_context, "image_id": r.image_id, "p_text": p,
+                 "is_conflict": 1.0, "answer": r.answer_text, "other": r.answer_visual}
+                for r, p in zip(conflict.itertuples(), (0.9, 0.2))]
+    examples.append({"question": conflict.question.iloc[0], "context": conflict.text_context.iloc[0],
+                     "image_id": None, "p_text": 0.0, "is_conflict": 0.0, "answer": conflict.answer_text.iloc[0],
+                     "other": None})
+    wanted = [conflict.answer_text.iloc[0], conflict.answer_visual.iloc[1], conflict.answer_text.iloc[0]]
+
+    sft = trl_dataset(examples, vlm, tiny_data, "hard")
+    batch = DataCollatorForVisionLanguageModeling(vlm.processor, completion_only_loss=True)([dict(r) for r in sft])
+    for row, answer in enumerate(wanted):
+        trained = batch["labels"][row][batch["labels"][row] != -100]
+        assert trained[0] == vlm.first_token(answer)
+    assert "pixel_values" in batch and len(sft) == 3
+
+    dpo = trl_dataset(examples, vlm, tiny_data, "dpo")  # conflicts only: retention rows have no rejected answer
+    assert [r["chosen"] for r in dpo] == wanted[:2]
+    assert [r["rejected"] for r in dpo] == [conflict.answer_visual.iloc[0], conflict.answer_text.iloc[1]]
+    batch = DataCollatorForVisionPreference(vlm.processor)([dict(r) for r in dpo])
+    for row, answer in enumerate(wanted[:2] + [dpo[0]["rejected"], dpo[1]["rejected"]]):
+        first = int(batch["completion_mask"][row].nonzero()[0])
+        assert batch["input_ids"][row, first] == vlm.first_token(answer)
 
 
 def test_config_yaml_and_cli_overrides(tmp_path):
@@ -61,7 +115,8 @@ def test_config_yaml_and_cli_overrides(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--target_balance_point", "3"], "outside [-2.0, 2.0]"),
-    (["--loss_type", "dpo"], "not implemented yet"),
+    (["--loss_type", "ppo"], "'ppo' is not available"),
+    (["--calibration_rounds", "1", "--calibration_split", "test"], "overfits the report"),
     (["--bogus", "1"], "unknown option --bogus"),
 ])
 def test_recipe_helpful_failures(args, needle, tmp_path):
