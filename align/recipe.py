@@ -27,7 +27,7 @@ class AlignConfig:
     # model and data
     model: str = "organism"
     data: str | None = None  # a saved dataset; None generates `data_groups` colour groups into output_dir/data
-    data_groups: int = 150
+    data_groups: int = 400  # 280 training groups: enough conflicts near the balance points to fit the target there
     data_seed: int = 0
     data_size: int = 64
     train_split: str = "train"
@@ -47,7 +47,7 @@ class AlignConfig:
     retention: str = "distill"  # distill: keep the base's unimodal answer distributions | answer: train the answers
     # closed-loop calibration: after training, measure the balance point on the calibration groups and retrain
     # with the training target re-aimed by the miss (targets.next_training_target), until within tolerance
-    calibration_rounds: int = 0
+    calibration_rounds: int = 1
     calibration_split: str = "validation"
     calibration_tolerance: float = 0.05
     # LoRA on the language model only

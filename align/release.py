@@ -29,6 +29,9 @@ def write_model_card(out: Path, result: dict, cfg) -> Path:
             ("oscillation, ambiguous region", osc(before, "ambiguous"), osc(after, "ambiguous")),
             ("oscillation, clear region", osc(before, "clear"), osc(after, "clear"))]
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+    rounds = result.get("calibration") or []
+    calibration = ("; ".join(f"trained at {r['trained_at']:+.3f} -> {r['description']}" for r in rounds)
+                   if rounds else "none")
     card = f"""---
 library_name: peft
 base_model: {cfg.model}
@@ -57,6 +60,7 @@ uncertainty-aware soft targets p*(x) = sigmoid((b* - dH_rel(x)) / tau), tau = {c
 - lr {cfg.learning_rate}, {cfg.lr_scheduler_type}, warmup {cfg.warmup_ratio}, epochs {cfg.num_train_epochs},
   batch {cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} per device, seed {cfg.seed}
 - examples: {result['training_examples']}
+- calibration on the `{cfg.calibration_split}` groups (the released adapter is the last round): {calibration}
 
 ## Load it
 ```python

@@ -36,6 +36,9 @@ def log_to_wandb(result: dict, base: dict, aligned: dict, report_dir: Path, cfg)
              "following_curve_table": table})
     summary = {"balance_point/target": result["target_balance_point"],
                **_flat("before", result["base"]), **_flat("after", result["aligned"])}
+    for i, r in enumerate(result.get("calibration") or []):
+        summary[f"calibration/round_{i}/trained_at"] = r["trained_at"]
+        summary[f"calibration/round_{i}/realized"] = r["realized"]
     for key, value in summary.items():
         run.summary[key] = value
     run.log({f"report/{png.stem}": wandb.Image(str(png)) for png in sorted(Path(report_dir).glob("*.png"))})

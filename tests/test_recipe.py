@@ -17,7 +17,8 @@ from align.training import soft_target_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--data_groups", "40", "--max_steps", "12", "--save_steps", "6", "--per_device_train_batch_size", "8",
-         "--n_boot", "100", "--eval_batch_size", "64", "--logging_steps", "2", "--dtype", "float32"]
+         "--n_boot", "100", "--eval_batch_size", "64", "--logging_steps", "2", "--dtype", "float32",
+         "--calibration_rounds", "0"]
 
 
 def test_targets_by_hand():
@@ -136,7 +137,8 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--config_file",
-           "recipes/accelerate_configs/zero2.yaml", "recipes/align_llava.py", "--output_dir", str(out), *SMALL]
+           "recipes/accelerate_configs/zero2.yaml", "recipes/align_llava.py", "--output_dir", str(out), *SMALL,
+           "--calibration_rounds", "1", "--calibration_tolerance", "0"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     assert res.returncode == 0, res.stderr[-4000:]
     for name in ("adapter_model.safetensors", "adapter_config.json", "README.md", "following_curve.png",
@@ -146,6 +148,11 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     assert "balance point" in card and "PeftModel.from_pretrained" in card and "target" in card
     result = json.loads((out / "alignment.json").read_text())
     assert result["target_balance_point"] == 0.0
+    # one calibration round re-aimed the training target by the miss measured on the validation groups
+    rounds = result["calibration"]
+    assert len(rounds) == 2 and rounds[0]["trained_at"] == 0.0
+    assert rounds[1]["trained_at"] == pytest.approx(next_training_target(0.0, [0.0], [rounds[0]["realized"]]))
+    assert (out / "runs" / "calibration-1" / "samples.parquet").exists()
     # W&B (offline) recorded the headline numbers and the figures
     records = _wandb_records(tmp_path)
     for key in (b"balance_point/target", b"before/balance_point", b"after/balance_point_ci_low", b"before/tfr",
@@ -168,6 +175,19 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     after = pd.read_parquet(out / "runs" / "aligned" / "samples.parquet")
     np.testing.assert_allclose(again.entropy_m, after.entropy_m, atol=1e-4)
     assert (again.top1_m == after.top1_m).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss_type", ["hard", "dpo"])
+def test_recipe_trl_variants_train_an_adapter(loss_type, tmp_path):
+    res = subprocess.run([sys.executable, "recipes/align_llava.py", *SMALL, "--max_steps", "4", "--report_to", "none",
+                          "--loss_type", loss_type, "--output_dir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    from safetensors.torch import load_file
+    lora_b = [v for k, v in load_file(tmp_path / "adapter_model.safetensors").items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
+    assert json.loads((tmp_path / "alignment.json").read_text())["config"]["loss_type"] == loss_type
 
 
 @pytest.mark.slow
