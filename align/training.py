@@ -42,14 +42,16 @@ def build_examples(train_table: pd.DataFrame, target: float, current: float, tau
     image_only = train_table[train_table.top1_v.notna() & train_table.token_visual.notna()].drop_duplicates(["image_id", "question"])
     text_only = train_table[(train_table.condition == "conflict") & train_table.token_text.notna()].drop_duplicates(["text_context", "question"])
     n_keep = int(round(len(examples) * retention_share / max(1e-9, 1 - retention_share)))
+    # `other`: the answer the conflicting modality gives; the dpo variant rejects it on unimodal rows
+    conflict_text = train_table[train_table.condition == "conflict"].groupby("image_id").answer_text.first()
     retention = [
         {"question": r.question, "context": "", "image_id": r.image_id, "answer_token": int(r.token_visual),
-         "answer": r.answer_visual} for r in image_only.itertuples()] + [
+         "answer": r.answer_visual, "other": conflict_text.get(r.image_id)} for r in image_only.itertuples()] + [
         {"question": r.question, "context": r.text_context, "image_id": None, "answer_token": int(r.token_text),
-         "answer": r.answer_text} for r in text_only.itertuples()]
+         "answer": r.answer_text, "other": r.answer_visual} for r in text_only.itertuples()]
     retention = [retention[i] for i in rng.permutation(len(retention))[:n_keep]]
     for e in retention:
-        e.update(token_text=0, token_visual=0, p_text=0.0, weight=1.0, is_conflict=0.0, other=None)
+        e.update(token_text=0, token_visual=0, p_text=0.0, weight=1.0, is_conflict=0.0)
     stats = {**counts, "conflict_examples": len(examples), "retention_examples": len(retention),
              "mean_p_text": float(p_text.mean()), "boundary_share": float((weights > 0.9).mean())}
     return examples + retention, stats
@@ -57,23 +59,25 @@ def build_examples(train_table: pd.DataFrame, target: float, current: float, tau
 
 def trl_dataset(examples: list[dict], vlm, data, loss_type: str):
     """The examples as TRL reads them: prompt-completion rows for `hard` (SFTTrainer), chosen/rejected
-    conflict rows for `dpo` (DPOTrainer; chosen = the target modality's answer), images as lists."""
+    rows for `dpo` (DPOTrainer): on conflicts chosen = the target modality's answer; on unimodal
+    (retention) rows chosen = the right answer, rejected = the conflicting modality's answer, which
+    keeps DPO from unlearning text-only answers (without them text-only accuracy fell 100 % -> 37 %)."""
     from datasets import Dataset
     rows = []
     for e in examples:
         conflict = e["is_conflict"] > 0
-        if loss_type == "dpo" and not conflict:
-            continue  # DPO's reference model is the anchor; retention rows have no rejected answer
-        follow_text = e["p_text"] >= 0.5
-        answer = (e["answer"] if follow_text else e["other"]) if conflict else e["answer"]
+        if loss_type == "dpo" and not conflict and not e["other"]:
+            continue  # no conflicting answer to reject
+        follow_text = e["p_text"] >= 0.5 or not conflict
+        answer = e["answer"] if follow_text else e["other"]
         row = {"prompt": vlm.prompt(e["question"], e["context"], with_image=e["image_id"] is not None),
                "images": [data.image(e["image_id"])] if e["image_id"] is not None else []}
         if loss_type == "hard":
             row["completion"] = answer
         else:
-            row["chosen"], row["rejected"] = answer, e["other"] if follow_text else e["answer"]
+            row["chosen"], row["rejected"] = answer, e["other"] if answer == e["answer"] else e["answer"]
         rows.append(row)
-    for answer in {r.get("completion") or r["chosen"] for r in rows}:
+    for answer in {r[k] for r in rows for k in ("completion", "chosen", "rejected") if k in r}:
         _check_completion_token(vlm, answer)
     return Dataset.from_list(rows)
 

@@ -81,7 +81,7 @@ def test_trl_variants_train_the_measured_token(tiny_model, tiny_data):
                 for r, p in zip(conflict.itertuples(), (0.9, 0.2))]
     examples.append({"question": conflict.question.iloc[0], "context": conflict.text_context.iloc[0],
                      "image_id": None, "p_text": 0.0, "is_conflict": 0.0, "answer": conflict.answer_text.iloc[0],
-                     "other": None})
+                     "other": conflict.answer_visual.iloc[0]})
     wanted = [conflict.answer_text.iloc[0], conflict.answer_visual.iloc[1], conflict.answer_text.iloc[0]]
 
     sft = trl_dataset(examples, vlm, tiny_data, "hard")
@@ -91,11 +91,12 @@ def test_trl_variants_train_the_measured_token(tiny_model, tiny_data):
         assert trained[0] == vlm.first_token(answer)
     assert "pixel_values" in batch and len(sft) == 3
 
-    dpo = trl_dataset(examples, vlm, tiny_data, "dpo")  # conflicts only: retention rows have no rejected answer
-    assert [r["chosen"] for r in dpo] == wanted[:2]
-    assert [r["rejected"] for r in dpo] == [conflict.answer_visual.iloc[0], conflict.answer_text.iloc[1]]
+    dpo = trl_dataset(examples, vlm, tiny_data, "dpo")  # the text-only row rejects the conflicting image answer
+    assert [r["chosen"] for r in dpo] == wanted
+    assert [r["rejected"] for r in dpo] == [conflict.answer_visual.iloc[0], conflict.answer_text.iloc[1],
+                                            conflict.answer_visual.iloc[0]]
     batch = DataCollatorForVisionPreference(vlm.processor)([dict(r) for r in dpo])
-    for row, answer in enumerate(wanted[:2] + [dpo[0]["rejected"], dpo[1]["rejected"]]):
+    for row, answer in enumerate(wanted + [r["rejected"] for r in dpo]):
         first = int(batch["completion_mask"][row].nonzero()[0])
         assert batch["input_ids"][row, first] == vlm.first_token(answer)
 
