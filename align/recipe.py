@@ -87,8 +87,9 @@ class AlignConfig:
         if self.calibration_rounds and self.calibration_split == self.eval_split:
             raise ValueError(f"calibration_split and eval_split are both {self.eval_split!r}: calibrating on the "
                              f"groups the result is reported on overfits the report; use calibration_split: validation")
-        if self.retention not in ("distill", "answer"):
-            raise ValueError(f"retention must be 'distill' or 'answer', got {self.retention!r}")
+        from .training import RETENTION_MODES
+        if self.retention not in RETENTION_MODES:
+            raise ValueError(f"retention must be one of {RETENTION_MODES}, got {self.retention!r}")
         if not 0 <= self.retention_share < 1:
             raise ValueError(f"retention_share must be in [0, 1), got {self.retention_share}")
 

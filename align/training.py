@@ -16,6 +16,7 @@ from eval.analysis import AnalysisConfig, conflict_samples
 from .targets import boundary_weights, sample_hard_targets, target_text_probability
 
 TARGET_KEYS = ("token_text", "token_visual", "p_text", "weight", "is_conflict", "answer_token")
+RETENTION_MODES = ("distill", "answer")
 
 
 def build_examples(train_table: pd.DataFrame, target: float, current: float, tau: float,
@@ -68,14 +69,14 @@ def trl_dataset(examples: list[dict], vlm, data, loss_type: str):
         conflict = e["is_conflict"] > 0
         if loss_type == "dpo" and not conflict and not e["other"]:
             continue  # no conflicting answer to reject
-        follow_text = e["p_text"] >= 0.5 or not conflict
-        answer = e["answer"] if follow_text else e["other"]
+        # conflicts: the target modality's answer (`answer` is the text's); unimodal rows: the right answer
+        answer, other = (e["other"], e["answer"]) if conflict and e["p_text"] < 0.5 else (e["answer"], e["other"])
         row = {"prompt": vlm.prompt(e["question"], e["context"], with_image=e["image_id"] is not None),
                "images": [data.image(e["image_id"])] if e["image_id"] is not None else []}
         if loss_type == "hard":
             row["completion"] = answer
         else:
-            row["chosen"], row["rejected"] = answer, e["other"] if answer == e["answer"] else e["answer"]
+            row["chosen"], row["rejected"] = answer, other
         rows.append(row)
     for answer in {r[k] for r in rows for k in ("completion", "chosen", "rejected") if k in r}:
         _check_completion_token(vlm, answer)
@@ -148,8 +149,8 @@ class SoftTargetTrainer(Trainer):
 
     def __init__(self, *args, retention_weight: float = 1.0, retention: str = "distill", **kwargs):
         super().__init__(*args, **kwargs)
-        if retention not in ("distill", "answer"):
-            raise ValueError(f"retention must be 'distill' or 'answer', got {retention!r}")
+        if retention not in RETENTION_MODES:
+            raise ValueError(f"retention must be one of {RETENTION_MODES}, got {retention!r}")
         self.retention_weight, self.retention = retention_weight, retention
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
