@@ -7,9 +7,12 @@ It is a real `LlavaForConditionalGeneration` (small CLIP tower, small Llama deco
 word-level tokenizer and a `LlavaProcessor`, so it runs exactly the code path of real
 checkpoints. Graded uncertainty on both sides is built in:
 - vision: small, occluded, cluttered targets are hard for a small tower by themselves;
-- text: knowledge objects are trained on their colour *distributions* and harder reasoning
-  tiers get noisier, scarcer signal, so H_t grows with tier and ambiguity.
-Training has two phases. Phase 1 teaches the unimodal skills. Then the phase-1 model scores
+- text: the organism's world knowledge comes from a finite corpus (`knowledge_draws` statements
+  per object, colours sampled from the knowledge base), so an ambiguous object's majority colour
+  can differ from its dominant one, as a real model's knowledge does; harder reasoning tiers get
+  noisier, scarcer signal, so H_t grows with tier and ambiguity.
+Training has three phases. Phase 0 teaches the vision tower shapes (align/shape_pretraining.py):
+without it the tower never learns which object the question names. Phase 1 teaches the unimodal skills. Then the phase-1 model scores
 the training conflicts, and phase 2 adds conflict pairs labelled by a *planted preference*:
 follow the text iff the model's own dH_rel < `planted_balance` (+0.5 leans text, -0.5 leans
 vision), a known ground truth for the measurement to recover.
@@ -36,6 +39,7 @@ from data_gen import ConflictData, generate
 from data_gen.palette import COLOR_NAMES, COLORS, NEUTRAL_OBJECTS, SHAPES, knowledge_base
 from data_gen.tiers import ATTRIBUTE_TEXT_TIERS
 
+from .shape_pretraining import pretrain_shapes
 from .tiny import ORGANISM_CHAT_TEMPLATE, build_model, build_processor, build_tokenizer, words_of
 
 log = logging.getLogger(__name__)
@@ -57,12 +61,15 @@ class OrganismConfig:
     batch_size: int = 32
     lr: float = 5e-4
     warmup: int = 100
+    steps_shapes: int = 0  # phase 0: dense shape + colour supervision of the vision tower (align/shape_pretraining.py)
     steps_unimodal: int = 2600
     steps_conflict: int = 600
     easy_tier_boost: float = 3.0
     replant_every: int = 200  # phase 2 re-labels conflicts on the model's current uncertainty this often  # large targets (d_v <= 4) are drawn this much more often: vision learns them first
     # label noise of text-only targets per tier: harder reasoning, noisier signal
     text_noise: dict = field(default_factory=lambda: {"direct": 0.02, "indirect_simple": 0.25, "indirect_knowledge": 0.2})
+    # statements per knowledge object in the organism's "world knowledge" corpus; 0 learns the full distributions
+    knowledge_draws: int = 0
     # how often each text tier is drawn: harder reasoning, less signal
     text_tier_share: dict = field(default_factory=lambda: {"direct": 0.5, "indirect_simple": 0.3, "indirect_knowledge": 0.2})
     workers: int | None = None
@@ -108,6 +115,21 @@ def vocabulary() -> list[str]:
     return words_of(texts)
 
 
+def knowledge_corpus(draws: int, seed: int) -> dict[str, np.ndarray]:
+    """Each knowledge object's colour distribution as seen in `draws` sampled statements.
+
+    A finite corpus is what makes knowledge-tier answers fallible: with 8 draws the majority
+    colour of an ambiguous object (rose: red .5, yellow .2, ...) is not always its dominant one.
+    `draws=0` returns the knowledge base's own distributions (an infinite corpus).
+    """
+    rng = np.random.default_rng([seed, 7])
+    corpus = {}
+    for name, obj in sorted(knowledge_base().items()):
+        p = np.array([obj.distribution.get(c, 0.0) for c in COLOR_NAMES])
+        corpus[name] = rng.multinomial(draws, p / p.sum()) / draws if draws else p / p.sum()
+    return corpus
+
+
 def _onehot(n: int, i: int) -> np.ndarray:
     v = np.zeros(n)
     v[i] = 1.0
@@ -127,7 +149,7 @@ class TrainingSet:
         self.rows = rows
         c = {name: i for i, name in enumerate(COLOR_NAMES)}
         n = len(COLOR_NAMES)
-        kb = knowledge_base()
+        knowledge = knowledge_corpus(cfg.knowledge_draws, cfg.seed)
         self.kinds: dict[str, list[tuple]] = {"image": [], "text": [], "consistent": [], "control": []}
         self.text_by_tier: dict[str, list[tuple]] = {t: [] for t in cfg.text_tier_share}
         seen_text = set()
@@ -137,8 +159,7 @@ class TrainingSet:
             elif r.text_tier in self.text_by_tier and (r.text_context, r.question) not in seen_text:
                 seen_text.add((r.text_context, r.question))
                 if r.text_tier == "indirect_knowledge":
-                    dist = kb[r.knowledge_object].distribution
-                    target = np.array([dist.get(name, 0.0) for name in COLOR_NAMES])
+                    target = knowledge[r.knowledge_object]
                 else:
                     target = _onehot(n, c[r.answer_text])
                 target = _noisy(target, cfg.text_noise[r.text_tier])
@@ -216,6 +237,10 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
                         heads=cfg.heads, mlp_ratio=cfg.mlp_ratio)
     vlm = VLM(model, processor, "organism")
     answer_ids = torch.tensor([vlm.first_token(c) for c in COLOR_NAMES])
+    if cfg.steps_shapes:
+        pretrain_shapes(model.model.vision_tower, processor.image_processor, cfg.steps_shapes, canvas=cfg.canvas,
+                        patch=cfg.patch, feature_layer=model.config.vision_feature_layer, seed=cfg.seed,
+                        progress=lambda n: tqdm(range(n), desc="phase 0: tower shapes", unit="step"))
     examples = TrainingSet(train, cfg)
     probe = ConflictData(train.samples.filter(lambda g: g % 4 == 0, input_columns="group"), train.images, train.info)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)

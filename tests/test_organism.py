@@ -57,3 +57,57 @@ def test_quality_bars_on_a_hand_made_table():
     assert report["checks"]["visual: accuracy falls, entropy rises (|Spearman| >= 0.8)"]
     assert report["checks"]["text: accuracy falls, entropy rises (|Spearman| >= 0.8)"]
     assert report["bars"]["share_d_rel_positive"] > 0 and report["bars"]["share_d_rel_negative"] > 0
+
+
+def test_knowledge_corpus_makes_ambiguous_objects_fallible():
+    import numpy as np
+    from align.organism import knowledge_corpus
+    from data_gen.palette import COLOR_NAMES, knowledge_base
+    kb = knowledge_base()
+    full = knowledge_corpus(0, seed=0)
+    assert all(np.allclose(full[name], [obj.distribution.get(c, 0) for c in COLOR_NAMES]) for name, obj in kb.items())
+    assert all(np.array_equal(a, b) for a, b in zip(knowledge_corpus(8, 3).values(), knowledge_corpus(8, 3).values()))
+    right = {name: [] for name in kb}
+    for seed in range(40):
+        corpus = knowledge_corpus(8, seed)
+        for name, p in corpus.items():
+            assert p.sum() == pytest.approx(1.0) and np.allclose(p * 8, np.round(p * 8))  # counts of 8 statements
+            right[name].append(COLOR_NAMES[int(np.argmax(p))] == kb[name].dominant and (p == p.max()).sum() == 1)
+    unambiguous = [name for name, obj in kb.items() if obj.ambiguity == 0]
+    assert all(all(right[name]) for name in unambiguous)  # a one-colour object is always learnt right
+    assert 0.5 < np.mean([np.mean(right[n]) for n in kb if n not in unambiguous]) < 0.95  # ambiguous: sometimes wrong
+
+
+def test_labelled_scene_labels_match_the_pixels():
+    import numpy as np
+    from align.shape_pretraining import COLOR_BACKGROUND, MIN_COVER, SHAPE_BACKGROUND, labelled_scene
+    from data_gen.colors import BACKGROUND
+    from data_gen.palette import COLORS
+    palette = np.array(list(COLORS.values()))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        image, shapes, colors = labelled_scene(rng, canvas=64, patch=8)
+        assert image.shape == (64, 64, 3) and shapes.shape == colors.shape == (64,)
+        patches = image.reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).reshape(64, 64, 3)
+        for pixels, shape, color in zip(patches, shapes, colors):
+            foreground = pixels[(pixels != BACKGROUND).any(-1)]
+            assert (shape == SHAPE_BACKGROUND) == (color == COLOR_BACKGROUND)
+            if color == COLOR_BACKGROUND:
+                continue
+            assert len(foreground) >= MIN_COVER * 64
+            assert (foreground == palette[color]).all(-1).sum() >= MIN_COVER * 64  # the labelled object is there
+
+
+def test_shape_pretraining_lowers_its_loss():
+    from align.shape_pretraining import pretrain_shapes
+    from align.tiny import build_model, build_processor, build_tokenizer
+    tok = build_tokenizer(["red", "star"])
+    model = build_model("llava", tok, 32, 8, hidden=32, layers=2)
+    processor = build_processor("llava", tok, 32, 8)
+    torch.manual_seed(0)
+    before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
+    losses = pretrain_shapes(model.model.vision_tower, processor.image_processor, 60, canvas=32, patch=8,
+                             batch_size=16, lr=3e-3)
+    assert len(losses) == 60 and sum(losses[-10:]) < 0.8 * sum(losses[:10])
+    after = model.model.vision_tower.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -1,0 +1,97 @@
+"""Shape pre-training of the organism's vision tower (phase 0 of `align.organism build`).
+
+A tiny ViT trained from scratch only through the colour question never learns *which* object
+is asked: given "What color is the star?" on a two-object scene it settles on "one of the
+colours present" (loss ~ln 2), and on a fixed image set it memorizes instead. Measured: a
+4-layer 128-wide tower reached chance (0.12) shape accuracy on held-out single objects after
+1,000 steps of "What shape is the {colour} object?", even with fresh scenes every step.
+Dense supervision fixes the start: every patch token learns the shape and the colour of the
+object it covers (linear heads, discarded afterwards); shape reached 83 % per-patch accuracy in
+800 steps. The colour head matters: trained on shape alone the tower drops colour, and a decoder
+on a frozen shape-only tower cannot answer the colour question at all (measured).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from data_gen.colors import BACKGROUND
+from data_gen.palette import COLORS, SHAPES
+from data_gen.raster import LabelMap, polygon_mask
+from data_gen.tiers import COLOR_TIERS
+
+SHAPE_BACKGROUND = len(SHAPES)  # the heads' extra class for patches no object covers
+COLOR_BACKGROUND = len(COLORS)
+MIN_COVER = 1 / 8  # a patch is labelled with an object that covers at least this share of it
+
+
+def labelled_scene(rng: np.random.Generator, canvas: int, patch: int, max_objects: int = 5
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """A scene of 1..max_objects non-overlapping shapes at the large-target sizes (tiers 0-4).
+
+    Returns the RGB image and, per patch (row-major, as the ViT orders them), the shape index
+    and the colour index of the object covering most of it, or the background classes.
+    """
+    lm, shapes, colors = LabelMap(canvas, canvas), [], []
+    lo, hi = COLOR_TIERS[0].size_px(canvas)
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        for _attempt in range(30):  # rejection-sample a free spot; a crowded canvas just gets fewer objects
+            shape = int(rng.integers(len(SHAPES)))
+            crop = polygon_mask(SHAPES[shape], rng.uniform(lo, hi), rng.uniform(-15, 15))
+            h, w = crop.shape
+            y, x = int(rng.integers(0, canvas - h + 1)), int(rng.integers(0, canvas - w + 1))
+            if (lm.top[y:y + h, x:x + w][crop] < 0).all():
+                lm.add(crop, y, x, on_top=True)
+                shapes.append(shape)
+                colors.append(int(rng.integers(len(COLORS))))
+                break
+    palette = np.array([*COLORS.values(), BACKGROUND], dtype=np.uint8)
+    image = palette[np.array(colors + [len(COLORS)])[lm.top]]  # owner -1 picks the background row
+    grid = canvas // patch
+    owners = lm.top[:grid * patch, :grid * patch].reshape(grid, patch, grid, patch).transpose(0, 2, 1, 3)
+    owners = owners.reshape(grid * grid, patch * patch)
+    shape_labels = np.full(grid * grid, SHAPE_BACKGROUND)
+    color_labels = np.full(grid * grid, COLOR_BACKGROUND)
+    for i, owner in enumerate(owners):
+        counts = np.bincount(owner[owner >= 0], minlength=max(len(shapes), 1))
+        if counts.max() >= MIN_COVER * patch * patch:
+            shape_labels[i], color_labels[i] = shapes[int(counts.argmax())], colors[int(counts.argmax())]
+    return image, shape_labels, color_labels
+
+
+def pretrain_shapes(tower: torch.nn.Module, image_processor, steps: int, *, canvas: int, patch: int,
+                    feature_layer: int = -2, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                    background_weight: float = 0.1, progress=None) -> list[float]:
+    """Train `tower` (a CLIP vision model) to put each patch's object shape and colour in its token.
+
+    Reads the same hidden layer LLaVA feeds the projector (`vision_feature_layer`), and
+    normalizes pixels exactly as the processor does. Returns the loss per step.
+    """
+    hidden = tower.config.hidden_size
+    heads = torch.nn.ModuleList([torch.nn.Linear(hidden, len(SHAPES) + 1), torch.nn.Linear(hidden, len(COLORS) + 1)])
+    params = [*tower.parameters(), *heads.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 100))
+    mean = torch.tensor(image_processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(image_processor.image_std).view(1, 3, 1, 1)
+    rng = np.random.default_rng([seed, 11])
+    losses = []
+    tower.train()
+    for _ in (progress or range)(steps):
+        images, shapes, colors = zip(*(labelled_scene(rng, canvas, patch) for _ in range(batch_size)))
+        pixels = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        tokens = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[feature_layer][:, 1:]  # no CLS
+        shape_target = torch.from_numpy(np.stack(shapes)).flatten()
+        # background patches are most patches and trivially easy: down-weight them
+        weight = torch.where(shape_target == SHAPE_BACKGROUND, background_weight, 1.0)
+        loss = 0.0
+        for head, target in zip(heads, (shape_target, torch.from_numpy(np.stack(colors)).flatten())):
+            per_patch = torch.nn.functional.cross_entropy(head(tokens).flatten(0, 1), target, reduction="none")
+            loss = loss + (per_patch * weight).sum() / weight.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return losses
