@@ -126,7 +126,7 @@ def knowledge_corpus(draws: int, seed: int) -> dict[str, np.ndarray]:
     corpus = {}
     for name, obj in sorted(knowledge_base().items()):
         p = np.array([obj.distribution.get(c, 0.0) for c in COLOR_NAMES])
-        corpus[name] = rng.multinomial(draws, p / p.sum()) / draws if draws else p / p.sum()
+        corpus[name] = rng.multinomial(draws, p / p.sum()) / draws if draws else p
     return corpus
 
 
