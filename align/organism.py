@@ -11,8 +11,8 @@ checkpoints. Graded uncertainty on both sides is built in:
   per object, colours sampled from the knowledge base), so an ambiguous object's majority colour
   can differ from its dominant one, as a real model's knowledge does; harder reasoning tiers get
   noisier, scarcer signal, so H_t grows with tier and ambiguity.
-Training has three phases. Phase 0 teaches the vision tower shapes (align/shape_pretraining.py):
-without it the tower never learns which object the question names. Phase 1 teaches the unimodal skills. Then the phase-1 model scores
+An optional phase 0 (`steps_shapes`, off in the shipped build) pre-trains the vision tower on
+per-patch shape and colour (align/shape_pretraining.py). Phase 1 teaches the unimodal skills. Then the phase-1 model scores
 the training conflicts, and phase 2 adds conflict pairs labelled by a *planted preference*:
 follow the text iff the model's own dH_rel < `planted_balance` (+0.5 leans text, -0.5 leans
 vision), a known ground truth for the measurement to recover.
@@ -64,8 +64,8 @@ class OrganismConfig:
     steps_shapes: int = 0  # phase 0: dense shape + colour supervision of the vision tower (align/shape_pretraining.py)
     steps_unimodal: int = 2600
     steps_conflict: int = 600
-    easy_tier_boost: float = 3.0
-    replant_every: int = 200  # phase 2 re-labels conflicts on the model's current uncertainty this often  # large targets (d_v <= 4) are drawn this much more often: vision learns them first
+    easy_tier_boost: float = 3.0  # large targets (d_v <= 4) are drawn this much more often: vision learns them first
+    replant_every: int = 200  # phase 2 re-labels conflicts on the model's current uncertainty this often
     # label noise of text-only targets per tier: harder reasoning, noisier signal
     text_noise: dict = field(default_factory=lambda: {"direct": 0.02, "indirect_simple": 0.25, "indirect_knowledge": 0.2})
     # statements per knowledge object in the organism's "world knowledge" corpus; 0 learns the full distributions
