@@ -33,13 +33,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from data_gen import ConflictData, generate
 from data_gen.palette import COLOR_NAMES, COLORS, NEUTRAL_OBJECTS, SHAPES, knowledge_base
 from data_gen.tiers import ATTRIBUTE_TEXT_TIERS
 
-from .shape_pretraining import pretrain_shapes
+from .shape_pretraining import grounded_scenes, grounding_loss, pretrain_shapes
 from .tiny import ORGANISM_CHAT_TEMPLATE, build_model, build_processor, build_tokenizer, words_of
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,10 @@ class OrganismConfig:
     lr: float = 5e-4
     warmup: int = 100
     steps_shapes: int = 0  # phase 0: dense shape + colour supervision of the vision tower (align/shape_pretraining.py)
+    freeze_tower: bool = False  # freeze the tower after phase 0
+    fresh_scene_share: float = 0.0  # share of image-only batches rendered fresh (tiers 0-4, with grounding labels)
+    grounding_weight: float = 0.0  # weight of the "which image tokens are asked" loss on fresh scenes
+    grounding_layer: int = 2  # decoder hidden state that loss reads (0 = embeddings)
     steps_unimodal: int = 2600
     steps_conflict: int = 600
     easy_tier_boost: float = 3.0  # large targets (d_v <= 4) are drawn this much more often: vision learns them first
@@ -201,6 +206,10 @@ class TrainingSet:
             return [self.text_by_tier[tiers[t]][rng.integers(len(self.text_by_tier[tiers[t]]))] for t in picks]
         pool = self.kinds[kind]
         if kind == "image":
+            if self.cfg.fresh_scene_share and rng.random() < self.cfg.fresh_scene_share:
+                c = {name: i for i, name in enumerate(COLOR_NAMES)}
+                return [(image, ctx, q, _onehot(len(c), c[answer]), target_patches) for image, ctx, q, answer, target_patches
+                        in grounded_scenes(rng, self.cfg.batch_size, self.cfg.canvas, self.cfg.patch, self.cfg.data_seed + 1)]
             return [pool[i] for i in rng.choice(len(pool), size=self.cfg.batch_size, p=self.image_p)]
         return [pool[i] for i in rng.integers(len(pool), size=self.cfg.batch_size)]
 
@@ -241,9 +250,14 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
         pretrain_shapes(model.model.vision_tower, processor.image_processor, cfg.steps_shapes, canvas=cfg.canvas,
                         patch=cfg.patch, feature_layer=model.config.vision_feature_layer, seed=cfg.seed,
                         progress=lambda n: tqdm(range(n), desc="phase 0: tower shapes", unit="step"))
+    if cfg.freeze_tower:  # keep phase 0's shape features: the colour loss alone would wash them out
+        model.model.vision_tower.requires_grad_(False)
+    # a linear probe of "is this image token the asked object" on one decoder layer; discarded after the build
+    grounding_head = torch.nn.Linear(cfg.hidden, 1) if cfg.grounding_weight else None
     examples = TrainingSet(train, cfg)
     probe = ConflictData(train.samples.filter(lambda g: g % 4 == 0, input_columns="group"), train.images, train.info)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    trained = [p for p in model.parameters() if p.requires_grad] + ([*grounding_head.parameters()] if grounding_head else [])
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     log_every, losses, planted = 100, [], {}
     total = cfg.steps_unimodal + cfg.steps_conflict
@@ -264,14 +278,21 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
         model.train()
         batch = examples.batch(rng, 1 if step < cfg.steps_unimodal else 2)
         with_image = batch[0][0] is not None
-        prompts = [vlm.prompt(q, ctx, with_image) for _, ctx, q, _ in batch]
-        images = [train.image(img) for img, _, _, _ in batch] if with_image else None
-        logits = model(**vlm.encode(prompts, images), logits_to_keep=1).logits[:, -1]
-        target = torch.tensor(np.stack([t for *_, t in batch]), dtype=torch.float32)
-        loss = soft_cross_entropy(logits, answer_ids, target)
+        grounded = len(batch[0]) == 5 and grounding_head is not None  # fresh scenes carry the asked object's patches
+        prompts = [vlm.prompt(q, ctx, with_image) for _, ctx, q, *_ in batch]
+        images = [img if isinstance(img, Image.Image) else train.image(img) for img, *_ in batch] if with_image else None
+        inputs = vlm.encode(prompts, images)
+        output = model(**inputs, logits_to_keep=1, output_hidden_states=grounded)
+        target = torch.tensor(np.stack([item[3] for item in batch]), dtype=torch.float32)
+        loss = soft_cross_entropy(output.logits[:, -1], answer_ids, target)
+        if grounded:
+            target_patches = torch.from_numpy(np.stack([item[4] for item in batch]))
+            loss = loss + cfg.grounding_weight * grounding_loss(
+                output.hidden_states[cfg.grounding_layer], inputs["input_ids"], model.config.image_token_id,
+                target_patches, grounding_head)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
@@ -356,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build")
     b.add_argument("--out", required=True)
     for f, default in asdict(OrganismConfig()).items():
-        if not isinstance(default, dict):
+        if isinstance(default, bool):
+            b.add_argument(f"--{f}", action=argparse.BooleanOptionalAction, default=default)
+        elif not isinstance(default, dict):
             b.add_argument(f"--{f}", type=type(default) if default is not None else int, default=default)
     e = sub.add_parser("evaluate")
     e.add_argument("path")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from data_gen.colors import BACKGROUND
+from data_gen.colors import BACKGROUND, INSTRUCTION, question, render_color_scene, sample_group
 from data_gen.palette import COLORS, SHAPES
 from data_gen.raster import LabelMap, polygon_mask
 from data_gen.tiers import COLOR_TIERS
@@ -24,6 +24,13 @@ from data_gen.tiers import COLOR_TIERS
 SHAPE_BACKGROUND = len(SHAPES)  # the heads' extra class for patches no object covers
 COLOR_BACKGROUND = len(COLORS)
 MIN_COVER = 1 / 8  # a patch is labelled with an object that covers at least this share of it
+
+
+def patch_owners(top: np.ndarray, patch: int) -> np.ndarray:
+    """The owner map cut into patches, row-major as the ViT orders them: (patches, patch * patch)."""
+    grid = top.shape[0] // patch
+    owners = top[:grid * patch, :grid * patch].reshape(grid, patch, grid, patch).transpose(0, 2, 1, 3)
+    return owners.reshape(grid * grid, patch * patch)
 
 
 def labelled_scene(rng: np.random.Generator, canvas: int, patch: int, max_objects: int = 5
@@ -48,11 +55,9 @@ def labelled_scene(rng: np.random.Generator, canvas: int, patch: int, max_object
                 break
     palette = np.array([*COLORS.values(), BACKGROUND], dtype=np.uint8)
     image = palette[np.array(colors + [len(COLORS)])[lm.top]]  # owner -1 picks the background row
-    grid = canvas // patch
-    owners = lm.top[:grid * patch, :grid * patch].reshape(grid, patch, grid, patch).transpose(0, 2, 1, 3)
-    owners = owners.reshape(grid * grid, patch * patch)
-    shape_labels = np.full(grid * grid, SHAPE_BACKGROUND)
-    color_labels = np.full(grid * grid, COLOR_BACKGROUND)
+    owners = patch_owners(lm.top, patch)
+    shape_labels = np.full(len(owners), SHAPE_BACKGROUND)
+    color_labels = np.full(len(owners), COLOR_BACKGROUND)
     for i, owner in enumerate(owners):
         counts = np.bincount(owner[owner >= 0], minlength=max(len(shapes), 1))
         if counts.max() >= MIN_COVER * patch * patch:
@@ -96,3 +101,32 @@ def pretrain_shapes(tower: torch.nn.Module, image_processor, steps: int, *, canv
         sched.step()
         losses.append(loss.item())
     return losses
+
+
+def grounded_scenes(rng: np.random.Generator, n: int, canvas: int, patch: int, seed: int) -> list[tuple]:
+    """Freshly rendered large-target colour scenes (tiers 0-4) with the asked object's patches.
+
+    Groups come from `seed`'s stream, which the datasets (their own seed) never draw, so no
+    held-out scene is seen. Each item: (image, "", question, answer colour, target-patch mask).
+    A fixed image set is memorized long before binding is learnt; fresh scenes cannot be.
+    """
+    items = []
+    for _ in range(n):
+        group = sample_group(int(rng.integers(2 ** 31)), seed)
+        tier = COLOR_TIERS[int(rng.integers(5))]
+        scene = render_color_scene(group, tier, canvas, seed)
+        target_share = (patch_owners(scene.labels.top, patch) == 0).mean(-1)  # object 0 is the target
+        items.append((scene.image, "", f"{question(group.shape)} {INSTRUCTION}", group.color_visual,
+                      (target_share >= MIN_COVER).astype(np.float32)))
+    return items
+
+
+def grounding_loss(hidden: torch.Tensor, input_ids: torch.Tensor, image_token_id: int, target_patches: torch.Tensor,
+                   head: torch.nn.Module) -> torch.Tensor:
+    """Binary cross-entropy of "this image token is the asked object", read from a decoder layer.
+
+    Direct supervision of the first half of binding (which patches the question names); the
+    colour answer then only has to read those patches. `hidden` is one decoder layer's output.
+    """
+    tokens = hidden[input_ids == image_token_id].view(len(target_patches), -1, hidden.shape[-1])
+    return torch.nn.functional.binary_cross_entropy_with_logits(head(tokens).squeeze(-1), target_patches)

@@ -12,10 +12,14 @@ from align.organism import SHIPPED, OrganismConfig, build, organism_path, qualit
 SMALL = dict(groups=24, steps_unimodal=6, steps_conflict=4, warmup=2, batch_size=8, hidden=32, layers=2, workers=1)
 
 
+GROUNDED = dict(steps_shapes=3, freeze_tower=True, fresh_scene_share=0.9, grounding_weight=5.0)
+
+
 @pytest.mark.slow
-def test_reduced_budget_build_is_reproducible_and_loads(tmp_path):
-    a = build(OrganismConfig(**SMALL), tmp_path / "a")
-    b = build(OrganismConfig(**SMALL), tmp_path / "b")
+@pytest.mark.parametrize("options", [{}, GROUNDED], ids=["shipped-recipe", "grounded-vision"])
+def test_reduced_budget_build_is_reproducible_and_loads(tmp_path, options):
+    a = build(OrganismConfig(**SMALL, **options), tmp_path / "a")
+    b = build(OrganismConfig(**SMALL, **options), tmp_path / "b")
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     model = AutoModelForImageTextToText.from_pretrained(a)
@@ -111,3 +115,18 @@ def test_shape_pretraining_lowers_its_loss():
     assert len(losses) == 60 and sum(losses[-10:]) < 0.8 * sum(losses[:10])
     after = model.model.vision_tower.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_grounded_scenes_mark_the_asked_object():
+    import numpy as np
+    from align.shape_pretraining import MIN_COVER, grounded_scenes
+    from data_gen.palette import COLORS
+    items = grounded_scenes(np.random.default_rng(0), 12, canvas=64, patch=8, seed=5)
+    for image, context, question, answer, target_patches in items:
+        assert context == "" and question.startswith("What color is the ") and answer in COLORS
+        pixels = np.asarray(image).reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).reshape(64, 64, 3)
+        answer_px = (pixels == np.array(COLORS[answer])).all(-1).sum(-1)  # only the target has the answer colour
+        assert target_patches.any()
+        assert np.array_equal(target_patches.astype(bool), answer_px >= MIN_COVER * 64)
+    again = grounded_scenes(np.random.default_rng(0), 12, canvas=64, patch=8, seed=5)
+    assert all(np.array_equal(np.asarray(a[0]), np.asarray(b[0])) for a, b in zip(items, again))
