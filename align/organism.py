@@ -40,7 +40,7 @@ from data_gen import ConflictData, generate
 from data_gen.palette import COLOR_NAMES, COLORS, NEUTRAL_OBJECTS, SHAPES, knowledge_base
 from data_gen.tiers import ATTRIBUTE_TEXT_TIERS
 
-from .shape_pretraining import grounded_scenes, grounding_loss, pretrain_shapes
+from .shape_pretraining import grounded_scenes, grounding_loss, optimizer_step, pretrain_shapes
 from .tiny import ORGANISM_CHAT_TEMPLATE, build_model, build_processor, build_tokenizer, words_of
 
 log = logging.getLogger(__name__)
@@ -290,12 +290,7 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
             loss = loss + cfg.grounding_weight * grounding_loss(
                 output.hidden_states[cfg.grounding_layer], inputs["input_ids"], model.config.image_token_id,
                 target_patches, grounding_head)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(optimizer_step(loss, opt, sched, trained))
         if (step + 1) % log_every == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.3f}")
     model.eval()

@@ -94,13 +94,18 @@ def pretrain_shapes(tower: torch.nn.Module, image_processor, steps: int, *, canv
         for head, target in zip(heads, (shape_target, torch.from_numpy(np.stack(colors)).flatten())):
             per_patch = torch.nn.functional.cross_entropy(head(tokens).flatten(0, 1), target, reduction="none")
             loss = loss + (per_patch * weight).sum() / weight.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(optimizer_step(loss, opt, sched, params))
     return losses
+
+
+def optimizer_step(loss: torch.Tensor, opt, sched, params: list, max_norm: float = 1.0) -> float:
+    """One clipped AdamW step, as every organism phase takes it; returns the loss value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+    sched.step()
+    return loss.item()
 
 
 def grounded_scenes(rng: np.random.Generator, n: int, canvas: int, patch: int, seed: int) -> list[tuple]:
