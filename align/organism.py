@@ -141,6 +141,14 @@ def _onehot(n: int, i: int) -> np.ndarray:
     return v
 
 
+COLOR_INDEX = {name: i for i, name in enumerate(COLOR_NAMES)}
+
+
+def _color_target(color: str) -> np.ndarray:
+    """All probability on one colour answer."""
+    return _onehot(len(COLOR_NAMES), COLOR_INDEX[color])
+
+
 def _noisy(target: np.ndarray, noise: float) -> np.ndarray:
     return (1 - noise) * target + noise * (1 - target) / max((1 - target).sum(), 1)
 
@@ -152,30 +160,28 @@ class TrainingSet:
         self.cfg = cfg
         rows = data.samples.to_pandas()
         self.rows = rows
-        c = {name: i for i, name in enumerate(COLOR_NAMES)}
-        n = len(COLOR_NAMES)
         knowledge = knowledge_corpus(cfg.knowledge_draws, cfg.seed)
         self.kinds: dict[str, list[tuple]] = {"image": [], "text": [], "consistent": [], "control": []}
         self.text_by_tier: dict[str, list[tuple]] = {t: [] for t in cfg.text_tier_share}
         seen_text = set()
         for r in rows.itertuples():
             if r.text_tier == "original":
-                self.kinds["image"].append((r.image_id, "", r.question, _onehot(n, c[r.answer_visual])))
+                self.kinds["image"].append((r.image_id, "", r.question, _color_target(r.answer_visual)))
             elif r.text_tier in self.text_by_tier and (r.text_context, r.question) not in seen_text:
                 seen_text.add((r.text_context, r.question))
                 if r.text_tier == "indirect_knowledge":
                     target = knowledge[r.knowledge_object]
                 else:
-                    target = _onehot(n, c[r.answer_text])
+                    target = _color_target(r.answer_text)
                 target = _noisy(target, cfg.text_noise[r.text_tier])
                 self.text_by_tier[r.text_tier].append((None, r.text_context, r.question, target))
             if r.text_tier in ("direct", "indirect_simple"):  # agreeing image and text
                 ctx = r.text_context.replace(f" {r.answer_text}.", f" {r.answer_visual}.")
-                self.kinds["consistent"].append((r.image_id, ctx, r.question, _onehot(n, c[r.answer_visual])))
+                self.kinds["consistent"].append((r.image_id, ctx, r.question, _color_target(r.answer_visual)))
             elif r.text_tier == "text_irrelevant":
-                self.kinds["control"].append((r.image_id, r.text_context, r.question, _onehot(n, c[r.answer_visual])))
+                self.kinds["control"].append((r.image_id, r.text_context, r.question, _color_target(r.answer_visual)))
             elif r.text_tier == "image_irrelevant":
-                self.kinds["control"].append((r.image_id, r.text_context, r.question, _onehot(n, c[r.answer_text])))
+                self.kinds["control"].append((r.image_id, r.text_context, r.question, _color_target(r.answer_text)))
         self.kinds["conflict"] = []
         d_v = np.array([int(img.rsplit("-v", 1)[1]) for img, *_ in self.kinds["image"]])
         boost = np.where(d_v <= 4, cfg.easy_tier_boost, 1.0)
@@ -184,12 +190,11 @@ class TrainingSet:
     def plant(self, scores: pd.DataFrame, balance: float) -> dict:
         """Label conflicts by the planted rule on the model's own relative uncertainty."""
         from eval.stats import relative_uncertainty
-        c = {name: i for i, name in enumerate(COLOR_NAMES)}
         s = scores[scores.condition == "conflict"]
         d_rel = relative_uncertainty(s.entropy_v.to_numpy(), s.entropy_t.to_numpy())
         follow_text = d_rel < balance
         self.kinds["conflict"] = [
-            (r.image_id, r.text_context, r.question, _onehot(len(c), c[r.answer_text if ft else r.answer_visual]))
+            (r.image_id, r.text_context, r.question, _color_target(r.answer_text if ft else r.answer_visual))
             for r, ft in zip(self.rows.set_index("id").loc[s.id].reset_index().itertuples(), follow_text)]
         return {"conflicts": len(s), "follow_text_share": float(np.mean(follow_text))}
 
@@ -207,8 +212,7 @@ class TrainingSet:
         pool = self.kinds[kind]
         if kind == "image":
             if self.cfg.fresh_scene_share and rng.random() < self.cfg.fresh_scene_share:
-                c = {name: i for i, name in enumerate(COLOR_NAMES)}
-                return [(image, ctx, q, _onehot(len(c), c[answer]), target_patches) for image, ctx, q, answer, target_patches
+                return [(image, ctx, q, _color_target(answer), target_patches) for image, ctx, q, answer, target_patches
                         in grounded_scenes(rng, self.cfg.batch_size, self.cfg.canvas, self.cfg.patch, self.cfg.data_seed + 1)]
             return [pool[i] for i in rng.choice(len(pool), size=self.cfg.batch_size, p=self.image_p)]
         return [pool[i] for i in rng.integers(len(pool), size=self.cfg.batch_size)]

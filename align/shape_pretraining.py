@@ -9,8 +9,9 @@ Dense supervision gives the tower shape: every patch token learns the shape and 
 the object it covers (linear heads, discarded afterwards); shape reached 83 % per-patch accuracy
 in 800 steps. On its own it is not enough: the decoder still did not bind the asked shape to its
 colour in 800-1,200 steps. With the tower frozen, fresh scenes and `grounding_loss` it does (tiers
-1-4 at .74/.68/.59/.55 in a full build); not yet at the quality bar, so the shipped build leaves it off. The colour head matters: trained on shape alone the tower drops colour, and a decoder
-on a frozen shape-only tower cannot answer the colour question at all (measured).
+1-4 at .80/.77/.63/.65 in a full build); not yet at the quality bar, so the shipped build leaves it
+off. The colour head matters: trained on shape alone the tower drops colour, and a decoder on a
+frozen shape-only tower cannot answer the colour question at all (measured).
 """
 from __future__ import annotations
 
