@@ -71,7 +71,7 @@ def build_processor(arch: str, tokenizer, image_size: int, patch_size: int, chat
 
 def build_model(arch: str, tokenizer, image_size: int, patch_size: int, hidden: int = 32, layers: int = 2,
                 heads: int = 4, vision_hidden: int | None = None, vision_layers: int | None = None,
-                max_positions: int = 512, mlp_ratio: int = 4):
+                max_positions: int = 512, mlp_ratio: int = 4, vision_feature_layer: int = -2):
     vision_hidden = vision_hidden or hidden
     vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=mlp_ratio * vision_hidden,
                               num_hidden_layers=vision_layers or layers, num_attention_heads=heads,
@@ -82,7 +82,7 @@ def build_model(arch: str, tokenizer, image_size: int, patch_size: int, hidden: 
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                        tie_word_embeddings=False)
     common = dict(vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-                  vision_feature_layer=-2, vision_feature_select_strategy="default",
+                  vision_feature_layer=vision_feature_layer, vision_feature_select_strategy="default",
                   image_seq_length=(image_size // patch_size) ** 2, tie_word_embeddings=False)
     if arch == "llava":
         return LlavaForConditionalGeneration(LlavaConfig(**common))
