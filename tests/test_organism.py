@@ -18,8 +18,8 @@ UNGROUNDED = dict(steps_shapes=0, freeze_tower=False, fresh_scene_share=0.0, gro
 @pytest.mark.slow
 @pytest.mark.parametrize("options", [{}, UNGROUNDED], ids=["shipped-recipe", "ungrounded-vision"])
 def test_reduced_budget_build_is_reproducible_and_loads(tmp_path, options):
-    a = build(OrganismConfig(**SMALL, **options), tmp_path / "a")
-    b = build(OrganismConfig(**SMALL, **options), tmp_path / "b")
+    a = build(OrganismConfig(**{**SMALL, **options}), tmp_path / "a")
+    b = build(OrganismConfig(**{**SMALL, **options}), tmp_path / "b")
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     model = AutoModelForImageTextToText.from_pretrained(a)
