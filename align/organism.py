@@ -57,7 +57,7 @@ class OrganismConfig:
     hidden: int = 128
     layers: int = 4
     # LLaVA reads layer -2 of its tower; a 3-layer tower read at -1 is the same function without
-    # computing a 4th layer nobody reads (~10 % of the build)
+    # computing a 4th layer nobody reads
     vision_layers: int = 3
     vision_feature_layer: int = -1
     heads: int = 4
@@ -77,7 +77,7 @@ class OrganismConfig:
     steps_unimodal: int = 1800
     steps_conflict: int = 400
     easy_tier_boost: float = 3.0  # large targets (d_v <= 4) are drawn this much more often: vision learns them first
-    replant_every: int = 400  # phase 2 re-labels conflicts on the model's current uncertainty this often
+    replant_every: int = 200  # phase 2 re-labels conflicts on the model's current uncertainty this often
     # label noise of text-only targets per tier: harder reasoning, noisier signal
     text_noise: dict = field(default_factory=lambda: {"direct": 0.005, "indirect_simple": 0.15, "indirect_knowledge": 0.2})
     # statements per knowledge object in the organism's "world knowledge" corpus; 0 learns the full distributions
@@ -207,8 +207,8 @@ class TrainingSet:
 
     def batch(self, rng: np.random.Generator, phase: int) -> list[tuple]:
         weights = {"image": 0.6, "text": 0.25, "consistent": 0.1, "control": 0.05, "conflict": 0.0}
-        if phase == 2:
-            weights.update(image=0.35, text=0.15, consistent=0.1, control=0.05, conflict=0.35)
+        if phase == 2:  # consistent pairs in phase 1 teach "copy the text": conflicts need the larger share to undo it
+            weights.update(image=0.25, text=0.1, consistent=0.05, control=0.05, conflict=0.55)
         kinds = list(weights)
         kind = kinds[rng.choice(len(kinds), p=np.array(list(weights.values())) / sum(weights.values()))]
         if kind == "text":
@@ -267,6 +267,7 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
     # a linear probe of "is this image token the asked object" on one decoder layer; discarded after the build
     grounding_head = torch.nn.Linear(cfg.hidden, 1) if cfg.grounding_weight else None
     examples = TrainingSet(train, cfg)
+    # an eighth of the training groups: ~3,700 conflicts to plant on, scored in ~20 s
     probe = ConflictData(train.samples.filter(lambda g: g % 8 == 0, input_columns="group"), train.images, train.info)
     trained = [p for p in model.parameters() if p.requires_grad] + ([*grounding_head.parameters()] if grounding_head else [])
     opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.01)
