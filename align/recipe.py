@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -198,6 +199,10 @@ def train_to_target(cfg: AlignConfig, base: VLM, data: ConflictData, train_table
                                          cfg.retention_share, cfg.loss_type, cfg.seed)
         log.info("training at b = %+.3f (round %d): %s", aim, len(rounds), stats)
         model = base if not rounds else load_vlm(cfg.model, dtype=cfg.dtype, device=str(state.device))
+        if state.is_main:  # scores of an earlier adapter would be resumed as this one's
+            for stale in (out / "runs" / "aligned", out / "runs" / f"calibration-{len(rounds)}"):
+                shutil.rmtree(stale, ignore_errors=True)
+        state.wait()
         train_adapter(cfg, model, data, examples, out,
                       out / "checkpoints" / f"round-{len(rounds)}" if cfg.calibration_rounds else None)
         state.wait()
