@@ -23,11 +23,14 @@ def _add_analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-bins", type=int, default=8)
     p.add_argument("--ambiguous-width", type=float, default=0.5)
     p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--bootstrap", default="group", choices=["group", "sample"],
+                   help="resample whole groups (default: their samples share inputs) or single samples")
 
 
 def _analysis_config(args) -> AnalysisConfig:
     return AnalysisConfig(unimodal_correct=not args.all_samples, index=args.index, bins=args.bins,
-                          n_bins=args.n_bins, ambiguous_width=args.ambiguous_width, n_boot=args.n_boot)
+                          n_bins=args.n_bins, ambiguous_width=args.ambiguous_width, n_boot=args.n_boot,
+                          bootstrap=args.bootstrap)
 
 
 def score_command(args):

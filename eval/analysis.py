@@ -30,6 +30,7 @@ class AnalysisConfig:
     min_bin_count: int = 10  # bins with fewer samples are flagged, not hidden
     ambiguous_width: float = 0.5
     n_boot: int = 1000
+    bootstrap: str = "group"  # resample whole groups (their samples share an image and a text) | "sample"
     seed: int = 0
     min_samples: int = 20
 
@@ -69,11 +70,11 @@ def conflict_samples(table: pd.DataFrame, cfg: AnalysisConfig) -> tuple[pd.DataF
     return t, counts
 
 
-def following_curve(d_rel: np.ndarray, follows_text: np.ndarray, cfg: AnalysisConfig) -> dict:
+def following_curve(d_rel: np.ndarray, follows_text: np.ndarray, cfg: AnalysisConfig, groups=None) -> dict:
     edges = stats.bin_edges(d_rel, cfg.n_bins, cfg.bins)
     curve = stats.binned_rate(d_rel, follows_text, edges)
     curve["few"] = curve["n"] < cfg.min_bin_count
-    bp = stats.balance_point(d_rel, follows_text, cfg.n_boot, cfg.seed)
+    bp = stats.balance_point(d_rel, follows_text, cfg.n_boot, cfg.seed, clusters=groups)
     keep = curve["n"] >= cfg.min_bin_count
     return {
         "bins": {k: np.asarray(v).tolist() for k, v in curve.items()},
@@ -126,6 +127,19 @@ def tfr_cells(t: pd.DataFrame) -> list[dict]:
     return cells
 
 
+def bootstrap_clusters(t: pd.DataFrame, cfg: AnalysisConfig) -> np.ndarray | None:
+    """The group of each sample for a cluster bootstrap, or None to resample samples."""
+    if cfg.bootstrap not in ("group", "sample"):
+        raise ValueError(f"unknown bootstrap unit {cfg.bootstrap!r}; use 'group' or 'sample'")
+    if cfg.bootstrap == "sample":
+        return None
+    if "group" not in t:
+        log.warning("the table has no `group` column: the bootstrap resamples samples, so intervals are "
+                    "too narrow if samples share inputs")
+        return None
+    return t.group.to_numpy()
+
+
 def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
     """Every headline number of a run, JSON-ready."""
     cfg = cfg or AnalysisConfig()
@@ -138,11 +152,12 @@ def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
                          f"({counts}); a curve needs at least {cfg.min_samples}: score more groups"
                          + (" or pass --all-samples to drop the unimodal-correct filter" if cfg.unimodal_correct else ""))
     follows = (decided.following == "text").to_numpy(float)
+    groups = bootstrap_clusters(decided, cfg)
     result = {"config": asdict(cfg), "counts": counts, "following": stats.tfr_vfr(t.following),
               "other_share": float((t.following == "other").mean()) if len(t) else None, "curves": {}}
     for name in UNCERTAINTY_INDICES:
         try:
-            result["curves"][name] = following_curve(decided[f"d_rel_{name}"].to_numpy(), follows, cfg)
+            result["curves"][name] = following_curve(decided[f"d_rel_{name}"].to_numpy(), follows, cfg, groups)
         except ValueError as e:
             result["curves"][name] = {"error": str(e)}
     main = result["curves"][cfg.index]

@@ -62,6 +62,19 @@ def test_bad_input_messages():
     assert res["counts"]["nan_entropy"] == 10 and res["counts"]["analysed"] == 190
 
 
+def test_interval_resamples_groups_by_default():
+    t = synthetic_table(n=150, seed=4)
+    copies = t.loc[t.index.repeat(10)].reset_index(drop=True)
+    copies["group"] = np.repeat(np.arange(150), 10)  # the ten rows of a group share their inputs
+
+    def width(cfg):
+        lo, hi = analyze(copies, cfg)["balance_point"]["ci"]
+        return hi - lo
+    assert width(AnalysisConfig(n_boot=200)) > 2 * width(AnalysisConfig(n_boot=200, bootstrap="sample"))
+    with pytest.raises(ValueError, match="bootstrap unit"):
+        analyze(t, AnalysisConfig(bootstrap="row"))
+
+
 def test_no_crossing_is_reported_not_numbered():
     res = analyze(synthetic_table(n=400, a=8.0, b=-1.0), AnalysisConfig(n_boot=50))
     assert res["balance_point"]["estimate"] is None and "no crossing" in res["balance_point"]["description"]

@@ -71,6 +71,42 @@ def test_balance_point_interval_covers_truth_in_90_percent_of_seeds():
     assert hits >= 90, hits
 
 
+def test_cluster_bootstrap_counts_a_repeated_sample_once():
+    # ten copies of a sample carry no more information than one: resampling samples shrinks the
+    # interval by about sqrt(10), resampling clusters gives the interval of the originals
+    x, y = _draw(3, 0.9, -3.0, n=200)
+    reference = stats.balance_point(x, y, n_boot=300, seed=1)
+    xs, ys, ids = np.repeat(x, 10), np.repeat(y, 10), np.repeat(np.arange(200), 10)
+    naive = stats.balance_point(xs, ys, n_boot=300, seed=1)
+    clustered = stats.balance_point(xs, ys, n_boot=300, seed=1, clusters=ids)
+
+    def width(bp):
+        return bp.ci[1] - bp.ci[0]
+    assert clustered.estimate == pytest.approx(reference.estimate, abs=1e-3)
+    assert width(clustered) == pytest.approx(width(reference), rel=0.1)
+    assert width(naive) < 0.5 * width(reference)
+    with pytest.raises(ValueError, match="one per sample"):
+        stats.balance_point(x, y, clusters=ids)
+
+
+def test_cluster_bootstrap_keeps_coverage_when_groups_share_a_bias():
+    # each group shifts the logit by its own draw (shared image and text); symmetric shifts keep the
+    # population crossing at -a/b, but only the cluster bootstrap's interval still covers it
+    a, b, n_groups, per_group = 0.9, -3.0, 40, 15
+    truth = -a / b
+    hits = {"sample": 0, "group": 0}
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        groups = np.repeat(np.arange(n_groups), per_group)
+        shift = rng.normal(0, 1.5, n_groups)[groups]
+        x = rng.uniform(-2, 2, len(groups))
+        y = (rng.uniform(size=len(x)) < 1 / (1 + np.exp(-(a + b * x + shift)))).astype(float)
+        for unit, clusters in (("sample", None), ("group", groups)):
+            ci = stats.balance_point(x, y, n_boot=150, seed=seed, clusters=clusters).ci
+            hits[unit] += ci[0] <= truth <= ci[1]
+    assert hits["group"] >= 51 and hits["sample"] <= hits["group"] - 5, hits
+
+
 def test_no_crossing_reported_with_its_side():
     x, y = _draw(1, 6.0, -1.0, n=300)  # crossing at +6: text wins everywhere observed
     bp = stats.balance_point(x, y, n_boot=50)
