@@ -60,3 +60,13 @@ def next_training_target(target: float, tried: list[float], realized: list[float
         step /= float(np.clip(slope, 0.2, 5.0))
     lo, hi = BALANCE_RANGE
     return float(np.clip(tried[-1] + step, lo, hi))
+
+
+def calibration_reached(target: float, realized: float, interval: tuple[float, float] | None, tolerance: float,
+                        stop_in_interval: bool = True) -> bool:
+    """Whether a calibration round's measured balance point is on target: within `tolerance`, or, with
+    `stop_in_interval`, the target lies inside the round's confidence interval. A miss inside the interval is
+    indistinguishable from the calibration groups' noise, and re-aiming at it adds that noise to the aim."""
+    if abs(realized - target) <= tolerance:
+        return True
+    return bool(stop_in_interval and interval is not None and interval[0] <= target <= interval[1])

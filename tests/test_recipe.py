@@ -12,7 +12,7 @@ import torch
 
 from align.config import parse_config
 from align.recipe import AlignConfig
-from align.targets import boundary_weights, next_training_target, resolve_target, sample_hard_targets, target_text_probability
+from align.targets import boundary_weights, calibration_reached, next_training_target, resolve_target, sample_hard_targets, target_text_probability
 from align.training import soft_target_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +46,14 @@ def test_calibration_re_aims_by_the_miss():
     assert next_training_target(-1.9, [-1.9], [-0.5]) == -2.0
     with pytest.raises(ValueError, match="as many"):
         next_training_target(0.0, [0.1, 0.2], [0.3])
+
+
+def test_calibration_stops_within_tolerance_or_when_the_miss_is_noise():
+    assert calibration_reached(0.0, 0.04, None, tolerance=0.05)
+    assert calibration_reached(0.0, 0.20, (-0.15, 0.55), tolerance=0.05)  # target inside the interval
+    assert not calibration_reached(0.0, 0.20, (-0.15, 0.55), tolerance=0.05, stop_in_interval=False)
+    assert not calibration_reached(0.0, -0.35, (-0.71, -0.01), tolerance=0.05)  # a real miss: re-aim
+    assert not calibration_reached(0.0, 2.0, None, tolerance=0.05)  # no crossing
 
 
 def test_soft_target_loss_matches_formula():
@@ -139,7 +147,7 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--config_file",
            "recipes/accelerate_configs/zero2.yaml", "recipes/align_llava.py", "--output_dir", str(out), *SMALL,
-           "--calibration_rounds", "1", "--calibration_tolerance", "0"]
+           "--calibration_rounds", "1", "--calibration_tolerance", "0", "--calibration_stop_in_interval", "false"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     assert res.returncode == 0, res.stderr[-4000:]
     for name in ("adapter_model.safetensors", "adapter_config.json", "README.md", "following_curve.png",
