@@ -188,10 +188,11 @@ def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95, clu
 
 
 def _cluster_members(clusters: np.ndarray) -> list[np.ndarray]:
-    """Sample indices of each cluster, in order of first appearance."""
+    """Sample indices of each cluster, in order of first appearance (one sort, not a scan per cluster)."""
     _, first, inverse = np.unique(clusters, return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    return [np.flatnonzero(inverse == k) for k in order]
+    labels = np.argsort(np.argsort(first))[inverse]  # cluster rank by first appearance
+    by_cluster = np.argsort(labels, kind="stable")
+    return np.split(by_cluster, np.cumsum(np.bincount(labels))[:-1])
 
 
 def monotonicity(centres, rates) -> float:

@@ -12,7 +12,8 @@ import torch
 
 from align.config import parse_config
 from align.recipe import AlignConfig
-from align.targets import boundary_weights, calibration_reached, next_training_target, resolve_target, sample_hard_targets, target_text_probability
+from align.targets import (boundary_weights, calibration_reached, next_training_target, resolve_target,
+                           sample_hard_targets, target_text_probability)
 from align.training import soft_target_loss
 
 ROOT = Path(__file__).resolve().parents[1]
