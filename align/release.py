@@ -1,11 +1,56 @@
-"""Release bundle: the adapter files plus a model card with the measured before/after numbers."""
+"""The release bundle, as the Hub expects one: OUTPUT_DIR/release holds only what a consumer loads.
+
+adapter_model.safetensors + adapter_config.json (the base named by its hub id or a relative name,
+never a local absolute path), a model card written with `huggingface_hub.ModelCard`, the report,
+the curve image and alignment.json. No pickles, no optimizer checkpoints. `push` uploads the
+folder in one commit.
+"""
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
+from huggingface_hub import ModelCard, ModelCardData
+
+from models.vlm import is_organism, looks_local
+
 log = logging.getLogger(__name__)
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+def base_reference(name: str) -> str:
+    """How the released files name the base: a hub id or organism name as given, a local path by its folder name."""
+    if is_organism(name) or not looks_local(name):
+        return name
+    return Path(os.path.abspath(os.path.expanduser(name))).name
+
+
+def base_model_id(name: str) -> str | None:
+    """The card's `base_model`: only a loadable hub id (the Hub checks it), else nothing."""
+    return None if is_organism(name) or looks_local(name) else name
+
+
+def release(out: Path, adapter: Path, result: dict, align, model, training) -> Path:
+    bundle = out / "release"
+    shutil.rmtree(bundle, ignore_errors=True)
+    bundle.mkdir(parents=True)
+    shutil.copy(adapter / "adapter_model.safetensors", bundle)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = base_reference(model.model_name_or_path)
+    (bundle / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    report = bundle / "report"
+    report.mkdir()
+    for name in ("report.html", "summary.json", *[p.name for p in (out / "report").glob("*.png")]):
+        shutil.copy(out / "report" / name, report)
+    if (report / "following_curve.png").exists():
+        shutil.copy(report / "following_curve.png", bundle)
+    (bundle / "alignment.json").write_text(json.dumps(result, indent=2, default=float))
+    model_card(result, align, model, training).save(bundle / "README.md")
+    log.info("release bundle: %s", bundle)
+    return bundle
 
 
 def _bp(h: dict) -> str:
@@ -16,33 +61,62 @@ def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
-def write_model_card(out: Path, result: dict, cfg) -> Path:
+def _osc(h: dict, region: str) -> str:
+    m = h.get(f"oscillation_{region}") or {}
+    return "–" if m.get("mean") is None else f"{m['mean']:.2f}"
+
+
+def load_snippet(model_name: str, hub_model_id: str | None) -> str:
+    adapter = hub_model_id or "path/to/this/folder"
+    if is_organism(model_name):
+        base = "path/to/organism-text"
+        note = (f"# the base is the project's model organism `{model_name}`, shipped inside the modality-alignment "
+                f"package\n# (models/organisms/organism-{'vision' if model_name.endswith('vision') else 'text'}); "
+                f"point `base` at that folder\n")
+    else:
+        base = base_reference(model_name)
+        note = "" if base_model_id(model_name) else "# point `base` at your local copy of the base model\n"
+    return f"""```python
+from peft import PeftModel
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+{note}base = "{base}"
+processor = AutoProcessor.from_pretrained(base)
+model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), "{adapter}")
+```
+
+Measure it yourself with the same code (`pip install modality-alignment`):
+
+```bash
+python -m data_gen colors --output_dir data/colors --groups 400 --image_size 64
+python -m eval measure --model {model_name} --adapter {adapter} --data data/colors --output_dir runs/aligned
+```"""
+
+
+def model_card(result: dict, align, model, training) -> ModelCard:
     before, after = result["base"], result["aligned"]
-    if (out / "report" / "following_curve.png").exists():
-        shutil.copy(out / "report" / "following_curve.png", out / "following_curve.png")
-    osc = lambda h, r: "–" if not h.get(f"oscillation_{r}") or h[f"oscillation_{r}"]["mean"] is None \
-        else f"{h[f'oscillation_{r}']['mean']:.2f}"
     rows = [("balance point [95% CI]", _bp(before), _bp(after)),
             ("TFR", _pct(before["tfr"]), _pct(after["tfr"])), ("VFR", _pct(before["vfr"]), _pct(after["vfr"])),
             ("image-only accuracy", _pct(before["unimodal_accuracy"]["visual"]), _pct(after["unimodal_accuracy"]["visual"])),
             ("text-only accuracy", _pct(before["unimodal_accuracy"]["text"]), _pct(after["unimodal_accuracy"]["text"])),
-            ("oscillation, ambiguous region", osc(before, "ambiguous"), osc(after, "ambiguous")),
-            ("oscillation, clear region", osc(before, "clear"), osc(after, "clear"))]
+            ("oscillation, ambiguous region", _osc(before, "ambiguous"), _osc(after, "ambiguous")),
+            ("oscillation, clear region", _osc(before, "clear"), _osc(after, "clear"))]
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     rounds = result.get("calibration") or []
     calibration = ("; ".join(f"trained at {r['trained_at']:+.3f} -> {r['description']}" for r in rounds)
                    if rounds else "none")
-    card = f"""---
-library_name: peft
-base_model: {cfg.model}
-tags: [modality-alignment, lora, llava, uncertainty-aware]
----
-# Modality-alignment LoRA adapter for `{cfg.model}`
+    name = model.model_name_or_path
+    data = align.data or (f"generated colour conflicts, {align.groups} groups, dataset seed {align.dataset_seed}, "
+                          f"{align.image_size} px")
+    card_data = ModelCardData(library_name="peft", base_model=base_model_id(name), pipeline_tag="image-text-to-text",
+                              tags=["modality-alignment", "lora", "uncertainty-aware", "vision-language"])
+    body = f"""
+# Modality-alignment LoRA adapter for `{base_reference(name)}`
 
-This adapter moves the model's **balance point** — the relative uncertainty dH_rel at which it is
-equally likely to follow the image or the text — to **{result['target_balance_point']:+.2f}**, trained with
-uncertainty-aware soft targets p*(x) = sigmoid((b* - dH_rel(x)) / tau), tau = {cfg.tau}
-(loss `{cfg.loss_type}`, boundary-weighted, retention share {cfg.retention_share}).
+This adapter moves the model's **balance point**, the relative uncertainty dH_rel at which it is
+equally likely to follow the image or the text, to **{result['target_balance_point']:+.2f}**. It was trained with
+uncertainty-aware soft targets p*(x) = sigmoid((b* - dH_rel(x)) / tau), tau = {align.tau}
+(loss `{align.loss_type}`, boundary-weighted, retention share {align.retention_share}).
 
 ## Measured on held-out groups (same measurement code before and after)
 
@@ -52,36 +126,26 @@ uncertainty-aware soft targets p*(x) = sigmoid((b* - dH_rel(x)) / tau), tau = {c
 
 ![following curve](following_curve.png)
 
+The full report is in `report/report.html`; every number above is in `alignment.json`.
+
 ## Training
-- data: {cfg.data or f'generated colour conflicts, {cfg.data_groups} groups, seed {cfg.data_seed}, {cfg.data_size}px'};
-  targets from the base model's scores on the `{cfg.train_split}` groups, evaluation on `{cfg.eval_split}`
-- LoRA r={cfg.lora_r}, alpha={cfg.lora_alpha}, dropout={cfg.lora_dropout}, language model only
-  (`{cfg.lora_target_modules}`)
-- lr {cfg.learning_rate}, {cfg.lr_scheduler_type}, warmup {cfg.warmup_ratio}, epochs {cfg.num_train_epochs},
-  batch {cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} per device, seed {cfg.seed}
+- data: {data}; targets from the base model's scores on the `{align.train_split}` groups, evaluation on `{align.eval_split}`
+- LoRA r={align.lora_r}, alpha={align.lora_alpha}, dropout={align.lora_dropout}, language model only
+- lr {training.learning_rate}, {getattr(training.lr_scheduler_type, 'value', training.lr_scheduler_type)}, warmup {training.warmup_steps}, epochs {training.num_train_epochs},
+  batch {training.per_device_train_batch_size} x {training.gradient_accumulation_steps} per device, seed {training.seed}
 - examples: {result['training_examples']}
-- calibration on the `{cfg.calibration_split}` groups (the released adapter is the last round): {calibration}
+- calibration on the `{align.calibration_split}` groups (the released adapter is the last round): {calibration}
 
 ## Load it
-```python
-from peft import PeftModel
-from align.models import load_vlm
-base = load_vlm("{cfg.model}")
-model = PeftModel.from_pretrained(base.model, "path/to/this/folder")
-```
+{load_snippet(name, training.hub_model_id)}
 """
-    (out / "README.md").write_text(card)
-    return out / "README.md"
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
 
 
-def push(out: Path, hub_model_id: str | None) -> None:
-    if not hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/llava-balance-0)")
+def push(bundle: Path, hub_model_id: str, private: bool | None = None) -> None:
+    """Upload the release folder as one commit."""
     from huggingface_hub import HfApi
     api = HfApi()
-    api.create_repo(hub_model_id, exist_ok=True)
-    files = ["adapter_model.safetensors", "adapter_config.json", "README.md", "following_curve.png", "alignment.json"]
-    for name in files:
-        if (out / name).exists():
-            api.upload_file(path_or_fileobj=str(out / name), path_in_repo=name, repo_id=hub_model_id)
+    api.create_repo(hub_model_id, exist_ok=True, private=private)
+    api.upload_folder(folder_path=str(bundle), repo_id=hub_model_id, commit_message="Release modality-alignment adapter")
     log.info("pushed the adapter to https://huggingface.co/%s", hub_model_id)

@@ -1,10 +1,47 @@
-"""Weights & Biases: before/after curves in one chart, headline numbers, report figures."""
+"""Weights & Biases: one run per alignment, opened by the recipe before the base measurement.
+
+The run's config is the recipe's (method, model, training settings) and its name says what was
+run; the Trainer's W&B callback finds the run open and logs training into it. Before/after
+measurements, the curves, the report's figures and the released adapter (a model artifact) all
+land in the same run. Without an API key the run is recorded offline (`wandb sync` later).
+"""
 from __future__ import annotations
 
 import logging
+import os
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+def run_name(align, model) -> str:
+    model_name = Path(model.model_name_or_path.rstrip("/")).name.replace(":", "-")
+    target = (f"b{align.target_balance_point:+.2f}" if align.target_balance_point is not None
+              else f"shift{align.balance_shift:+.2f}")
+    return f"{model_name}-{target}-{align.loss_type}-r{align.lora_r}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def start_run(align, model, training):
+    """Open the run (main process), or None when W&B is not among `report_to`."""
+    if "wandb" not in (training.report_to or []):
+        return None
+    import wandb
+    if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
+        os.environ["WANDB_MODE"] = "offline"  # no login here: record locally, `wandb sync` later
+        log.info("W&B: no API key, logging offline under ./wandb (sync later with `wandb sync`)")
+    os.environ.setdefault("WANDB_PROJECT", training.project)  # the Trainer's callback reads it
+    name = training.run_name or run_name(align, model)
+    training.run_name = name
+    config = {**asdict(align), **asdict(model), "output_dir": training.output_dir}
+    config.update({k: getattr(training, k) for k in (
+        "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "warmup_steps", "lr_scheduler_type", "weight_decay", "activation_checkpointing", "seed")})
+    config["lr_scheduler_type"] = str(getattr(config["lr_scheduler_type"], "value", config["lr_scheduler_type"]))
+    run = wandb.init(project=training.project, name=name, config=config, job_type="alignment")
+    log.info("W&B run %s (%s)", run.name, run.dir)
+    return run
 
 
 def _flat(prefix: str, headline: dict) -> dict:
@@ -22,18 +59,35 @@ def _flat(prefix: str, headline: dict) -> dict:
     return out
 
 
-def log_to_wandb(result: dict, base: dict, aligned: dict, report_dir: Path, cfg) -> None:
+def log_measurement(run, prefix: str, analysis: dict) -> None:
+    """A measurement's headline numbers into the run summary, as soon as they exist."""
+    if run is None:
+        return
+    from eval.report import headline
+    for key, value in _flat(prefix, headline(analysis)).items():
+        run.summary[key] = value
+    run.log({f"{prefix}/following_curve_bins": _curve_table(analysis)})
+
+
+def _curve_table(analysis: dict, name: str | None = None):
     import wandb
-    run = wandb.run or wandb.init(project=cfg.wandb_project, name=cfg.run_name, config=result["config"])
     table = wandb.Table(columns=["model", "d_rel", "text_following_rate", "n"])
-    for name, res in (("before", base), ("after", aligned)):
-        bins = res["curves"]["entropy"]["bins"]
-        for x, rate, n in zip(bins["centre"], bins["rate"], bins["n"]):
-            if n:
-                table.add_data(name, x, rate, n)
-    run.log({"following_curve": wandb.plot.line(table, "d_rel", "text_following_rate", stroke="model",
-                                                title="P(text-following) vs dH_rel, before and after"),
-             "following_curve_table": table})
+    bins = analysis["curves"]["entropy"]["bins"]
+    for x, rate, n in zip(bins["centre"], bins["rate"], bins["n"]):
+        if n:
+            table.add_data(name, x, rate, n)
+    return table
+
+
+def log_result(run, result: dict, base: dict, aligned: dict, release_dir: Path) -> None:
+    """The before/after curve in one chart, the report's figures, calibration rounds, and the adapter artifact."""
+    if run is None:
+        return
+    import wandb
+    table = wandb.Table(columns=["model", "d_rel", "text_following_rate", "n"])
+    for name, analysis in (("before", base), ("after", aligned)):
+        for row in _curve_table(analysis, name).data:
+            table.add_data(*row)
     summary = {"balance_point/target": result["target_balance_point"],
                **_flat("before", result["base"]), **_flat("after", result["aligned"])}
     for i, r in enumerate(result.get("calibration") or []):
@@ -41,6 +95,18 @@ def log_to_wandb(result: dict, base: dict, aligned: dict, report_dir: Path, cfg)
         summary[f"calibration/round_{i}/realized"] = r["realized"]
     for key, value in summary.items():
         run.summary[key] = value
-    run.log({f"report/{png.stem}": wandb.Image(str(png)) for png in sorted(Path(report_dir).glob("*.png"))})
-    log.info("logged to W&B run %s (%s)", run.name, run.dir)
-    run.finish()
+    run.log({"following_curve": wandb.plot.line(table, "d_rel", "text_following_rate", stroke="model",
+                                                title="P(text-following) vs dH_rel, before and after"),
+             "following_curve_table": table,
+             **{f"report/{png.stem}": wandb.Image(str(png)) for png in sorted((release_dir / "report").glob("*.png"))}})
+    artifact = wandb.Artifact(f"adapter-{run.id}", type="model", metadata={
+        "target_balance_point": result["target_balance_point"], "base_model": result["config"]["model"]["model_name_or_path"],
+        "before": result["base"]["balance_point"]["description"],
+        "after": result["aligned"]["balance_point"]["description"]})
+    artifact.add_dir(str(release_dir))
+    run.log_artifact(artifact)
+
+
+def finish(run, failed: bool = False) -> None:
+    if run is not None:
+        run.finish(exit_code=1 if failed else 0)

@@ -1,7 +1,7 @@
 """Training pieces: examples built from the base model's scores, their collator, and the trainer.
 
 `SoftTargetTrainer` is the one class of the method: a `transformers.Trainer` whose loss is the
-soft-target cross-entropy of DESIGN.md section 6 on the answer token (p* on Y_t's first token,
+soft-target cross-entropy of docs/method.md ("Alignment") on the answer token (p* on Y_t's first token,
 1 - p* on Y_v's), weighted toward boundary cases, plus a retention term on unimodal samples.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .targets import boundary_weights, sample_hard_targets, target_text_probabil
 
 TARGET_KEYS = ("token_text", "token_visual", "p_text", "weight", "is_conflict", "answer_token")
 RETENTION_MODES = ("distill", "answer")
+LOSS_TYPES = ("soft", "hard", "dpo")
 
 
 def build_examples(train_table: pd.DataFrame, target: float, current: float, tau: float,

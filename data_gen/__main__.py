@@ -1,70 +1,97 @@
-"""python -m data_gen {colors,attributes,import,sheet,show} ...: build and inspect conflict datasets."""
+"""python -m data_gen {colors,attributes,import,sheet,show}: build and inspect conflict datasets.
+
+    python -m data_gen colors --output_dir data/colors --groups 400 --image_size 224
+    python -m data_gen import --jsonl my_conflicts.jsonl --output_dir data/mine
+"""
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 import time
+from dataclasses import dataclass, field
 
+from .cli import Command, run_commands
 from .contact_sheet import contact_sheet
 from .store import ConflictData, generate
-from .user_import import ImportRowError, import_jsonl
+from .user_import import import_jsonl
 
 
-def _show(data: ConflictData, n: int) -> None:
-    rows = data.samples.filter(lambda c: c == "conflict", input_columns="condition").shuffle(seed=0).select(
-        range(min(n, len(data.samples))))
-    for r in rows:
+@dataclass
+class GenerateArguments:
+    output_dir: str = field(metadata={"help": "where the dataset is written"})
+    groups: int = field(default=400, metadata={"help": "groups (one target and one conflicting text each)"})
+    dataset_seed: int = field(default=0, metadata={"help": "seed of the groups, images and splits"})
+    image_size: int = field(default=224, metadata={"help": "canvas side in px; tiers scale with it"})
+    workers: int | None = field(default=None, metadata={"help": "rendering processes (default: one per core)"})
+
+
+@dataclass
+class ImportArguments:
+    jsonl: str = field(metadata={"help": "one JSON object per line (see data_gen/README.md)"})
+    output_dir: str = field(metadata={"help": "where the dataset is written"})
+    images: str | None = field(default=None, metadata={"help": "image folder (default: the JSONL's folder)"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip malformed rows and count them by reason"})
+
+
+@dataclass
+class SheetArguments:
+    task: str = field(metadata={"help": "colors or attributes"})
+    output_dir: str = field(metadata={"help": "the PNG to write"})
+    image_size: int = 224
+    dataset_seed: int = 0
+
+
+@dataclass
+class ShowArguments:
+    data: str = field(metadata={"help": "a saved dataset"})
+    n: int = field(default=5, metadata={"help": "conflict rows to print"})
+
+
+def generator(task: str):
+    def run(args: GenerateArguments) -> int:
+        t0 = time.time()
+        data = generate(task, args.groups, args.dataset_seed, args.image_size, args.workers)
+        data.save(args.output_dir)
+        print(f"wrote {len(data.images)} images, {len(data.samples)} rows to {args.output_dir} in {time.time() - t0:.1f}s "
+              f"(splits {data.info['splits']}, fingerprint {data.fingerprint})")
+    return run
+
+
+def run_import(args: ImportArguments) -> int:
+    data = import_jsonl(args.jsonl, args.images, args.skip_invalid)
+    data.save(args.output_dir)
+    skipped = data.info["skipped"]
+    print(f"imported {len(data.samples)} rows to {args.output_dir}"
+          + (f"; skipped {sum(skipped.values())}: {skipped}" if skipped else ""))
+    return 0
+
+
+def run_sheet(args: SheetArguments) -> int:
+    if args.task not in ("colors", "attributes"):
+        raise ValueError(f"task {args.task!r} is unknown; use colors or attributes")
+    print(contact_sheet(args.task, args.output_dir, args.image_size, args.dataset_seed))
+    return 0
+
+
+def run_show(args: ShowArguments) -> int:
+    data = ConflictData.load(args.data)
+    rows = data.samples.filter(lambda c: c == "conflict", input_columns="condition").shuffle(seed=0)
+    for r in rows.select(range(min(args.n, len(rows)))):
         print(f"[{r['id']}] d_v={r['d_v']} d_t={r['d_t']}  image says {r['answer_visual']!r}, "
               f"text says {r['answer_text']!r}\n   {r['text_context']} {r['question']}")
+    return 0
+
+
+COMMANDS = {
+    "colors": Command("render the colour-recognition conflict dataset", [GenerateArguments], generator("colors")),
+    "attributes": Command("render the CLEVR-like attribute conflict dataset", [GenerateArguments], generator("attributes")),
+    "import": Command("import a JSONL + image folder of your own conflicts", [ImportArguments], run_import),
+    "sheet": Command("write a PNG contact sheet, one sample per visual tier", [SheetArguments], run_sheet),
+    "show": Command("print a few conflict rows of a saved dataset", [ShowArguments], run_show),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m data_gen", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    for task in ("colors", "attributes"):
-        g = sub.add_parser(task, help=f"render the {task} conflict dataset")
-        g.add_argument("--out", required=True)
-        g.add_argument("--groups", type=int, default=400)
-        g.add_argument("--seed", type=int, default=0)
-        g.add_argument("--size", type=int, default=224, help="canvas side in px; tiers scale with it")
-        g.add_argument("--workers", type=int, default=None)
-    i = sub.add_parser("import", help="import a JSONL + image folder of your own conflicts")
-    i.add_argument("jsonl")
-    i.add_argument("--out", required=True)
-    i.add_argument("--images", default=None, help="image folder (default: the JSONL's folder)")
-    i.add_argument("--skip-invalid", action="store_true", help="skip malformed rows and count them by reason")
-    s = sub.add_parser("sheet", help="write a PNG contact sheet, one sample per visual tier")
-    s.add_argument("task", choices=["colors", "attributes"])
-    s.add_argument("--out", required=True)
-    s.add_argument("--size", type=int, default=224)
-    s.add_argument("--seed", type=int, default=0)
-    v = sub.add_parser("show", help="print a few conflict rows of a saved dataset")
-    v.add_argument("path")
-    v.add_argument("-n", type=int, default=5)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-    if args.cmd in ("colors", "attributes"):
-        t0 = time.time()
-        data = generate(args.cmd, args.groups, args.seed, args.size, args.workers)
-        data.save(args.out)
-        print(f"wrote {len(data.images)} images, {len(data.samples)} rows to {args.out} in {time.time() - t0:.1f}s "
-              f"(splits {data.info['splits']}, fingerprint {data.fingerprint})")
-    elif args.cmd == "import":
-        try:
-            data = import_jsonl(args.jsonl, args.images, args.skip_invalid)
-        except (ImportRowError, FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        data.save(args.out)
-        skipped = data.info["skipped"]
-        print(f"imported {len(data.samples)} rows to {args.out}" + (f"; skipped {sum(skipped.values())}: {skipped}" if skipped else ""))
-    elif args.cmd == "sheet":
-        print(contact_sheet(args.task, args.out, args.size, args.seed))
-    elif args.cmd == "show":
-        _show(ConflictData.load(args.path), args.n)
-    return 0
+    return run_commands("python -m data_gen", __doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

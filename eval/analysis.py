@@ -1,8 +1,10 @@
-"""The analysis of DESIGN.md sections 3-5, read from a per-sample table (no model needed)."""
+"""The analysis of docs/method.md (following, balance point, oscillation), read from a per-sample table.
+
+No model is needed: reports re-run from the table alone."""
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -23,16 +25,37 @@ REQUIRED = ("condition", "top1_v", "top1_t", "top1_m", "token_visual", "token_te
 
 @dataclass
 class AnalysisConfig:
-    unimodal_correct: bool = True  # DESIGN.md 4: only samples whose unimodal answers are both right
-    index: str = "entropy"
-    bins: str = "quantile"  # or "fixed" (equal width over [-2, 2])
-    n_bins: int = 8
-    min_bin_count: int = 10  # bins with fewer samples are flagged, not hidden
-    ambiguous_width: float = 0.5
-    n_boot: int = 1000
-    bootstrap: str = "group"  # resample whole groups (their samples share an image and a text) | "sample"
-    seed: int = 0
-    min_samples: int = 20
+    """How a per-sample table is analysed; the same flags in `eval measure`, `eval report` and the recipe."""
+    unimodal_correct: bool = field(default=True, metadata={
+        "help": "analyse only conflicts whose image-only and text-only answers are both right (--no_unimodal_correct: all)"})
+    index: str = field(default="entropy", metadata={
+        "help": f"uncertainty index of the main curve: {', '.join(UNCERTAINTY_INDICES)}"})
+    bins: str = field(default="quantile", metadata={"help": "quantile, or fixed (equal width over [-2, 2])"})
+    n_bins: int = field(default=8, metadata={"help": "bins of the following curve (>= 2)"})
+    min_bin_count: int = field(default=10, metadata={"help": "bins with fewer samples are flagged, not hidden"})
+    ambiguous_width: float = field(default=0.5, metadata={
+        "help": "ambiguous region: |dH_rel - balance point| <= this"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples of the balance point (>= 100; 0: no interval)"})
+    bootstrap: str = field(default="group", metadata={
+        "help": "resample whole groups (their samples share an image and a text) or single samples: group | sample"})
+    seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
+    min_samples: int = field(default=20, metadata={"help": "fewest decided conflicts a curve is fitted on"})
+
+    def __post_init__(self):
+        if self.index not in UNCERTAINTY_INDICES:
+            raise ValueError(f"index {self.index!r} is unknown; use one of {list(UNCERTAINTY_INDICES)}")
+        if self.bins not in ("quantile", "fixed"):
+            raise ValueError(f"bins {self.bins!r} is unknown; use quantile or fixed")
+        if self.n_bins < 2:
+            raise ValueError(f"n_bins must be >= 2 (a curve needs two bins), got {self.n_bins}")
+        if self.n_boot != 0 and self.n_boot < 100:
+            raise ValueError(f"n_boot must be >= 100 for a 95% interval, or 0 for no interval; got {self.n_boot}")
+        if self.bootstrap not in ("group", "sample"):
+            raise ValueError(f"bootstrap {self.bootstrap!r} is unknown; use group or sample")
+        if self.ambiguous_width <= 0:
+            raise ValueError(f"ambiguous_width must be > 0, got {self.ambiguous_width}")
+        if self.min_samples < 10:
+            raise ValueError(f"min_samples must be >= 10 (a logistic fit needs them), got {self.min_samples}")
 
 
 def check_table(table: pd.DataFrame) -> None:
@@ -129,8 +152,6 @@ def tfr_cells(t: pd.DataFrame) -> list[dict]:
 
 def bootstrap_clusters(t: pd.DataFrame, cfg: AnalysisConfig) -> np.ndarray | None:
     """The group of each sample for a cluster bootstrap, or None to resample samples."""
-    if cfg.bootstrap not in ("group", "sample"):
-        raise ValueError(f"unknown bootstrap unit {cfg.bootstrap!r}; use 'group' or 'sample'")
     if cfg.bootstrap == "sample":
         return None
     if "group" not in t:
@@ -143,8 +164,6 @@ def bootstrap_clusters(t: pd.DataFrame, cfg: AnalysisConfig) -> np.ndarray | Non
 def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
     """Every headline number of a run, JSON-ready."""
     cfg = cfg or AnalysisConfig()
-    if cfg.index not in UNCERTAINTY_INDICES:
-        raise ValueError(f"unknown uncertainty index {cfg.index!r}; use one of {list(UNCERTAINTY_INDICES)}")
     t, counts = conflict_samples(table, cfg)
     decided = t[t.following.isin(["text", "vision"])]
     if len(decided) < cfg.min_samples:

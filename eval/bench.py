@@ -1,6 +1,6 @@
 """Benchmark: the scoring engine against a naive per-sample reference, on the same inputs.
 
-    python -m eval.bench [--model organism] [--groups 4]
+    python -m eval.bench [--models organism tiny-llava] [--groups 4]
 
 The reference runs `generate(output_scores=True, output_hidden_states=True)` one sample at a
 time and applies the logit lens to every position of every layer, as a first implementation
@@ -9,19 +9,29 @@ throughput and peak-memory ratios measured in this one run.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import torch
 
-from align.models import load_vlm
 from data_gen import generate
+from data_gen.cli import parse
 from eval.scoring import ScoreConfig, score_dataset
+from models import load_vlm
+from models.tiny import build_tiny, dataset_tokenizer
+
+
+@dataclass
+class BenchArguments:
+    models: list[str] = field(default_factory=lambda: ["organism", "tiny-llava"], metadata={
+        "help": "models to compare on: organism names, paths, hub ids, or tiny-llava (a random tiny LLaVA)"})
+    groups: int = field(default=3, metadata={"help": "colour groups scored (14 visual tiers x 8 rows each)"})
+    per_device_eval_batch_size: int = 32
 
 
 @torch.no_grad()
@@ -72,21 +82,13 @@ class PeakRSS:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", help="model(s) to compare on (default: organism and a tiny llava)")
-    p.add_argument("--groups", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
-    args = p.parse_args(argv)
+    (args,) = parse([BenchArguments], list(argv) if argv is not None else None, "python -m eval.bench", __doc__)
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp())
-    models = args.model or ["organism", "tiny-llava"]
-    for name in models:
+    for name in args.models:
         if name == "tiny-llava":  # a random tiny llava of the shape transformers' own tests use
-            from align.organism import vocabulary
-            from align.tiny import build_model, build_processor, build_tokenizer
-            tok = build_tokenizer(vocabulary())
-            build_model("llava", tok, 32, 8).save_pretrained(tmp / "tiny")
-            build_processor("llava", tok, 32, 8).save_pretrained(tmp / "tiny")
+            for part in build_tiny("llava", dataset_tokenizer(), 32, 8):
+                part.save_pretrained(tmp / "tiny")
             path, size = str(tmp / "tiny"), 32
         else:
             path, size = name, 64
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
         gc.collect()
         with PeakRSS() as mem_eng:
             t0 = time.perf_counter()
-            table = score_dataset(vlm, data, tmp / f"run-{len(list(tmp.iterdir()))}", ScoreConfig(batch_size=args.batch_size))
+            table = score_dataset(vlm, data, tmp / f"run-{len(list(tmp.iterdir()))}", ScoreConfig(batch_size=args.per_device_eval_batch_size))
             t_eng = time.perf_counter() - t0
         worst, mismatched = 0.0, 0
         for r in table.itertuples():

@@ -55,7 +55,8 @@ def plot_curves(results: dict[str, dict], index: str = "entropy", ax=None):
             ax.plot(xs, _sigmoid(bp["intercept"] + bp["slope"] * xs), "-", color=color, alpha=0.8)
         if bp["crosses"]:
             ax.axvline(bp["estimate"], color=color, ls="--", lw=1)
-            ax.axvspan(*bp["ci"], color=color, alpha=0.12)
+            if bp["ci"]:
+                ax.axvspan(*bp["ci"], color=color, alpha=0.12)
     ax.axhline(0.5, color="grey", lw=0.8)
     ax.axvline(0, color="grey", lw=0.8, ls=":")
     ax.set(xlim=(-2.05, 2.05), ylim=(-0.02, 1.02), xlabel=f"relative uncertainty dH_rel ({index})",

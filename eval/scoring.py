@@ -1,4 +1,4 @@
-"""Scoring engine (DESIGN.md sections 3 and 5): one per-sample table from batched forwards.
+"""Scoring engine (docs/method.md): one per-sample table from batched forwards.
 
 For each row and condition (image only "v", text only "t", image + text "m") it records, at
 the answer position, the full-vocabulary entropy and the other uncertainty indices, the top-1
@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 
 from data_gen import ConflictData
 
+from . import uncertainty
+
 log = logging.getLogger(__name__)
 CONDITIONS = ("v", "t", "m")  # image only, text only, image + text
 
@@ -33,6 +35,13 @@ class ScoreConfig:
     shard_groups: int = 16  # groups per shard: the most a crash can lose
     lens: bool = True
     conditions: tuple[str, ...] = CONDITIONS  # e.g. ("v", "t") when only unimodal scores are needed
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.shard_groups < 1:
+            raise ValueError(f"batch size and shard_groups must be >= 1, got {self.batch_size} and {self.shard_groups}")
+        unknown = set(self.conditions) - set(CONDITIONS)
+        if unknown:
+            raise ValueError(f"unknown scoring conditions {sorted(unknown)}; use a subset of {CONDITIONS}")
 
 
 @dataclass
@@ -78,20 +87,10 @@ def forward_answer_position(vlm, prompts: list[str], images: list | None, candid
         for h in handles:
             h.remove()
     logits = out.logits[:, -1].float()
-    logp = torch.log_softmax(logits, dim=-1)
-    p = logp.exp()
-    top = p.topk(2, dim=-1)
     cand = torch.tensor(candidate_ids, device=logits.device)
-    cand_logp = torch.log_softmax(logits[:, cand], dim=-1)
-    res = {
-        "entropy": -(p * logp).sum(-1),
-        "one_minus_max_p": 1 - top.values[:, 0],
-        "top2_margin": top.values[:, 0] - top.values[:, 1],
-        "candidate_entropy": -(cand_logp.exp() * cand_logp).sum(-1),
-        "top1": top.indices[:, 0],
-        "cand_logit": logits[:, cand],
-        "cand_prob": p[:, cand],
-    }
+    res = {name: index(logits) for name, index in uncertainty.INDICES.items()}
+    res.update(candidate_entropy=uncertainty.candidate_entropy(logits[:, cand]), top1=logits.argmax(-1),
+               cand_logit=logits[:, cand], cand_prob=torch.softmax(logits, dim=-1)[:, cand])
     if lens:
         hidden = torch.stack(captured)  # (layers, batch, dim): the answer position after each layer
         lens_logits = vlm.head(vlm.final_norm(hidden)).float()

@@ -1,4 +1,5 @@
-"""Pure statistics of DESIGN.md sections 3-5 on plain arrays (no model, no tables)."""
+"""Pure statistics of the method (docs/method.md) on plain arrays: relative uncertainty, following
+labels and rates, the following curve and its balance point, oscillation. No model, no tables."""
 from __future__ import annotations
 
 import math
@@ -9,31 +10,7 @@ import numpy as np
 Z95 = 1.959963984540054
 
 
-# ---- section 3: uncertainty -------------------------------------------------------------
-def entropy(probs, axis: int = -1) -> np.ndarray:
-    """H = -sum p ln p in nats (0 ln 0 = 0)."""
-    p = np.asarray(probs, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=axis)
-
-
-def one_minus_max_p(probs, axis: int = -1) -> np.ndarray:
-    return 1 - np.asarray(probs, dtype=float).max(axis=axis)
-
-
-def top2_margin(probs, axis: int = -1) -> np.ndarray:
-    top = -np.sort(-np.asarray(probs, dtype=float), axis=axis)
-    return np.take(top, 0, axis=axis) - np.take(top, 1, axis=axis)
-
-
-def candidate_entropy(candidate_logits, axis: int = -1) -> np.ndarray:
-    """Entropy of the distribution renormalised over the candidate answers only."""
-    z = np.asarray(candidate_logits, dtype=float)
-    z = z - z.max(axis=axis, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(axis=axis, keepdims=True)
-    return entropy(p, axis=axis)
-
-
+# ---- uncertainty (the per-sample indices themselves are in eval/uncertainty.py) -------------
 def relative_uncertainty(h_v, h_t) -> np.ndarray:
     """dH_rel = 2 (H_t - H_v) / (H_t + H_v) in [-2, 2]; 0 where both entropies are 0; NaN stays NaN."""
     h_v, h_t = np.asarray(h_v, dtype=float), np.asarray(h_t, dtype=float)
@@ -133,7 +110,8 @@ class BalancePoint:
     def describe(self) -> str:
         if not self.crosses:
             return f"no crossing in [{self.x_range[0]:+.2f}, {self.x_range[1]:+.2f}], leans {self.leans}"
-        return f"{self.estimate:+.3f} [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}] (leans {self.leans})"
+        interval = f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]" if self.ci else "(no interval: n_boot 0)"
+        return f"{self.estimate:+.3f} {interval} (leans {self.leans})"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "description": self.describe()}
@@ -168,7 +146,7 @@ def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95, clu
     else:  # the side of 0.5 the curve stays on: above means the text wins everywhere observed
         leans = "text" if a + b * (lo_x + hi_x) / 2 > 0 else "vision"
     est, interval = None, None
-    if crosses:
+    if crosses and n_boot:
         rng = np.random.default_rng(seed)
         members = _cluster_members(clusters) if clusters is not None else None
         boots = []
@@ -183,6 +161,7 @@ def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95, clu
         boots = np.clip(boots[np.isfinite(boots)], -2.0, 2.0)  # dH_rel lives in [-2, 2]
         alpha = (1 - ci) / 2
         interval = (float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha)))
+    if crosses:
         est = float(crossing)
     return BalancePoint(est, interval, bool(crosses), leans, a, b, int(len(x)), (lo_x, hi_x))
 

@@ -1,28 +1,36 @@
 """Move a VLM's balance point with uncertainty-aware LoRA, proven by the same measurement code.
 
-    accelerate launch recipes/align_llava.py                        # the embedded model organism
+    accelerate launch recipes/align_llava.py                                  # the embedded model organism
     accelerate launch recipes/align_llava.py --config recipes/configs/llava-1.5-7b.yaml
     accelerate launch --config_file recipes/accelerate_configs/zero2.yaml recipes/align_llava.py --target_balance_point 0.5
+
+Flags are the fields of AlignArguments (the method), ModelArguments (the model) and transformers'
+TrainingArguments; YAML keys are the same names, and the command line wins over the YAML.
 """
 import logging
 import sys
 
-from align.config import parse_config
-from align.recipe import AlignConfig, run_alignment
+from transformers import TrainingArguments
+
+from align.arguments import TRAINING_DEFAULTS, AlignArguments
+from align.recipe import run_alignment
+from data_gen.cli import parse
+from models import ModelArguments
 
 
-def main() -> int:
+def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = parse_config(AlignConfig)
-        result = run_alignment(cfg)
-    except (ValueError, FileNotFoundError) as e:
+        align, model, training = parse([AlignArguments, ModelArguments, TrainingArguments], argv,
+                                       "recipes/align_llava.py", __doc__, TRAINING_DEFAULTS)
+        result = run_alignment(align, model, training)
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if result:
         b, a = result["base"]["balance_point"], result["aligned"]["balance_point"]
         print(f"balance point: {b['description']} -> {a['description']} (target {result['target_balance_point']:+.2f})")
-        print(f"adapter, model card and report in {cfg.output_dir} ({result['seconds']:.0f}s)")
+        print(f"release bundle (adapter, model card, report) in {result['release']} ({result['seconds']:.0f}s)")
     return 0
 
 

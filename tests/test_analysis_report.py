@@ -45,8 +45,8 @@ def test_analysis_recovers_planted_curve():
 def test_unimodal_correct_filter_and_switch():
     t = synthetic_table(n=300)
     t.loc[:49, "top1_v"] = 99  # the model's image-only answer is wrong on 50 rows
-    assert analyze(t, AnalysisConfig(n_boot=50))["counts"]["analysed"] == 250
-    assert analyze(t, AnalysisConfig(n_boot=50, unimodal_correct=False))["counts"]["analysed"] == 300
+    assert analyze(t, AnalysisConfig(n_boot=0))["counts"]["analysed"] == 250
+    assert analyze(t, AnalysisConfig(n_boot=0, unimodal_correct=False))["counts"]["analysed"] == 300
 
 
 def test_bad_input_messages():
@@ -58,7 +58,7 @@ def test_bad_input_messages():
         analyze(synthetic_table(n=12))
     t = synthetic_table(n=200)
     t.loc[:9, "entropy_v"] = np.nan
-    res = analyze(t, AnalysisConfig(n_boot=50))
+    res = analyze(t, AnalysisConfig(n_boot=0))
     assert res["counts"]["nan_entropy"] == 10 and res["counts"]["analysed"] == 190
 
 
@@ -71,12 +71,25 @@ def test_interval_resamples_groups_by_default():
         lo, hi = analyze(copies, cfg)["balance_point"]["ci"]
         return hi - lo
     assert width(AnalysisConfig(n_boot=200)) > 2 * width(AnalysisConfig(n_boot=200, bootstrap="sample"))
-    with pytest.raises(ValueError, match="bootstrap unit"):
-        analyze(t, AnalysisConfig(bootstrap="row"))
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(n_boot=1), "n_boot must be >= 100"), (dict(n_bins=1), "n_bins must be >= 2"), (dict(bins="log"), "bins 'log'"),
+    (dict(index="variance"), "index 'variance'"), (dict(bootstrap="row"), "bootstrap 'row'"),
+])
+def test_analysis_config_rejects_bad_values(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        AnalysisConfig(**kwargs)
+
+
+def test_n_boot_zero_gives_an_estimate_without_interval():
+    res = analyze(synthetic_table(n=2000, a=0.6, b=-3.0), AnalysisConfig(n_boot=0))
+    bp = res["balance_point"]
+    assert bp["ci"] is None and bp["estimate"] == pytest.approx(0.2, abs=0.1) and "no interval" in bp["description"]
 
 
 def test_no_crossing_is_reported_not_numbered():
-    res = analyze(synthetic_table(n=400, a=8.0, b=-1.0), AnalysisConfig(n_boot=50))
+    res = analyze(synthetic_table(n=400, a=8.0, b=-1.0), AnalysisConfig(n_boot=0))
     assert res["balance_point"]["estimate"] is None and "no crossing" in res["balance_point"]["description"]
 
 
@@ -102,20 +115,20 @@ def test_report_overlays_runs_and_warns_on_different_datasets(tmp_path):
 
 
 def test_report_cli_clear_error_on_missing_run(tmp_path, capsys):
-    assert eval_main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
+    assert eval_main(["report", "--runs", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "r")]) == 2
     assert "no samples.parquet" in capsys.readouterr().err
 
 
 def test_measure_and_report_on_tiny_models(tiny_model, tiny_data, tmp_path, capsys):
     """Every code path on the tiny fixtures; a random model's curve may not exist, which must be said clearly."""
     data = tiny_data.info["path"]
-    code = eval_main(["measure", "--model", str(tiny_model), "--data", data, "--out", str(tmp_path / "run"),
-                      "--split", "all", "--all-samples", "--n-boot", "50", "--dtype", "float32"])
+    code = eval_main(["measure", "--model", str(tiny_model), "--data", data, "--output_dir", str(tmp_path / "run"),
+                      "--split", "all", "--no_unimodal_correct", "--n-boot", "0", "--dtype", "float32"])
     err = capsys.readouterr().err
     assert (tmp_path / "run" / "samples.parquet").exists()
     if code == 0:
-        assert eval_main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "rep"), "--all-samples",
-                          "--n-boot", "50"]) == 0
+        assert eval_main(["report", "--runs", str(tmp_path / "run"), "--output_dir", str(tmp_path / "rep"),
+                          "--no-unimodal-correct", "--n-boot", "100"]) == 0
         assert (tmp_path / "rep" / "report.html").exists()
     else:  # a random model rarely follows either answer: the message says why and what to do
         assert code == 2 and "conflict samples" in err

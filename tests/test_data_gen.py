@@ -161,13 +161,13 @@ def test_user_import_errors_name_file_line_and_fix(tmp_path, bad, reason, needle
 
 def test_cli_import_error_exit_code_and_message(tmp_path, capsys):
     path = _write_user_data(tmp_path, [{**GOOD, "answer_text": "red"}])
-    assert data_gen_main(["import", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert data_gen_main(["import", "--jsonl", str(path), "--output_dir", str(tmp_path / "out")]) == 2
     assert "conflicts.jsonl:1" in capsys.readouterr().err
-    assert data_gen_main(["import", str(path), "--out", str(tmp_path / "out"), "--skip-invalid"]) == 2  # nothing left
+    assert data_gen_main(["import", "--jsonl", str(path), "--output-dir", str(tmp_path / "out"), "--skip-invalid"]) == 2  # nothing left
 
 
 def test_cli_generate_and_contact_sheet(tmp_path):
-    assert data_gen_main(["attributes", "--out", str(tmp_path / "d"), "--groups", "3", "--size", "64", "--workers", "1"]) == 0
+    assert data_gen_main(["attributes", "--output_dir", str(tmp_path / "d"), "--groups", "3", "--image_size", "64", "--workers", "1"]) == 0
     assert len(ConflictData.load(tmp_path / "d").images) == 3 * len(ATTRIBUTE_TIERS)
-    assert data_gen_main(["sheet", "colors", "--out", str(tmp_path / "sheet.png"), "--size", "64"]) == 0
+    assert data_gen_main(["sheet", "--task", "colors", "--output_dir", str(tmp_path / "sheet.png"), "--image-size", "64"]) == 0
     assert Image.open(tmp_path / "sheet.png").size[0] >= 7 * 64

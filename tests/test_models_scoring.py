@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from align.models import LANGUAGE_LORA_REGEX, load_vlm
+from models import LANGUAGE_LORA_REGEX, load_vlm
 from data_gen.user_import import import_jsonl
 from eval import scoring
 from eval.scoring import Candidates, ScoreConfig, forward_answer_position, score_dataset
@@ -128,7 +128,7 @@ def test_resume_skips_finished_shards(tiny_model, tiny_data, tmp_path, monkeypat
 
 
 def _score_cmd(model, data, out, *extra):
-    return [sys.executable, "-m", "eval", "score", "--model", str(model), "--data", str(data), "--out", str(out),
+    return [sys.executable, "-m", "eval", "score", "--model", str(model), "--data", str(data), "--output_dir", str(out),
             "--split", "all", "--dtype", "float32", "--device", "cpu", *extra]
 
 
@@ -141,7 +141,7 @@ def test_real_kill_loses_at_most_the_shard_in_flight(tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert ref.returncode == 0, ref.stderr[-2000:]
     proc = subprocess.Popen(_score_cmd(model, tmp_path / "data", tmp_path / "run", "--shard-groups", "1",
-                                       "--batch-size", "2"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                       "--per-device-eval-batch-size", "2"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = tmp_path / "run" / "shards"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(shards.glob("shard-*.parquet"))) < 2:
@@ -154,7 +154,7 @@ def test_real_kill_loses_at_most_the_shard_in_flight(tmp_path):
         pd.read_parquet(f)
     assert not (tmp_path / "run" / "samples.parquet").exists()
     res = subprocess.run(_score_cmd(model, tmp_path / "data", tmp_path / "run", "--shard-groups", "1",
-                                    "--batch-size", "2"), capture_output=True, text=True, cwd=ROOT)
+                                    "--per-device-eval-batch-size", "2"), capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0 and "resuming" in res.stderr
     a = pd.read_parquet(tmp_path / "ref" / "samples.parquet")
     b = pd.read_parquet(tmp_path / "run" / "samples.parquet")

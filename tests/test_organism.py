@@ -6,10 +6,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from align.models import load_vlm
-from align.organism import SHIPPED, OrganismConfig, build, organism_path, quality_bars
+from align.organism import OrganismConfig, build, quality_bars
+from models import load_vlm, organism_path
+from models.vlm import ORGANISMS_DIR
 
-SMALL = dict(groups=24, steps_shapes=3, steps_unimodal=6, steps_conflict=4, warmup=2, batch_size=8, hidden=32, layers=2,
+SMALL = dict(groups=24, steps_shapes=3, steps_unimodal=6, steps_conflict=4, warmup_steps=2, train_batch_size=8, hidden=32, layers=2,
              vision_layers=2, replant_every=3, workers=1)
 # the recipe without phase 0 and grounding (a trainable tower learning only from answers)
 UNGROUNDED = dict(steps_shapes=0, freeze_tower=False, fresh_scene_share=0.0, grounding_weight=0.0)
@@ -31,16 +32,15 @@ def test_reduced_budget_build_is_reproducible_and_loads(tmp_path, options):
 
 
 def test_shipped_organism_is_the_default_and_real_llava():
-    assert organism_path("text") == SHIPPED / "organism-text"
+    assert organism_path("organism") == organism_path("organism:text") == ORGANISMS_DIR / "organism-text"
+    assert organism_path("organism:vision") == ORGANISMS_DIR / "organism-vision"
     vlm = load_vlm("organism", dtype="float32", device="cpu")
     assert type(vlm.model).__name__ == "LlavaForConditionalGeneration"
     # its own chat template asks the question before the image
     prompt = vlm.prompt("What color is the star?", "The star is red.")
     assert prompt.index("What color") < prompt.index("<image>")
-    meta = json.loads((SHIPPED / "organism-text" / "organism.json").read_text())
+    meta = json.loads((ORGANISMS_DIR / "organism-text" / "organism.json").read_text())
     assert OrganismConfig(**meta["config"]).planted_balance == 0.5
-    with pytest.raises(ValueError, match="unknown organism preference"):
-        organism_path("sideways")
 
 
 @pytest.mark.slow
@@ -48,10 +48,10 @@ def test_shipped_organisms_meet_the_quality_bars(tmp_path):
     from align.organism import evaluate
     from data_gen import generate
     # the shipped build's own data: the bars are on its held-out test groups
-    cfg = OrganismConfig(**json.loads((SHIPPED / "organism-text" / "organism.json").read_text())["config"])
-    generate("colors", cfg.groups, cfg.data_seed, cfg.canvas).save(tmp_path / "data")
+    cfg = OrganismConfig(**json.loads((ORGANISMS_DIR / "organism-text" / "organism.json").read_text())["config"])
+    generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size).save(tmp_path / "data")
     for preference in ("text", "vision"):
-        report = evaluate(SHIPPED / f"organism-{preference}", data=str(tmp_path / "data"), out=str(tmp_path / preference))
+        report = evaluate(f"organism:{preference}", data=str(tmp_path / "data"), output_dir=tmp_path / preference)
         assert all(report["checks"].values()), (preference, report["checks"], report["bars"])
 
 
@@ -77,7 +77,7 @@ def test_quality_bars_on_a_hand_made_table():
 
 def test_knowledge_corpus_makes_ambiguous_objects_fallible():
     import numpy as np
-    from align.organism import knowledge_corpus
+    from align.organism.mixture import knowledge_corpus
     from data_gen.palette import COLOR_NAMES, knowledge_base
     kb = knowledge_base()
     full = knowledge_corpus(0, seed=0)
@@ -96,7 +96,7 @@ def test_knowledge_corpus_makes_ambiguous_objects_fallible():
 
 def test_labelled_scene_labels_match_the_pixels():
     import numpy as np
-    from align.shape_pretraining import COLOR_BACKGROUND, MIN_COVER, SHAPE_BACKGROUND, labelled_scene
+    from align.organism.shape_pretraining import COLOR_BACKGROUND, MIN_COVER, SHAPE_BACKGROUND, labelled_scene
     from data_gen.colors import BACKGROUND
     from data_gen.palette import COLORS
     palette = np.array(list(COLORS.values()))
@@ -115,11 +115,9 @@ def test_labelled_scene_labels_match_the_pixels():
 
 
 def test_shape_pretraining_lowers_its_loss():
-    from align.shape_pretraining import pretrain_shapes
-    from align.tiny import build_model, build_processor, build_tokenizer
-    tok = build_tokenizer(["red", "star"])
-    model = build_model("llava", tok, 32, 8, hidden=32, layers=2)
-    processor = build_processor("llava", tok, 32, 8)
+    from align.organism.shape_pretraining import pretrain_shapes
+    from models.tiny import build_tiny, build_tokenizer
+    model, processor = build_tiny("llava", build_tokenizer(["red", "star"]), 32, 8, hidden=32, layers=2)
     torch.manual_seed(0)
     before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
     losses = pretrain_shapes(model.model.vision_tower, processor.image_processor, 60, canvas=32, patch=8,
@@ -131,7 +129,7 @@ def test_shape_pretraining_lowers_its_loss():
 
 def test_grounded_scenes_mark_the_asked_object():
     import numpy as np
-    from align.shape_pretraining import MIN_COVER, grounded_scenes
+    from align.organism.shape_pretraining import MIN_COVER, grounded_scenes
     from data_gen.palette import COLORS
     items = grounded_scenes(np.random.default_rng(0), 12, canvas=64, patch=8, seed=5)
     for image, context, question, answer, target_patches in items:

@@ -10,15 +10,18 @@ import pandas as pd
 import pytest
 import torch
 
-from align.config import parse_config
-from align.recipe import AlignConfig
+from transformers import TrainingArguments
+
+from align.arguments import TRAINING_DEFAULTS, AlignArguments
+from data_gen.cli import parse
+from models import ModelArguments
 from align.targets import (boundary_weights, calibration_reached, next_training_target, resolve_target,
                            sample_hard_targets, target_text_probability)
 from align.training import soft_target_loss
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--data_groups", "40", "--max_steps", "12", "--save_steps", "6", "--per_device_train_batch_size", "8",
-         "--n_boot", "100", "--eval_batch_size", "64", "--logging_steps", "2", "--dtype", "float32",
+SMALL = ["--groups", "40", "--max_steps", "12", "--save_steps", "6", "--per_device_train_batch_size", "8",
+         "--n_boot", "100", "--per_device_eval_batch_size", "64", "--logging_steps", "2", "--dtype", "float32",
          "--calibration_rounds", "0"]
 
 
@@ -80,7 +83,7 @@ def test_trl_variants_train_the_measured_token(tiny_model, tiny_data):
     """hard (SFTTrainer) and dpo (DPOTrainer) batches put the scored answer token where the loss reads it."""
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
-    from align.models import load_vlm
+    from models import load_vlm
     from align.training import trl_dataset
     vlm = load_vlm(str(tiny_model), dtype="float32")
     rows = tiny_data.split("train").samples.to_pandas()
@@ -110,30 +113,64 @@ def test_trl_variants_train_the_measured_token(tiny_model, tiny_data):
         assert batch["input_ids"][row, first] == vlm.first_token(answer)
 
 
+def parse_recipe(argv):
+    return parse([AlignArguments, ModelArguments, TrainingArguments], argv, "recipe", None, TRAINING_DEFAULTS)
+
+
 def test_config_yaml_and_cli_overrides(tmp_path):
-    (tmp_path / "c.yaml").write_text("tau: 0.5\nlora_r: 8\ntarget_balance_point: 0.3\n")
-    cfg = parse_config(AlignConfig, ["--config", str(tmp_path / "c.yaml"), "--lora_r", "4", "--balance_shift", "0.2",
-                                     "--target_balance_point", "none", "--gradient_checkpointing"])
-    assert (cfg.tau, cfg.lora_r, cfg.balance_shift, cfg.target_balance_point, cfg.gradient_checkpointing) == \
-           (0.5, 4, 0.2, None, True)
-    assert parse_config(AlignConfig, ["--target_balance_point=-0.5"]).target_balance_point == -0.5
-    assert parse_config(AlignConfig, ["--target-balance-point", "-0.5"]).target_balance_point == -0.5
-    with pytest.raises(ValueError, match="unknown option --lora_rank"):
-        parse_config(AlignConfig, ["--lora_rank", "4"])
+    """YAML keys are the flags; the command line wins; method, model and training fields come from one parser."""
+    (tmp_path / "c.yaml").write_text("tau: 0.5\nlora_r: 8\nlearning_rate: 1.0e-3\nmodel_name_or_path: organism:vision\n")
+    align, model, training = parse_recipe(["--config", str(tmp_path / "c.yaml"), "--lora_r", "4",
+                                           "--balance_shift", "0.2", "--activation_checkpointing"])
+    assert (align.tau, align.lora_r, align.balance_shift, align.target_balance_point) == (0.5, 4, 0.2, None)
+    assert (model.model_name_or_path, training.learning_rate, training.activation_checkpointing) == \
+           ("organism:vision", 1e-3, True)
+    assert parse_recipe([])[2].learning_rate == TRAINING_DEFAULTS["learning_rate"]  # recipe defaults, not HF's
+    assert parse_recipe([])[0].target_balance_point == 0.0
+    assert parse_recipe(["--target_balance_point=-0.5"])[0].target_balance_point == -0.5
+    assert parse_recipe(["--target-balance-point", "-0.5"])[0].target_balance_point == -0.5
+    with pytest.raises(ValueError, match="lora_rank"):
+        parse_recipe(["--lora_rank", "4"])
     for name in ("organism", "llava-1.5-7b", "llava-1.6-mistral-7b"):
-        parse_config(AlignConfig, ["--config", str(ROOT / "recipes" / "configs" / f"{name}.yaml")]).validate()
+        parse_recipe(["--config", str(ROOT / "recipes" / "configs" / f"{name}.yaml")])
 
 
 @pytest.mark.parametrize("args, needle", [
     (["--target_balance_point", "3"], "outside [-2.0, 2.0]"),
     (["--loss_type", "ppo"], "'ppo' is not available"),
     (["--calibration_rounds", "1", "--calibration_split", "test"], "overfits the report"),
-    (["--bogus", "1"], "unknown option --bogus"),
+    (["--tau", "0"], "tau must be > 0"),
+    (["--boundary_sigma", "-1"], "boundary_sigma must be > 0"),
+    (["--n_boot", "5"], "n_boot must be >= 100"),
+    (["--model", "./no-such-model"], "no such directory"),
+    (["--model", "organism:sideways"], "not a shipped organism"),
+    (["--data", "/no/such/data"], "not a saved dataset"),
+    (["--push_to_hub"], "needs hub_model_id"),
+    (["--bogus", "1"], "not used by the HfArgumentParser: ['--bogus', '1']"),
 ])
-def test_recipe_helpful_failures(args, needle, tmp_path):
-    res = subprocess.run([sys.executable, "recipes/align_llava.py", "--output_dir", str(tmp_path), *args],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert res.returncode == 2 and needle in res.stderr
+def test_recipe_fails_before_any_work(args, needle, tmp_path):
+    """Bad values stop the recipe with one clear line and exit 2, before any data is generated or scored."""
+    res = subprocess.run([sys.executable, "recipes/align_llava.py", "--output_dir", str(tmp_path / "out"), *args],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2 and needle in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "out" / "data").exists() and not (tmp_path / "out" / "runs").exists()
+
+
+def test_deepspeed_config_mismatch_fails_before_scoring(tmp_path):
+    """The 1.6 config sets gradient_accumulation_steps 2; a DeepSpeed config pinning 1 used to fail after scoring."""
+    (tmp_path / "ds.yaml").write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 2\n"
+        "  gradient_accumulation_steps: 1\nnum_machines: 1\nnum_processes: 1\nmixed_precision: 'no'\n")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "ds.yaml"),
+           "recipes/align_llava.py", "--output_dir", str(tmp_path / "out"), "--gradient_accumulation_steps", "2",
+           "--dtype", "float32", "--report_to", "none"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode != 0 and "gradient_accumulation_steps=1 vs hf gradient_accumulation_steps=2" in res.stderr
+    assert not (tmp_path / "out" / "data").exists()
+    # the shipped configs leave those keys to the training config
+    for name in ("zero2", "zero2-cpu", "zero3"):
+        text = (ROOT / "recipes" / "accelerate_configs" / f"{name}.yaml").read_text()
+        assert "gradient_accumulation_steps" not in text.split("deepspeed_config:")[1].split("num_machines")[0]
 
 
 def _wandb_records(wandb_dir: Path) -> bytes:
@@ -146,45 +183,55 @@ def _wandb_records(wandb_dir: Path) -> bytes:
 def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--config_file",
-           "recipes/accelerate_configs/zero2.yaml", "recipes/align_llava.py", "--output_dir", str(out), *SMALL,
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           "recipes/accelerate_configs/zero2-cpu.yaml", "recipes/align_llava.py", "--output_dir", str(out), *SMALL,
            "--calibration_rounds", "1", "--calibration_tolerance", "0", "--calibration_stop_in_interval", "false"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     assert res.returncode == 0, res.stderr[-4000:]
-    for name in ("adapter_model.safetensors", "adapter_config.json", "README.md", "following_curve.png",
-                 "alignment.json", "report/report.html", "report/summary.json"):
-        assert (out / name).exists(), name
-    card = (out / "README.md").read_text()
-    assert "balance point" in card and "PeftModel.from_pretrained" in card and "target" in card
-    result = json.loads((out / "alignment.json").read_text())
-    assert result["target_balance_point"] == 0.0
+    # the release holds only what a consumer loads: no pickle, no optimizer checkpoints
+    release = out / "release"
+    assert sorted(p.name for p in release.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                                                         "alignment.json", "following_curve.png", "report"]
+    assert (release / "report" / "report.html").exists() and (release / "report" / "summary.json").exists()
+    assert not list(release.rglob("*.bin")) and not list(release.rglob("*.pt")) and not list(release.rglob("checkpoint*"))
+    adapter_config = json.loads((release / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == "organism"  # a name, never an absolute local path
+    from huggingface_hub import ModelCard
+    card = ModelCard.load(release / "README.md")
+    assert card.data.library_name == "peft" and "modality-alignment" in card.data.tags
+    assert card.data.base_model is None  # the organism has no hub id; a hub base is named (test_release_names_the_base)
+    assert "balance point" in card.text and "PeftModel.from_pretrained" in card.text and "from align" not in card.text
+    result = json.loads((release / "alignment.json").read_text())
+    assert result["target_balance_point"] == 0.0 and result["config"]["align"]["tau"] == 0.25
     # one calibration round re-aimed the training target by the miss measured on the validation groups
     rounds = result["calibration"]
     assert len(rounds) == 2 and rounds[0]["trained_at"] == 0.0
     assert rounds[1]["trained_at"] == pytest.approx(next_training_target(0.0, [0.0], [rounds[0]["realized"]]))
     assert (out / "runs" / "calibration-1" / "samples.parquet").exists()
-    # W&B (offline) recorded the headline numbers and the figures
+    # one W&B (offline) run, opened by the recipe: named, with the method's settings, the measurements, training,
+    # the figures and the adapter artifact
+    runs = list(tmp_path.glob("wandb/offline-run-*"))
+    assert len(runs) == 1
     records = _wandb_records(tmp_path)
     for key in (b"balance_point/target", b"before/balance_point", b"after/balance_point_ci_low", b"before/tfr",
                 b"after/vfr", b"after/unimodal_accuracy_visual", b"after/oscillation_ambiguous", b"following_curve",
-                b"train/loss"):
+                b"train/loss", b"target_balance_point", b"boundary_sigma", b"calibration_rounds", b"lora_r",
+                b"modality-alignment", b"organism-b+0.00-soft-r16", b"adapter-"):
         assert key in records, key
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/**/*.png"))
-    # the released adapter, reloaded with PEFT in a fresh process, gives the scores measured after training
-    from peft import PeftModel
-    from align.models import VLM, load_vlm
-    from data_gen import ConflictData
-    from eval.scoring import ScoreConfig, score_dataset
-    base = load_vlm("organism", dtype="float32", device="cpu")
     from safetensors.torch import load_file
-    lora_b = [v for k, v in load_file(out / "adapter_model.safetensors").items() if "lora_B" in k]
+    lora_b = [v for k, v in load_file(release / "adapter_model.safetensors").items() if "lora_B" in k]
     assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # training moved the adapter
-    vlm = VLM(PeftModel.from_pretrained(base.model, str(out)).eval(), base.processor, "reloaded")
-    test = ConflictData.load(out / "data").split("test")
-    again = score_dataset(vlm, test, tmp_path / "reloaded", ScoreConfig(batch_size=64))
+    # a user measures the released adapter with the same code: the scores measured after training
+    measured = subprocess.run([sys.executable, "-m", "eval", "measure", "--model", "organism", "--adapter", str(release),
+                               "--data", str(out / "data"), "--output_dir", str(tmp_path / "user"), "--dtype", "float32",
+                               "--n_boot", "100"], capture_output=True, text=True, cwd=ROOT)
+    assert measured.returncode == 0, measured.stderr[-3000:]
+    again = pd.read_parquet(tmp_path / "user" / "samples.parquet")
     after = pd.read_parquet(out / "runs" / "aligned" / "samples.parquet")
     np.testing.assert_allclose(again.entropy_m, after.entropy_m, atol=1e-4)
     assert (again.top1_m == after.top1_m).all()
+    assert json.loads((tmp_path / "user" / "run.json").read_text())["model"] == f"organism+{release}"
 
 
 @pytest.mark.slow
@@ -195,9 +242,9 @@ def test_recipe_trl_variants_train_an_adapter(loss_type, tmp_path):
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
     assert res.returncode == 0, res.stderr[-3000:]
     from safetensors.torch import load_file
-    lora_b = [v for k, v in load_file(tmp_path / "adapter_model.safetensors").items() if "lora_B" in k]
+    lora_b = [v for k, v in load_file(tmp_path / "release" / "adapter_model.safetensors").items() if "lora_B" in k]
     assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
-    assert json.loads((tmp_path / "alignment.json").read_text())["config"]["loss_type"] == loss_type
+    assert json.loads((tmp_path / "alignment.json").read_text())["config"]["align"]["loss_type"] == loss_type
 
 
 @pytest.mark.slow
@@ -224,12 +271,13 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
                             env={**env, "PYTHONPATH": os.pathsep.join([str(hook), env.get("PYTHONPATH", "")])})
     assert killed.returncode == -9, killed.stderr[-3000:]
     ckpt = part / "checkpoints" / "checkpoint-6"
-    assert ckpt.exists() and not (part / "adapter_model.safetensors").exists()
+    assert ckpt.exists() and not (part / "release").exists()
     resumed = subprocess.run(base + ["--output_dir", str(part), "--resume_from_checkpoint", str(ckpt)],
                              capture_output=True, text=True, cwd=ROOT, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     from safetensors.torch import load_file
-    a, b = load_file(tmp_path / "full" / "adapter_model.safetensors"), load_file(part / "adapter_model.safetensors")
+    a = load_file(tmp_path / "full" / "release" / "adapter_model.safetensors")
+    b = load_file(part / "release" / "adapter_model.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)
     ra = json.loads((tmp_path / "full" / "alignment.json").read_text())["aligned"]

@@ -7,12 +7,16 @@ import pytest
 from eval import stats
 
 
-def test_entropy_and_indices_by_hand():
-    p = np.array([[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]])
-    assert stats.entropy(p) == pytest.approx([1.5 * math.log(2), 0.0])
-    assert stats.one_minus_max_p(p) == pytest.approx([0.5, 0.0])
-    assert stats.top2_margin(p) == pytest.approx([0.25, 1.0])
-    assert stats.candidate_entropy(np.log([[1.0, 1.0]])) == pytest.approx([math.log(2)])
+def test_uncertainty_indices_by_hand():
+    """The indices the scoring engine runs, on logits of known distributions (one with an exact zero)."""
+    import torch
+    from eval import uncertainty
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]]))
+    assert uncertainty.entropy(logits).tolist() == pytest.approx([1.5 * math.log(2), 0.0])
+    assert uncertainty.one_minus_max_p(logits).tolist() == pytest.approx([0.5, 0.0])
+    assert uncertainty.top2_margin(logits).tolist() == pytest.approx([0.25, 1.0])
+    assert uncertainty.candidate_entropy(torch.zeros(1, 2)).tolist() == pytest.approx([math.log(2)])
+    assert uncertainty.entropy(torch.tensor([[0.0, float("nan")]])).isnan().all()  # a broken logit stays visible
 
 
 def test_relative_uncertainty_by_hand_and_edge_cases():

@@ -1,0 +1,128 @@
+"""Build the organism: phase 0 (tower shapes), phase 1 (unimodal skills), phase 2 (planted preference).
+
+Phase 0 pre-trains the vision tower on per-patch shape and colour (shape_pretraining.py) and
+freezes it. Phase 1 teaches the unimodal skills; most of its image batches are freshly rendered
+large-target scenes with a grounding loss (which image tokens the question names), the rest the
+dataset's images at every tier. Then the model scores the training conflicts, and phase 2 adds
+conflict pairs labelled by the planted preference: follow the text iff the model's own dH_rel <
+`planted_balance` (+0.5 leans text, -0.5 leans vision), a known ground truth for the measurement
+to recover. Phase 2 re-plants every `replant_every` steps, since the entropies move as it trains.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from data_gen import ConflictData, generate
+from data_gen.palette import COLOR_NAMES
+from eval.scoring import ScoreConfig, score_dataset
+from models import VLM
+from models.tiny import ORGANISM_CHAT_TEMPLATE, build_tiny, dataset_tokenizer
+
+from .config import OrganismConfig
+from .mixture import TrainingSet
+from .shape_pretraining import grounding_loss, optimizer_step, pretrain_shapes
+
+log = logging.getLogger(__name__)
+
+
+def soft_cross_entropy(logits: torch.Tensor, token_ids: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the full vocabulary against a distribution placed on `token_ids`."""
+    logp = torch.log_softmax(logits.float(), dim=-1)[:, token_ids]
+    return -(target * logp).sum(-1).mean()
+
+
+def lr_schedule(cfg: OrganismConfig):
+    """Linear warm-up, then cosine to 10 % over phases 1 and 2."""
+    total = cfg.steps_unimodal + cfg.steps_conflict
+
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return f
+
+
+def build(cfg: OrganismConfig, out: str | Path) -> Path:
+    """Train an organism from scratch into `out` (model, processor, organism.json)."""
+    out = Path(out)
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    data = generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size, cfg.workers)
+    train = data.split("train")
+    model, processor = build_tiny("llava", dataset_tokenizer(), cfg.image_size, cfg.patch,
+                                  chat_template=ORGANISM_CHAT_TEMPLATE, hidden=cfg.hidden, layers=cfg.layers,
+                                  vision_layers=cfg.vision_layers, vision_feature_layer=cfg.vision_feature_layer,
+                                  heads=cfg.heads, mlp_ratio=cfg.mlp_ratio)
+    vlm = VLM(model, processor, "organism")
+    answer_ids = torch.tensor([vlm.first_token(c) for c in COLOR_NAMES])
+    if cfg.steps_shapes:
+        pretrain_shapes(model.model.vision_tower, processor.image_processor, cfg.steps_shapes, canvas=cfg.image_size,
+                        patch=cfg.patch, feature_layer=model.config.vision_feature_layer, seed=cfg.seed,
+                        lr=cfg.learning_rate_shapes,
+                        progress=lambda n: tqdm(range(n), desc="phase 0: tower shapes", unit="step"))
+    if cfg.freeze_tower:  # keep phase 0's shape features: the colour loss alone would wash them out
+        model.model.vision_tower.requires_grad_(False)
+    # a linear probe of "is this image token the asked object" on one decoder layer; discarded after the build
+    grounding_head = torch.nn.Linear(cfg.hidden, 1) if cfg.grounding_weight else None
+    examples = TrainingSet(train, cfg)
+    # an eighth of the training groups: ~3,700 conflicts to plant on, scored in ~20 s
+    probe = ConflictData(train.samples.filter(lambda g: g % 8 == 0, input_columns="group"), train.images, train.info)
+    trained = [p for p in model.parameters() if p.requires_grad] + ([*grounding_head.parameters()] if grounding_head else [])
+    opt = torch.optim.AdamW(trained, lr=cfg.learning_rate, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg))
+    log_every, losses, planted = 100, [], {}
+    total = cfg.steps_unimodal + cfg.steps_conflict
+    bar = tqdm(range(total), desc="training organism", unit="step")
+    for step in bar:
+        phase2_step = step - cfg.steps_unimodal
+        if phase2_step >= 0 and phase2_step % cfg.replant_every == 0:
+            # Phase 2 plants the preference on the model's own *current* uncertainty: entropies keep
+            # moving while it trains, so the labels are refreshed to follow them.
+            model.eval()
+            with tempfile.TemporaryDirectory() as tmp:  # a by-product, not part of the bundle
+                scores = score_dataset(vlm, probe, tmp, ScoreConfig(batch_size=64, shard_groups=10_000, lens=False,
+                                                                    conditions=("v", "t")))
+            planted = examples.plant(scores, cfg.planted_balance)
+            log.info("planted preference %s (balance %+.2f) at step %d: %s", cfg.preference, cfg.planted_balance,
+                     step, planted)
+            model.train()
+        model.train()
+        batch = examples.batch(rng, 1 if step < cfg.steps_unimodal else 2)
+        with_image = batch[0][0] is not None
+        grounded = len(batch[0]) == 5 and grounding_head is not None  # fresh scenes carry the asked object's patches
+        prompts = [vlm.prompt(q, ctx, with_image) for _, ctx, q, *_ in batch]
+        images = [img if isinstance(img, Image.Image) else train.image(img) for img, *_ in batch] if with_image else None
+        inputs = vlm.encode(prompts, images)
+        output = model(**inputs, logits_to_keep=1, output_hidden_states=grounded)
+        target = torch.tensor(np.stack([item[3] for item in batch]), dtype=torch.float32)
+        loss = soft_cross_entropy(output.logits[:, -1], answer_ids, target)
+        if grounded:
+            target_patches = torch.from_numpy(np.stack([item[4] for item in batch]))
+            loss = loss + cfg.grounding_weight * grounding_loss(
+                output.hidden_states[cfg.grounding_layer], inputs["input_ids"], model.config.image_token_id,
+                target_patches, grounding_head)
+        losses.append(optimizer_step(loss, opt, sched, trained))
+        if (step + 1) % log_every == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.3f}")
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    meta = {"config": asdict(cfg), "planted_balance": cfg.planted_balance, "planted": planted,
+            "build_seconds": round(time.time() - t0, 1), "final_loss": float(np.mean(losses[-log_every:]))}
+    (out / "organism.json").write_text(json.dumps(meta, indent=2))
+    log.info("organism built in %.0fs -> %s", time.time() - t0, out)
+    return out

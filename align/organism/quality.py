@@ -1,0 +1,88 @@
+"""The organism's quality bars, computed from a scored table of its held-out test groups."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from data_gen import ConflictData, generate
+from eval.scoring import ScoreConfig, score_dataset
+from eval.stats import relative_uncertainty
+from models import load_vlm
+from models.vlm import is_organism, organism_path
+
+from .config import OrganismConfig
+
+
+def quality_bars(table: pd.DataFrame) -> dict:
+    """Graded uncertainty on both sides and a spread of dH_rel, from a scored test table."""
+    img = table[table.text_tier == "original"].copy()
+    img["correct"] = img.pred_v == img.answer_visual
+    v = img.groupby("d_v").agg(accuracy=("correct", "mean"), entropy=("entropy_v", "mean"), n=("id", "size"))
+    txt = table[table.condition == "conflict"].drop_duplicates(["text_tier", "group"]).copy()
+    txt["correct"] = txt.pred_t == txt.answer_text
+    t = txt.groupby("d_t").agg(accuracy=("correct", "mean"), entropy=("entropy_t", "mean"), n=("id", "size"))
+    conf = table[(table.condition == "conflict") & (table.pred_v == table.answer_visual) & (table.pred_t == table.answer_text)]
+    d_rel = relative_uncertainty(conf.entropy_v.to_numpy(), conf.entropy_t.to_numpy())
+    rho = lambda s, col: float(spearmanr(s.index, s[col]).statistic)
+    bars = {
+        "easiest_visual_accuracy": float(v.accuracy.iloc[:5].mean()),
+        "direct_text_accuracy": float(t.accuracy.loc[0]),
+        "spearman_visual_accuracy": rho(v, "accuracy"), "spearman_visual_entropy": rho(v, "entropy"),
+        "spearman_text_accuracy": rho(t, "accuracy"), "spearman_text_entropy": rho(t, "entropy"),
+        "share_d_rel_negative": float(np.mean(d_rel < 0)), "share_d_rel_positive": float(np.mean(d_rel > 0)),
+        "n_conflicts_unimodal_correct": int(len(conf)),
+    }
+    checks = {
+        "easiest visual tiers accuracy >= 0.9": bars["easiest_visual_accuracy"] >= 0.9,
+        "direct text accuracy >= 0.9": bars["direct_text_accuracy"] >= 0.9,
+        "visual: accuracy falls, entropy rises (|Spearman| >= 0.8)":
+            bars["spearman_visual_accuracy"] <= -0.8 and bars["spearman_visual_entropy"] >= 0.8,
+        "text: accuracy falls, entropy rises (|Spearman| >= 0.8)":
+            bars["spearman_text_accuracy"] <= -0.8 and bars["spearman_text_entropy"] >= 0.8,
+        "dH_rel spreads: >= 20% on each side of 0":
+            bars["share_d_rel_negative"] >= 0.2 and bars["share_d_rel_positive"] >= 0.2,
+    }
+    return {"bars": bars, "checks": checks, "visual_tiers": v.reset_index().to_dict("records"),
+            "text_tiers": t.reset_index().to_dict("records")}
+
+
+def organism_dir(name_or_path: str) -> Path:
+    return organism_path(name_or_path) if is_organism(name_or_path) else Path(name_or_path)
+
+
+def default_output_dir(name_or_path: str) -> Path:
+    """Under the working directory, never inside the (installed) organism's folder."""
+    return Path("outputs") / "organism-evaluation" / organism_dir(name_or_path).name
+
+
+def evaluate(name_or_path: str = "organism", data: str | None = None, output_dir: str | Path | None = None,
+             batch_size: int = 64) -> dict:
+    """Score an organism's held-out test groups (regenerated from its organism.json, or `data`'s test split)."""
+    if data:
+        test = ConflictData.load(data).split("test")
+    else:  # the organism's own held-out groups
+        meta_path = organism_dir(name_or_path) / "organism.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{meta_path} not found: {name_or_path!r} is not an organism build; "
+                                    f"pass --data with a dataset to evaluate it on")
+        cfg = OrganismConfig(**json.loads(meta_path.read_text())["config"])
+        test = generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size, cfg.workers).split("test")
+    vlm = load_vlm(name_or_path, dtype="float32")
+    table = score_dataset(vlm, test, Path(output_dir or default_output_dir(name_or_path)),
+                          ScoreConfig(batch_size=batch_size, lens=False))
+    return quality_bars(table)
+
+
+def print_quality(report: dict) -> bool:
+    fmt = lambda recs, key: "\n".join(f"  {key}={r[key]:>2}  acc={r['accuracy']:.3f}  H={r['entropy']:.3f}  n={r['n']}"
+                                      for r in recs)
+    print("image only, by visual tier:\n" + fmt(report["visual_tiers"], "d_v"))
+    print("text only, by text tier:\n" + fmt(report["text_tiers"], "d_t"))
+    print(json.dumps(report["bars"], indent=2))
+    for name, ok in report["checks"].items():
+        print(f"[{'PASS' if ok else 'FAIL'}] {name}")
+    return all(report["checks"].values())

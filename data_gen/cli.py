@@ -1,0 +1,59 @@
+"""The command-line runner every entry point uses: `prog COMMAND [--config file.yaml] [--flag value ...]`.
+
+Each command is parsed by TRL's `TrlParser` over its dataclasses, so `--help` lists every flag with
+its default, dashes and underscores are both accepted, and a YAML file given with `--config` sets
+the same keys as the flags (the command line wins). It lives in `data_gen`, the bottom layer, so
+that every layer above can use it. Errors in the input are one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+USAGE_ERRORS = (ValueError, OSError)  # bad input: a value, a path, a hub id
+
+
+@dataclass
+class Command:
+    help: str
+    dataclasses: Sequence[type]
+    run: Callable[..., int | None]  # called with one instance per dataclass, in order
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after every flag; the description (a module docstring) keeps its lines."""
+
+
+def parse(dataclass_types: Sequence[type], argv: list[str] | None, prog: str, description: str | None = None,
+          defaults: dict | None = None) -> tuple:
+    """One instance per dataclass from `[--config FILE.yaml] [--flag value ...]`; `defaults` override the fields'."""
+    from trl import TrlParser
+    parser = TrlParser(list(dataclass_types), prog=prog, description=description, formatter_class=HelpFormatter)
+    parser.set_defaults(**(defaults or {}))
+    return parser.parse_args_and_config(argv)
+
+
+def run_commands(prog: str, description: str, commands: dict[str, Command], argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        lines = [f"usage: {prog} {{{','.join(commands)}}} [--help] [--config FILE.yaml] [--flag value ...]", "",
+                 description.strip(), "", "commands:"]
+        lines += [f"  {name:<12}{c.help}" for name, c in commands.items()]
+        if argv and argv[0] not in ("-h", "--help"):
+            print("\n".join(lines[:1]) + f"\nerror: unknown command {argv[0]!r}; choose one of {list(commands)}",
+                  file=sys.stderr)
+            return 2
+        print("\n".join(lines))
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    command = commands[name]
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        parsed = parse(command.dataclasses, rest, f"{prog} {name}", command.help)
+        return command.run(*parsed) or 0
+    except USAGE_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

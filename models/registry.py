@@ -1,0 +1,76 @@
+"""Model families: how the framework reads one architecture, registered by `config.model_type`.
+
+A family says how to build the three scoring conditions' chat messages, where the logit lens
+reads (decoder layers, final norm, output head), which modules LoRA may touch, and how to build
+a tiny random model + processor offline for tests. Adding a family means adding one file to
+`models/families/` that defines a `Family` subclass decorated with `@register_family`.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import ClassVar
+
+import torch
+
+# PEFT matches a string with re.fullmatch: the language model's projections only, never the
+# vision tower or the projector (PEFT's "all-linear" would hit both).
+LANGUAGE_LORA_REGEX = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+
+FAMILIES: dict[str, type["Family"]] = {}
+
+
+class Family:
+    """Defaults fit decoder-only VLMs whose `get_decoder()` has `.layers` and `.norm` (LLaVA and most others)."""
+
+    model_type: ClassVar[str]
+    lora_target_modules: ClassVar[str] = LANGUAGE_LORA_REGEX
+
+    # ---- the logit lens reads these three (docs/method.md, "Layer-wise oscillation")
+    def decoder_layers(self, model: torch.nn.Module) -> torch.nn.ModuleList:
+        return model.get_decoder().layers
+
+    def final_norm(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.get_decoder().norm
+
+    def output_head(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.get_output_embeddings()
+
+    # ---- prompts
+    def messages(self, question: str, context: str = "", with_image: bool = True) -> list[dict]:
+        """One user turn of a scoring condition; the chat template decides where the image goes."""
+        text = f"{context} {question}".strip() if context else question
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": text}]
+        return [{"role": "user", "content": content}]
+
+    # ---- offline test models
+    def build_tiny(self, tokenizer, image_size: int, patch_size: int, **sizes) -> tuple[torch.nn.Module, object]:
+        """A random model of this family and its processor, built without a download."""
+        raise NotImplementedError(f"{type(self).__name__} has no tiny builder")
+
+
+def register_family(cls: type[Family]) -> type[Family]:
+    if cls.model_type in FAMILIES:
+        raise ValueError(f"model family {cls.model_type!r} is registered twice")
+    FAMILIES[cls.model_type] = cls
+    return cls
+
+
+def _discover() -> None:
+    """Import every module of models/families once, so each registers itself."""
+    from . import families
+    for module in pkgutil.iter_modules(families.__path__):
+        importlib.import_module(f"{families.__name__}.{module.name}")
+
+
+def supported_families() -> list[str]:
+    _discover()
+    return sorted(FAMILIES)
+
+
+def family_for(model_type: str) -> Family:
+    _discover()
+    if model_type not in FAMILIES:
+        raise ValueError(f"architecture {model_type!r} is not supported yet; supported: {supported_families()}. "
+                         f"Add a family module to models/families/ to support it.")
+    return FAMILIES[model_type]()

@@ -1,0 +1,64 @@
+"""Offline builders for small models: a word-level tokenizer, chat templates, and tiny random models.
+
+Used by the model organism and by the tests' tiny random fixtures, so every architecture is
+exercised with the real transformers classes and no download. Each family's own model and
+processor builder lives in its family module (`Family.build_tiny`).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
+# Vicuna-style turns (as LLaVA-1.5): the prompt ends with "ASSISTANT:" and the answer follows.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: "
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n{% else %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{% else %} ASSISTANT: {% for item in message['content'] %}{{ item['text'] }}{% endfor %}</s>{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+)
+# The organism's own template puts the question before the image, so the image tokens can
+# attend to the asked shape (a causal decoder cannot look ahead); the content list the code
+# builds is the same for every model, only this template orders it.
+ORGANISM_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: "
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }} {% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>{% endif %}{% endfor %}"
+    "{% else %} ASSISTANT: {% for item in message['content'] %}{{ item['text'] }}{% endfor %}</s>{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+)
+_WORD = re.compile(r"\w+|[^\w\s]+")
+
+
+def words_of(texts: Iterable[str]) -> list[str]:
+    """The distinct words of `texts`, split as the word-level tokenizer splits them."""
+    return sorted({w for t in texts if t for w in _WORD.findall(t)})
+
+
+def build_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
+    vocab = {t: i for i, t in enumerate(SPECIAL)}
+    for w in sorted(set(words) | {"USER", "ASSISTANT", ":"}):
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", extra_special_tokens={"image_token": "<image>"}, padding_side="left")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def dataset_tokenizer(extra_texts: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer that covers every word the project's datasets can produce."""
+    from data_gen.vocabulary import dataset_texts
+    return build_tokenizer(words_of([*dataset_texts(), *extra_texts]))
+
+
+def build_tiny(arch: str, tokenizer, image_size: int, patch_size: int, **sizes):
+    """(model, processor) of family `arch`, random weights; `sizes` are hidden, layers, heads, ..."""
+    from .registry import family_for
+    return family_for(arch).build_tiny(tokenizer, image_size, patch_size, **sizes)

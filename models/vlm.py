@@ -1,0 +1,193 @@
+"""Model access: one code path for real checkpoints, adapters and the shipped model organisms.
+
+`load_vlm` loads any registered image-text-to-text family and its processor (optionally with a
+PEFT adapter on top); `VLM` builds the three scoring conditions' prompts through the processor's
+chat template, finds answer tokens and exposes the decoder layers, final norm and output head
+for the logit lens. Loading never trains anything: a missing organism is an error.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from .registry import Family, family_for
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ORGANISMS_DIR = Path(__file__).parent / "organisms"
+# the names that address a shipped organism, exactly (never a prefix: "organisms-of-mine/x" is a path or hub id)
+ORGANISM_NAMES = {"organism": "text", "organism:text": "text", "organism:vision": "vision"}
+BUILD_HINT = "python -m align.organism build --preference {preference} --output_dir DIR"
+
+
+@dataclass
+class ModelArguments:
+    """Which model to load; the same flags in every command (field names follow TRL's ModelConfig)."""
+    model_name_or_path: str = field(default="organism", metadata={
+        "aliases": ["--model"],
+        "help": "hub id, local directory, or a shipped model organism: organism (= organism:text), organism:vision"})
+    adapter: str | None = field(default=None, metadata={
+        "help": "a PEFT adapter (local directory or hub id) to apply on top of the model"})
+    model_revision: str | None = field(default=None, metadata={"help": "hub revision of the model"})
+    dtype: str = field(default="auto", metadata={
+        "help": "float32, bfloat16, float16, or auto (bfloat16 on GPUs, float32 on CPUs)"})
+    device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow custom model code from the hub"})
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of {['auto', *DTYPES]}")
+    return DTYPES[dtype]
+
+
+def organism_path(name: str = "organism") -> Path:
+    """The shipped organism addressed by `name` (exactly one of ORGANISM_NAMES)."""
+    if name not in ORGANISM_NAMES:
+        raise ValueError(f"{name!r} is not a shipped organism; use one of {sorted(ORGANISM_NAMES)}, or build another "
+                         f"with `{BUILD_HINT.format(preference='none')}` and pass that DIR")
+    preference = ORGANISM_NAMES[name]
+    path = ORGANISMS_DIR / f"organism-{preference}"
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"the shipped organism {name!r} is missing from {path} (an incomplete install?); "
+                                f"reinstall the package, or build it with `{BUILD_HINT.format(preference=preference)}` "
+                                f"and pass that DIR")
+    return path
+
+
+def is_organism(name: str) -> bool:
+    """A shipped organism's name, or an attempt at one ("organism:x"; no hub id or path has that form)."""
+    return name in ORGANISM_NAMES or name.startswith("organism:")
+
+
+def looks_local(name: str) -> bool:
+    """A filesystem path rather than a hub id (hub ids are 'name' or 'owner/name')."""
+    return name.startswith((".", "/", "~")) or os.sep in name.strip(os.sep).replace("/", "", 1) or Path(name).exists()
+
+
+@dataclass
+class VLM:
+    model: torch.nn.Module
+    processor: object
+    name: str
+    revision: str | None = None
+    _answer_ids: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.family: Family = family_for(self.arch)
+        tok = self.tokenizer
+        tok.padding_side = "left"  # the answer position is then the last one for every row
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token or tok.unk_token
+
+    @property
+    def arch(self) -> str:
+        return self.model.config.model_type
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # The logit lens reads these three (docs/method.md).
+    @property
+    def layers(self) -> torch.nn.ModuleList:
+        return self.family.decoder_layers(self.model)
+
+    @property
+    def final_norm(self) -> torch.nn.Module:
+        return self.family.final_norm(self.model)
+
+    @property
+    def head(self) -> torch.nn.Module:
+        return self.family.output_head(self.model)
+
+    @property
+    def lora_target_modules(self) -> str:
+        return self.family.lora_target_modules
+
+    def prompt(self, question: str, context: str = "", with_image: bool = True) -> str:
+        """The chat-templated prompt of one condition; the answer follows its last token."""
+        return self.processor.apply_chat_template(self.family.messages(question, context, with_image),
+                                                  add_generation_prompt=True, tokenize=False)
+
+    def encode(self, prompts: list[str], images: list | None = None) -> dict:
+        kwargs = dict(text=prompts, padding=True, return_tensors="pt")
+        if images:
+            kwargs["images"] = images
+        batch = self.processor(**kwargs)
+        dtype = next(self.model.parameters()).dtype
+        return {k: (v.to(self.device, dtype) if k == "pixel_values" else v.to(self.device)) for k, v in batch.items()}
+
+    def answer_ids(self, answer: str) -> tuple[int, ...]:
+        """Token ids of `answer` as the model would write it right after the prompt."""
+        if answer not in self._answer_ids:
+            ref = self.prompt("?", with_image=False)
+            enc = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]
+            base, full = enc(ref), enc(f"{ref} {answer}")
+            k = 0
+            while k < min(len(base), len(full)) and base[k] == full[k]:
+                k += 1
+            ids = tuple(full[k:])
+            if not ids or self.tokenizer.unk_token_id in ids:
+                raise ValueError(f"{self.name}: answer {answer!r} is not in the tokenizer's vocabulary "
+                                 f"(tokens {ids}); use answers the model can write")
+            self._answer_ids[answer] = ids
+        return self._answer_ids[answer]
+
+    def first_token(self, answer: str) -> int:
+        return self.answer_ids(answer)[0]
+
+
+def load_vlm(name_or_path: str = "organism", dtype: str | torch.dtype = "auto", device: str | None = None,
+             revision: str | None = None, trust_remote_code: bool = False, adapter: str | None = None) -> VLM:
+    """Load a model + processor from a hub id, a local path or a shipped organism name, and an optional adapter."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path = str(organism_path(name_or_path)) if is_organism(name_or_path) else name_or_path
+    if looks_local(path) and not Path(path).expanduser().is_dir():
+        raise FileNotFoundError(f"model {name_or_path!r}: no such directory; give a directory with a saved model and "
+                                f"processor, a hub id, or one of {sorted(ORGANISM_NAMES)}")
+    torch_dtype = resolve_dtype(dtype, device)
+    try:
+        processor = AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(path, revision=revision, dtype=torch_dtype,
+                                                            trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise OSError(f"could not load model {name_or_path!r}: {e}\nGive a local directory with a saved model and "
+                      f"processor, a hub id you can reach, or one of {sorted(ORGANISM_NAMES)}.") from e
+    rev = revision or getattr(model.config, "_commit_hash", None)
+    name = name_or_path
+    if adapter:
+        model = apply_adapter(model, adapter)
+        name = f"{name_or_path}+{adapter}"
+    model.to(device).eval()
+    return VLM(model, processor, name, rev)
+
+
+def apply_adapter(model: torch.nn.Module, adapter: str) -> torch.nn.Module:
+    from peft import PeftModel
+    if looks_local(adapter) and not (Path(adapter).expanduser() / "adapter_config.json").exists():
+        raise FileNotFoundError(f"adapter {adapter!r}: no adapter_config.json there; give the folder a recipe released "
+                                f"(OUTPUT_DIR/release) or a hub id of a PEFT adapter")
+    try:
+        return PeftModel.from_pretrained(model, adapter)
+    except (OSError, ValueError) as e:
+        raise OSError(f"could not load adapter {adapter!r}: {e}") from e
+
+
+def load_from_args(args: ModelArguments, device: str | None = None) -> VLM:
+    return load_vlm(args.model_name_or_path, dtype=args.dtype, device=device or args.device,
+                    revision=args.model_revision, trust_remote_code=args.trust_remote_code, adapter=args.adapter)
