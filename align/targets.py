@@ -1,4 +1,4 @@
-"""Uncertainty-aware targets (DESIGN.md section 6), pure functions on arrays."""
+"""Uncertainty-aware targets (docs/method.md, "Alignment"), pure functions on arrays."""
 from __future__ import annotations
 
 import numpy as np

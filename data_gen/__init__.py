@@ -1,4 +1,4 @@
-"""Controllable conflict datasets (DESIGN.md sections 2 and 9)."""
+"""Controllable conflict datasets (docs/method.md, "Conflict data")."""
 from .store import ConflictData, generate
 from .tiers import ATTRIBUTE_TIERS, COLOR_TIERS
 

@@ -1,4 +1,4 @@
-"""Attribute-recognition scenes (CLEVR-like, rendered procedurally) and rows (DESIGN.md 2).
+"""Attribute-recognition scenes (CLEVR-like, rendered procedurally) and rows (docs/method.md, "Conflict data").
 
 Objects are spheres, cubes and cylinders in metal (specular highlight) or rubber (matte);
 exactly one object has the asked (material, shape) pair, and the question asks its colour.

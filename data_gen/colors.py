@@ -1,4 +1,4 @@
-"""Colour-recognition conflict scenes and rows (DESIGN.md section 2)."""
+"""Colour-recognition conflict scenes and rows (docs/method.md, "Conflict data")."""
 from __future__ import annotations
 
 import math
@@ -147,7 +147,7 @@ def question(shape: str) -> str:
 
 
 def text_context(text_tier: str, shape: str, color: str, neutral: str, knowledge: str) -> str:
-    """Text tiers 0-2 (DESIGN.md section 2), shared with the attribute task."""
+    """Text tiers 0-2 (docs/method.md, "Conflict data"), shared with the attribute task."""
     if text_tier == "original":
         return ""
     if text_tier == "direct":

@@ -1,4 +1,4 @@
-"""Colours, shapes, neutral objects and the object-to-colour knowledge base (DESIGN.md 2)."""
+"""Colours, shapes, neutral objects and the object-to-colour knowledge base (docs/method.md, "Conflict data")."""
 from __future__ import annotations
 
 import json

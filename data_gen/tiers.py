@@ -1,4 +1,4 @@
-"""Visual difficulty tiers (DESIGN.md section 2), expressed relative to the canvas.
+"""Visual difficulty tiers (docs/method.md, "Conflict data"), expressed relative to the canvas.
 
 Sizes are the side of the target's bounding box as a fraction of the canvas side.
 Tiers 0-4 come from "80-200 px on an 800x600 canvas" (fraction of the 600 px short
@@ -57,7 +57,7 @@ ATTRIBUTE_TIERS: tuple[AttributeTier, ...] = (
     AttributeTier(3, (10, 12), (0.11, 0.14)),
 )
 
-# Text tiers. Integers follow DESIGN.md; the rest are the no-conflict baseline and controls.
+# Text tiers. Integers follow docs/method.md; the rest are the no-conflict baseline and controls.
 TEXT_TIERS = ("original", "direct", "indirect_simple", "indirect_knowledge")
 ATTRIBUTE_TEXT_TIERS = TEXT_TIERS + ("spatial",)
 CONTROLS = ("text_irrelevant", "image_irrelevant")

@@ -1,4 +1,4 @@
-"""Import user conflicts (DESIGN.md section 9) into the project's dataset schema.
+"""Import user conflicts (docs/method.md, "Conflict data") into the project's dataset schema.
 
 Format: one JSON object per line, images in a folder (paths relative to the JSONL file's
 folder unless --images is given).

@@ -97,7 +97,7 @@ def logistic_fit(x, y, ridge: float = 1e-3, iters: int = 50) -> tuple[float, flo
 
 @dataclass
 class BalancePoint:
-    """Where the following curve crosses 0.5 (DESIGN.md section 4)."""
+    """Where the following curve crosses 0.5 (docs/method.md, "Modality following")."""
     estimate: float | None  # None when the curve does not cross 0.5 in the observed range
     ci: tuple[float, float] | None
     crosses: bool

@@ -178,3 +178,48 @@ def test_data_parallel_under_accelerate_matches_one_process(tiny_data, tmp_path)
     a = pd.read_parquet(tmp_path / "one" / "samples.parquet")
     b = pd.read_parquet(tmp_path / "two" / "samples.parquet")
     np.testing.assert_allclose(a.entropy_m, b.entropy_m, atol=1e-4)
+
+
+def test_families_register_by_model_type():
+    from models import family_for, supported_families
+    assert {"llava", "llava_next"} <= set(supported_families())
+    with pytest.raises(ValueError, match="not supported yet"):
+        family_for("mamba_vlm")
+
+
+def test_organisms_are_named_exactly_and_never_built_on_load(tmp_path, monkeypatch):
+    from models import vlm as vlm_module
+    with pytest.raises(ValueError, match="python -m align.organism build"):
+        load_vlm("organism:none")
+    # a path or hub id that merely starts with "organism" is that path or hub id, not the shipped organism
+    with pytest.raises(OSError, match="organisms-of-mine/my-llava"):
+        load_vlm("./organisms-of-mine/my-llava")
+    monkeypatch.setattr(vlm_module, "ORGANISMS_DIR", tmp_path)  # as if the shipped builds were missing
+    with pytest.raises(FileNotFoundError, match="python -m align.organism build --preference vision"):
+        load_vlm("organism:vision")
+    assert not list(tmp_path.iterdir())  # nothing was built
+
+
+def test_adapter_loads_by_name_and_scores_like_the_peft_model(tiny_model, tiny_data, tmp_path):
+    """`load_vlm(..., adapter=DIR)` and `eval score --adapter DIR` score exactly what the PEFT model computes."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    base = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    torch.manual_seed(1)
+    peft_model = get_peft_model(base.model, LoraConfig(r=4, target_modules=LANGUAGE_LORA_REGEX,
+                                                       init_lora_weights=False))  # random B: the adapter matters
+    peft_model.save_pretrained(tmp_path / "adapter")
+    data = tiny_data.split("test")
+    direct = score_dataset(scoring_vlm := load_vlm(str(tiny_model), dtype="float32", device="cpu", adapter=str(tmp_path / "adapter")),
+                           data, tmp_path / "a", ScoreConfig(batch_size=8))
+    plain = score_dataset(load_vlm(str(tiny_model), dtype="float32", device="cpu"), data, tmp_path / "b",
+                          ScoreConfig(batch_size=8))
+    assert scoring_vlm.name.endswith("+" + str(tmp_path / "adapter"))
+    assert np.abs(direct.entropy_m.to_numpy() - plain.entropy_m.to_numpy()).max() > 1e-4  # the adapter changed scores
+    from eval.__main__ import main as eval_main
+    assert eval_main(["score", "--model", str(tiny_model), "--adapter", str(tmp_path / "adapter"), "--data",
+                      tiny_data.info["path"], "--output_dir", str(tmp_path / "cli"), "--dtype", "float32"]) == 0
+    cli = pd.read_parquet(tmp_path / "cli" / "samples.parquet")
+    np.testing.assert_allclose(cli.entropy_m, direct.entropy_m, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
+        load_vlm(str(tiny_model), device="cpu", adapter=str(tmp_path))

@@ -140,3 +140,14 @@ def test_grounded_scenes_mark_the_asked_object():
         assert np.array_equal(target_patches.astype(bool), answer_px >= MIN_COVER * 64)
     again = grounded_scenes(np.random.default_rng(0), 12, canvas=64, patch=8, seed=5)
     assert all(np.array_equal(np.asarray(a[0]), np.asarray(b[0])) for a, b in zip(items, again))
+
+
+def test_evaluate_writes_under_the_working_directory(tmp_path, monkeypatch, tiny_data):
+    """Never into the organism's (installed) folder: by default under ./outputs, else where the user says."""
+    from align.organism import evaluate
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in (ORGANISMS_DIR / "organism-text").iterdir())
+    report = evaluate("organism", data=tiny_data.info["path"], batch_size=32)
+    assert (tmp_path / "outputs" / "organism-evaluation" / "organism-text" / "samples.parquet").exists()
+    assert sorted(p.name for p in (ORGANISMS_DIR / "organism-text").iterdir()) == before
+    assert set(report["checks"]) and report["bars"]["n_conflicts_unimodal_correct"] >= 0

@@ -283,3 +283,13 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
     ra = json.loads((tmp_path / "full" / "alignment.json").read_text())["aligned"]
     rb = json.loads((part / "alignment.json").read_text())["aligned"]
     assert ra["tfr"] == pytest.approx(rb["tfr"], abs=0.02)
+
+
+def test_release_names_the_base_by_hub_id_or_relative_name():
+    from align.release import base_model_id, base_reference, load_snippet
+    assert base_reference("llava-hf/llava-1.5-7b-hf") == base_model_id("llava-hf/llava-1.5-7b-hf") == "llava-hf/llava-1.5-7b-hf"
+    assert base_reference("organism:vision") == "organism:vision" and base_model_id("organism:vision") is None
+    assert base_reference("/home/me/checkpoints/my-llava/") == "my-llava" and base_model_id("/home/me/my-llava") is None
+    snippet = load_snippet("llava-hf/llava-1.5-7b-hf", "me/adapter")
+    assert 'base = "llava-hf/llava-1.5-7b-hf"' in snippet and "PeftModel.from_pretrained" in snippet
+    assert "import align" not in snippet and "from models" not in snippet.split("```bash")[0]

@@ -1,0 +1,111 @@
+"""The layout holds: imports point down the stack, no module imports itself back, every entry point has --help."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["data_gen", "models", "eval", "align", "recipes"]  # each may import only those before it
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Project modules `path` imports anywhere (top level or inside functions), relative imports resolved."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+    return {m for m in found if m.split(".")[0] in LAYERS}
+
+
+def project_modules() -> dict[str, set[str]]:
+    files = [p for layer in LAYERS for p in (ROOT / layer).rglob("*.py")]
+    modules = {module_name(p): p for p in files}
+    graph = {}
+    for name, path in modules.items():
+        # `from pkg import name` may name a module or an attribute: keep the edges to real modules
+        graph[name] = {m for m in imports_of(path) if m in modules and m != name}
+    return graph
+
+
+def test_imports_point_down_the_stack():
+    upward = [(a, b) for a, deps in project_modules().items() for b in deps
+              if LAYERS.index(b.split(".")[0]) > LAYERS.index(a.split(".")[0])]
+    assert not upward, f"imports against recipes -> align -> eval -> models -> data_gen: {upward}"
+
+
+def test_no_import_cycles():
+    graph = project_modules()
+    # a package's __init__ re-exporting its own modules is not a cycle of behaviour: drop package -> own child edges
+    graph = {a: {b for b in deps if not b.startswith(a + ".")} for a, deps in graph.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, cycles
+
+
+def test_the_model_layer_imports_neither_eval_nor_align():
+    deps = {b.split(".")[0] for a, bs in project_modules().items() if a.startswith("models") for b in bs}
+    assert deps <= {"models", "data_gen"}
+
+
+@pytest.mark.parametrize("command", [
+    ["-m", "data_gen", "colors", "--help"], ["-m", "eval", "measure", "--help"],
+    ["-m", "align.organism", "build", "--help"], ["recipes/align_llava.py", "--help"],
+])
+def test_every_entry_point_has_help_with_defaults(command):
+    res = subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "(default:" in res.stdout and "--output_dir" in res.stdout
+
+
+@pytest.mark.parametrize("command", [["-m", "data_gen"], ["-m", "eval"], ["-m", "align.organism"]])
+def test_commands_are_listed(command):
+    res = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0 and "commands:" in res.stdout
+    res = subprocess.run([sys.executable, *command, "nonsense"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2 and "unknown command 'nonsense'" in res.stderr
+
+
+def test_same_flag_names_everywhere():
+    """The same thing has the same name in every entry point (dashes and underscores both accepted)."""
+    from align.arguments import AlignArguments
+    from align.organism.__main__ import EvaluateArguments
+    from align.organism.config import OrganismConfig
+    from data_gen.__main__ import GenerateArguments
+    from eval.__main__ import ScoreArguments
+    fields = lambda cls: set(cls.__dataclass_fields__)
+    for name in ("groups", "dataset_seed", "image_size"):
+        assert name in fields(GenerateArguments) & fields(AlignArguments) & fields(OrganismConfig), name
+    assert "output_dir" in fields(GenerateArguments) & fields(ScoreArguments) & fields(EvaluateArguments)
+    assert "per_device_eval_batch_size" in fields(ScoreArguments) & fields(EvaluateArguments)
+    banned = {"out", "size", "canvas", "data_groups", "data_size", "batch_size", "eval_batch_size", "data_seed"}
+    for cls in (GenerateArguments, AlignArguments, OrganismConfig, ScoreArguments, EvaluateArguments):
+        assert not fields(cls) & banned, (cls.__name__, fields(cls) & banned)
