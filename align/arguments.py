@@ -15,7 +15,7 @@ from transformers import TrainingArguments
 
 from eval.analysis import AnalysisConfig
 from models import ModelArguments
-from models.vlm import is_organism, looks_local, organism_path, resolve_dtype
+from models.vlm import check_model, resolve_dtype
 
 from .targets import BALANCE_RANGE, resolve_target
 from .training import LOSS_TYPES, RETENTION_MODES
@@ -115,12 +115,7 @@ class AlignArguments:
 def check_inputs(align: AlignArguments, model: ModelArguments, training: TrainingArguments) -> None:
     """What the dataclasses cannot see alone: paths, names, and the launch configuration."""
     resolve_dtype(model.dtype, "cpu")
-    name = model.model_name_or_path
-    if is_organism(name):
-        organism_path(name)
-    elif looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
-        raise FileNotFoundError(f"model_name_or_path {name!r}: no such directory; give a saved model, a hub id, "
-                                f"or organism / organism:vision")
+    check_model(model.model_name_or_path, model.model_revision, model.trust_remote_code)
     if align.data and not os.path.isdir(os.path.join(align.data, "samples")):
         raise FileNotFoundError(f"data {align.data!r} is not a saved dataset (no samples/ folder); create one with "
                                 f"`python -m data_gen colors --output_dir {align.data}` or leave data unset")

@@ -125,7 +125,7 @@ def render_attribute_scene(g: AttributeGroup, tier: AttributeTier, canvas: int, 
             if not any(lm.overlaps(k, np.pad(mask, 1), y - 1, x - 1) for k in range(len(lm.objects))):
                 break
         else:
-            raise RuntimeError(f"could not place {n} objects on a {canvas}px canvas; use a larger --size")
+            raise RuntimeError(f"could not place {n} objects on a {canvas}px canvas; use a larger --image_size")
         lm.add(mask, y, x, on_top=True)
         shadings.append(shading)
     ramp = np.linspace(215, 165, canvas)[:, None, None]  # floor lit from above

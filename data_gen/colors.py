@@ -138,7 +138,7 @@ def _place_distractor(lm: LabelMap, rng: np.random.Generator, shape: str, target
     # last resort on tiny canvases: beneath the others, possibly hidden (its mask still counts)
     fallback = fallback or hidden
     if fallback is None:
-        raise RuntimeError(f"could not place a {shape} distractor on a {lm.width}px canvas; use a larger --size")
+        raise RuntimeError(f"could not place a {shape} distractor on a {lm.width}px canvas; use a larger --image_size")
     lm.add(*fallback)
 
 

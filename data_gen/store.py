@@ -127,7 +127,7 @@ class ConflictData:
         path = Path(path)
         if not (path / "samples").exists() or not (path / "images").exists():
             raise FileNotFoundError(f"{path} is not a conflict dataset (no samples/ and images/); "
-                                    f"create one with `python -m data_gen colors --out {path}`")
+                                    f"create one with `python -m data_gen colors --output_dir {path}`")
         info = json.loads((path / "info.json").read_text()) if (path / "info.json").exists() else {}
         info["path"] = str(path.resolve())
         return cls(datasets.load_from_disk(str(path / "samples")), datasets.load_from_disk(str(path / "images")), info)

@@ -25,7 +25,7 @@ def load_run(run: str | Path) -> tuple[pd.DataFrame, dict]:
     table_path = run / "samples.parquet"
     if not table_path.exists():
         raise FileNotFoundError(f"{run} has no samples.parquet; create it with "
-                                f"`python -m eval measure --model M --data D --out {run}`")
+                                f"`python -m eval measure --model M --data D --output_dir {run}`")
     info = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
     return pd.read_parquet(table_path), info
 

@@ -252,7 +252,7 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
         for key in ("model", "dataset_fingerprint", "splits", "score_config", "revision"):
             if old.get(key) != info.get(key):
                 raise ValueError(f"{out} holds a run with a different {key} ({old.get(key)!r} vs {info.get(key)!r}); "
-                                 f"use a new --out directory or delete {out}")
+                                 f"use a new --output_dir or delete {out}")
     groups = sorted(rows.group.unique())
     shards = [groups[i:i + cfg.shard_groups] for i in range(0, len(groups), cfg.shard_groups)]
     mine = [k for k in range(len(shards)) if k % state.count == state.index]

@@ -152,14 +152,35 @@ class VLM:
         return self.answer_ids(answer)[0]
 
 
-def load_vlm(name_or_path: str = "organism", dtype: str | torch.dtype = "auto", device: str | None = None,
-             revision: str | None = None, trust_remote_code: bool = False, adapter: str | None = None) -> VLM:
-    """Load a model + processor from a hub id, a local path or a shipped organism name, and an optional adapter."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_path(name_or_path: str) -> str:
+    """Where a model name points: a shipped organism's folder, a local directory (checked), or the hub id itself."""
     path = str(organism_path(name_or_path)) if is_organism(name_or_path) else name_or_path
     if looks_local(path) and not Path(path).expanduser().is_dir():
         raise FileNotFoundError(f"model {name_or_path!r}: no such directory; give a directory with a saved model and "
                                 f"processor, a hub id, or one of {sorted(ORGANISM_NAMES)}")
+    return path
+
+
+def check_model(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> str:
+    """Read only the model's config: the name resolves and its family is supported. Returns the family name.
+
+    Cheap enough to run before any data is generated or scored."""
+    from transformers import AutoConfig
+    try:
+        config = AutoConfig.from_pretrained(resolve_path(name_or_path), revision=revision,
+                                            trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise OSError(f"could not load model {name_or_path!r}: {e}\nGive a local directory with a saved model and "
+                      f"processor, a hub id you can reach, or one of {sorted(ORGANISM_NAMES)}.") from e
+    family_for(config.model_type)
+    return config.model_type
+
+
+def load_vlm(name_or_path: str = "organism", dtype: str | torch.dtype = "auto", device: str | None = None,
+             revision: str | None = None, trust_remote_code: bool = False, adapter: str | None = None) -> VLM:
+    """Load a model + processor from a hub id, a local path or a shipped organism name, and an optional adapter."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path = resolve_path(name_or_path)
     torch_dtype = resolve_dtype(dtype, device)
     try:
         processor = AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)

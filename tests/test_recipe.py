@@ -144,6 +144,7 @@ def test_config_yaml_and_cli_overrides(tmp_path):
     (["--n_boot", "5"], "n_boot must be >= 100"),
     (["--model", "./no-such-model"], "no such directory"),
     (["--model", "organism:sideways"], "not a shipped organism"),
+    (["--model", "nobody/no-such-model"], "could not load model 'nobody/no-such-model'"),
     (["--data", "/no/such/data"], "not a saved dataset"),
     (["--push_to_hub"], "needs hub_model_id"),
     (["--bogus", "1"], "not used by the HfArgumentParser: ['--bogus', '1']"),
@@ -293,3 +294,19 @@ def test_release_names_the_base_by_hub_id_or_relative_name():
     snippet = load_snippet("llava-hf/llava-1.5-7b-hf", "me/adapter")
     assert 'base = "llava-hf/llava-1.5-7b-hf"' in snippet and "PeftModel.from_pretrained" in snippet
     assert "import align" not in snippet and "from models" not in snippet.split("```bash")[0]
+
+
+@pytest.mark.parametrize("mixed_precision, consistent", [("bf16", True), ("no", False)])
+def test_shipped_7b_configs_agree_with_the_gpu_deepspeed_config(mixed_precision, consistent):
+    """LLaVA-1.6's config (bf16, gradient accumulation 2) against zero2.yaml's settings (bf16, accumulation left to
+    the training config): consistent; against a float32 launch config: the mismatch is named before any work."""
+    code = ("import torch; from tests.test_recipe import parse_recipe; "
+            "from align.arguments import check_deepspeed, trainer_arguments; "
+            "_, _, t = parse_recipe(['--config', 'recipes/configs/llava-1.6-mistral-7b.yaml']); "
+            "check_deepspeed(trainer_arguments(t, torch.bfloat16, '/tmp/unused'))")
+    env = {**os.environ, "ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2",
+           "ACCELERATE_MIXED_PRECISION": mixed_precision}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert (res.returncode == 0) == consistent, res.stderr[-2000:]
+    if not consistent:
+        assert "bf16.enabled=False vs hf bf16" in res.stderr
