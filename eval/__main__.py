@@ -50,8 +50,10 @@ def print_headline(res: dict, out: Path | None = None) -> None:
     f = res["following"]
     print(f"balance point: {bp['description']}")
     if f["tfr"] is not None:
+        mono = res["monotonicity"]
         print(f"TFR {f['tfr']:.3f} [{f['tfr_ci'][0]:.3f}, {f['tfr_ci'][1]:.3f}]   VFR {f['vfr']:.3f}   "
-              f"n={f['n']}   monotonicity (Spearman) {res['monotonicity']:+.2f}")
+              f"analysed {res['counts']['analysed']} conflicts, {f['n']} text- or vision-following   "
+              f"monotonicity (Spearman) {'n/a' if mono is None or mono != mono else f'{mono:+.2f}'}")
     osc = res.get("oscillation")
     if osc and osc["ambiguous"]["mean"] is not None and osc["clear"]["mean"] is not None:
         print(f"oscillation: ambiguous {osc['ambiguous']['mean']:.2f} (n={osc['ambiguous']['n']}), "

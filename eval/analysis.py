@@ -95,7 +95,7 @@ def conflict_samples(table: pd.DataFrame, cfg: AnalysisConfig) -> tuple[pd.DataF
 
 def following_curve(d_rel: np.ndarray, follows_text: np.ndarray, cfg: AnalysisConfig, groups=None) -> dict:
     edges = stats.bin_edges(d_rel, cfg.n_bins, cfg.bins)
-    curve = stats.binned_rate(d_rel, follows_text, edges)
+    curve = stats.binned_rate(d_rel, follows_text, edges, clusters=groups)
     curve["few"] = curve["n"] < cfg.min_bin_count
     bp = stats.balance_point(d_rel, follows_text, cfg.n_boot, cfg.seed, clusters=groups)
     keep = curve["n"] >= cfg.min_bin_count
@@ -106,13 +106,15 @@ def following_curve(d_rel: np.ndarray, follows_text: np.ndarray, cfg: AnalysisCo
     }
 
 
-def oscillation(t: pd.DataFrame, balance: float, cfg: AnalysisConfig) -> dict | None:
+def oscillation(t: pd.DataFrame, balance: float | None, cfg: AnalysisConfig) -> dict | None:
+    """Mean oscillation count in the ambiguous and clear regions around `balance` (no split without one)."""
     if "lens_top1" not in t or t.lens_top1.isna().all():
         return None
     t = t.dropna(subset=["lens_top1"])
     counts = np.array([stats.oscillation_count(list(seq), tv, tt)
                        for seq, tv, tt in zip(t.lens_top1, t.token_visual, t.token_text)])
-    amb = stats.ambiguous_region(t.d_rel_entropy, balance, cfg.ambiguous_width)
+    none = {"mean": None, "ci": None, "n": 0}
+    amb = stats.ambiguous_region(t.d_rel_entropy, balance, cfg.ambiguous_width) if balance is not None else None
     d_rel = t.d_rel_entropy.to_numpy()
     diffs = np.stack([np.asarray(d, dtype=float) for d in t.lens_diff]) if "lens_diff" in t else None
     heat = None
@@ -123,7 +125,8 @@ def oscillation(t: pd.DataFrame, balance: float, cfg: AnalysisConfig) -> dict | 
                 "mean_logit_diff": [[float(diffs[idx == b, layer].mean()) if (idx == b).any() else None
                                      for b in range(len(edges) - 1)] for layer in range(diffs.shape[1])]}
     return {"balance_used": balance, "width": cfg.ambiguous_width,
-            "ambiguous": stats.mean_interval(counts[amb]), "clear": stats.mean_interval(counts[~amb]),
+            "ambiguous": stats.mean_interval(counts[amb]) if amb is not None else none,
+            "clear": stats.mean_interval(counts[~amb]) if amb is not None else none,
             "per_sample_mean": float(counts.mean()), "heatmap": heat}
 
 
@@ -172,7 +175,8 @@ def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
                          + (" or pass --all-samples to drop the unimodal-correct filter" if cfg.unimodal_correct else ""))
     follows = (decided.following == "text").to_numpy(float)
     groups = bootstrap_clusters(decided, cfg)
-    result = {"config": asdict(cfg), "counts": counts, "following": stats.tfr_vfr(t.following),
+    result = {"config": asdict(cfg), "counts": counts,
+              "following": stats.tfr_vfr(t.following, bootstrap_clusters(t, cfg)),
               "other_share": float((t.following == "other").mean()) if len(t) else None, "curves": {}}
     for name in UNCERTAINTY_INDICES:
         try:
@@ -183,8 +187,7 @@ def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
     result["balance_point"] = main.get("balance_point")
     result["monotonicity"] = main.get("monotonicity")
     bp = result["balance_point"] or {}
-    balance = bp.get("estimate") if bp.get("estimate") is not None else 0.0
-    result["oscillation"] = oscillation(decided, balance, cfg)
+    result["oscillation"] = oscillation(decided, bp.get("estimate"), cfg)  # no crossing: no region split
     result["difficulty"] = difficulty_views(table)
     result["tfr_cells"] = tfr_cells(t) if "d_v" in t and t.d_v.notna().all() else []
     return result

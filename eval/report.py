@@ -156,7 +156,8 @@ def headline(res: dict) -> dict:
         "balance_point": res["balance_point"],
         "tfr": res["following"]["tfr"], "tfr_ci": res["following"]["tfr_ci"],
         "vfr": res["following"]["vfr"], "vfr_ci": res["following"]["vfr_ci"],
-        "n_analysed": res["counts"]["analysed"], "monotonicity": res["monotonicity"],
+        "n_analysed": res["counts"]["analysed"], "n_following": res["following"]["n"],
+        "monotonicity": res["monotonicity"], "direction": (res["balance_point"] or {}).get("direction"),
         "oscillation_ambiguous": osc.get("ambiguous"), "oscillation_clear": osc.get("clear"),
         "unimodal_accuracy": unimodal_accuracy(res),
     }
@@ -197,6 +198,10 @@ def write_report(runs: list[str | Path], out: str | Path, cfg: AnalysisConfig | 
     for name, res in results.items():
         for bad in [n for n, c in res["curves"].items() if "error" in c]:
             warnings.append(f"{name}: no curve for index {bad}: {res['curves'][bad]['error']}")
+        direction = (res["balance_point"] or {}).get("direction")
+        if direction in ("rising", "flat"):
+            warnings.append(f"{name}: the following curve is {direction} in dH_rel, not falling as modality following "
+                            f"predicts; its balance point does not mean 'leans' in the usual sense")
         few = sum(res["curves"][res["config"]["index"]]["bins"]["few"])
         if few:
             warnings.append(f"{name}: {few} bin(s) hold fewer than {res['config']['min_bin_count']} samples (hollow markers)")

@@ -33,14 +33,54 @@ def unimodal_correct(y_v, y_t, answer_visual, answer_text) -> np.ndarray:
            (np.asarray(y_t, dtype=object) == np.asarray(answer_text, dtype=object))
 
 
-def tfr_vfr(labels) -> dict:
-    """TFR = #text / #(text or vision), VFR = 1 - TFR, with Wilson intervals."""
+def tfr_vfr(labels, clusters=None) -> dict:
+    """TFR = #text / #(text or vision), VFR = 1 - TFR, with 95 % intervals that respect `clusters` (groups)."""
     labels = np.asarray(labels)
-    k, n = int((labels == "text").sum()), int(np.isin(labels, ["text", "vision"]).sum())
+    decided = np.isin(labels, ["text", "vision"])
+    k, n = int((labels == "text").sum()), int(decided.sum())
     if n == 0:
         return {"tfr": None, "vfr": None, "n": 0, "tfr_ci": None, "vfr_ci": None}
-    lo, hi = wilson_interval(k, n)
-    return {"tfr": k / n, "vfr": 1 - k / n, "n": n, "tfr_ci": (lo, hi), "vfr_ci": (1 - hi, 1 - lo)}
+    lo, hi = rate_interval((labels == "text")[decided], None if clusters is None else np.asarray(clusters)[decided])
+    return {"tfr": k / n, "vfr": 1 - k / n, "n": n, "tfr_ci": (float(lo), float(hi)),
+            "vfr_ci": (1 - float(hi), 1 - float(lo))}
+
+
+def rate_interval(successes, clusters=None, bins=None, n_bins: int | None = None, z: float = Z95):
+    """95 % interval of a rate (per bin when `bins` gives each sample's bin index), respecting clusters.
+
+    Samples of one group share an image and a text, so their outcomes are correlated and a plain
+    binomial interval is too narrow. With `clusters`, the interval is Wilson's on the effective sample
+    size n / deff, where the design effect deff = V_cluster / V_binomial compares the cluster-robust
+    variance of the ratio estimator sum(k_c) / sum(n_c) with the binomial one (kept >= 1; Korn & Graubard).
+    Unlike a percentile bootstrap it does not collapse to [0, 0] or [1, 1] in a small or one-sided bin.
+    """
+    y = np.asarray(successes, dtype=float)
+    bins_given = bins is not None
+    bins = np.zeros(len(y), dtype=int) if bins is None else np.asarray(bins, dtype=int)
+    n_bins = n_bins or int(bins.max(initial=-1)) + 1
+    if clusters is None:
+        cluster_index, n_clusters = np.arange(len(y)), len(y)
+    else:
+        _, cluster_index = np.unique(np.asarray(clusters), return_inverse=True)
+        n_clusters = int(cluster_index.max(initial=-1)) + 1
+    k_c = np.zeros((n_clusters, n_bins))
+    n_c = np.zeros((n_clusters, n_bins))
+    np.add.at(k_c, (cluster_index, bins), y)
+    np.add.at(n_c, (cluster_index, bins), 1.0)
+    k, n = k_c.sum(0), n_c.sum(0)
+    m = (n_c > 0).sum(0)  # clusters present in each bin
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        v_cluster = m / (m - 1) * ((k_c - p * n_c) ** 2).sum(0) / n ** 2
+        v_binomial = p * (1 - p) / n
+        deff = np.where((v_binomial > 0) & (m > 1), np.maximum(v_cluster / v_binomial, 1.0), 1.0)
+    n_eff = n / deff
+    if clusters is not None:  # the variance is estimated from m clusters: Student's t on m - 1 degrees of freedom
+        from scipy.stats import t as student_t
+        z = np.where(m > 1, student_t.ppf(1 - (1 - 0.95) / 2, np.maximum(m - 1, 1)), z) if z == Z95 else z
+    lo, hi = wilson_interval(p * n_eff, n_eff, z)
+    lo, hi = np.atleast_1d(lo), np.atleast_1d(hi)
+    return (lo[0], hi[0]) if n_bins == 1 and np.ndim(successes) == 1 and bins_given is False else (lo, hi)
 
 
 def wilson_interval(k, n, z: float = Z95):
@@ -65,8 +105,8 @@ def bin_edges(x, n_bins: int = 8, kind: str = "quantile", lo: float = -2.0, hi: 
     raise ValueError(f"bins kind {kind!r} unknown; use 'quantile' or 'fixed'")
 
 
-def binned_rate(x, y, edges) -> dict[str, np.ndarray]:
-    """Per bin: centre (mean x), count, successes, rate and Wilson 95% interval."""
+def binned_rate(x, y, edges, clusters=None) -> dict[str, np.ndarray]:
+    """Per bin: centre (mean x), count, successes, rate and its 95 % interval (respecting `clusters`)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
     n = np.bincount(idx, minlength=len(edges) - 1)
@@ -74,25 +114,32 @@ def binned_rate(x, y, edges) -> dict[str, np.ndarray]:
     sx = np.bincount(idx, weights=x, minlength=len(edges) - 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate, centre = k / n, sx / n
-    lo, hi = wilson_interval(k, n)
+    lo, hi = rate_interval(y, clusters, bins=idx, n_bins=len(edges) - 1)
     return {"lo": edges[:-1], "hi": edges[1:], "centre": centre, "n": n, "k": k, "rate": rate,
             "ci_lo": lo, "ci_hi": hi}
 
 
-def logistic_fit(x, y, ridge: float = 1e-3, iters: int = 50) -> tuple[float, float]:
-    """P(y=1) = sigmoid(a + b x) by Newton-Raphson; a small ridge keeps separable data finite."""
+def logistic_fit(x, y, ridge: float = 1e-3, iters: int = 50, return_se: bool = False):
+    """P(y=1) = sigmoid(a + b x) by Newton-Raphson. A small ridge on the slope keeps separable data finite;
+    the intercept is not penalised (that would pull the crossing -a/b toward 0). With `return_se`, also the
+    slope's standard error from the Fisher information."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     X = np.column_stack([np.ones_like(x), x])
+    penalty = np.diag([0.0, ridge])
     w = np.zeros(2)
     for _ in range(iters):
         p = 1 / (1 + np.exp(-np.clip(X @ w, -30, 30)))
-        grad = X.T @ (y - p) - ridge * w
-        hess = X.T @ (X * (p * (1 - p))[:, None]) + ridge * np.eye(2)
+        grad = X.T @ (y - p) - penalty @ w
+        hess = X.T @ (X * (p * (1 - p))[:, None]) + penalty
         step = np.linalg.solve(hess, grad)
         w += step
         if np.abs(step).max() < 1e-8:
             break
-    return float(w[0]), float(w[1])
+    if not return_se:
+        return float(w[0]), float(w[1])
+    p = 1 / (1 + np.exp(-np.clip(X @ w, -30, 30)))
+    cov = np.linalg.pinv(X.T @ (X * (p * (1 - p))[:, None]) + penalty)
+    return float(w[0]), float(w[1]), float(np.sqrt(max(cov[1, 1], 0.0)))
 
 
 @dataclass
@@ -101,17 +148,29 @@ class BalancePoint:
     estimate: float | None  # None when the curve does not cross 0.5 in the observed range
     ci: tuple[float, float] | None
     crosses: bool
-    leans: str  # "text" / "vision" at equal uncertainty, or the side of a curve that never crosses
+    # "text" / "vision": the side the fitted curve is on at equal uncertainty (P(text | dH_rel = 0) vs 0.5),
+    # or, for a curve that never crosses, the side it stays on
+    leans: str
     intercept: float
     slope: float
     n: int
     x_range: tuple[float, float]
+    # "falling" (the expected shape), "rising" (against it: the balance point is flagged), "flat" (slope
+    # within 1.96 standard errors of 0: no balance point is meaningful) or "constant" (one modality always won)
+    direction: str = "falling"
+    p_text_at_equal_uncertainty: float | None = None
 
     def describe(self) -> str:
         if not self.crosses:
-            return f"no crossing in [{self.x_range[0]:+.2f}, {self.x_range[1]:+.2f}], leans {self.leans}"
-        interval = f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]" if self.ci else "(no interval: n_boot 0)"
-        return f"{self.estimate:+.3f} {interval} (leans {self.leans})"
+            text = f"no crossing in [{self.x_range[0]:+.2f}, {self.x_range[1]:+.2f}], leans {self.leans}"
+        else:
+            interval = f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]" if self.ci else "(no interval: n_boot 0)"
+            text = f"{self.estimate:+.3f} {interval} (leans {self.leans})"
+        if self.direction == "constant":
+            text += f" (every analysed conflict followed the {self.leans})"
+        elif self.direction != "falling":
+            text += f"; WARNING: the curve is {self.direction} in dH_rel (slope {self.slope:+.2f}), not falling"
+        return text
 
     def to_dict(self) -> dict:
         return {**asdict(self), "description": self.describe()}
@@ -137,12 +196,13 @@ def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95, clu
     lo_x, hi_x = float(x.min()), float(x.max())
     if len(np.unique(y)) < 2:  # one modality always wins: the curve sits on one side of 0.5
         return BalancePoint(None, None, False, "text" if y[0] == 1 else "vision", math.nan, math.nan,
-                            int(len(x)), (lo_x, hi_x))
-    a, b = logistic_fit(x, y)
+                            int(len(x)), (lo_x, hi_x), "constant", float(y[0]))
+    a, b, se_b = logistic_fit(x, y, return_se=True)
+    direction = "flat" if abs(b) < Z95 * se_b else ("falling" if b < 0 else "rising")
     crossing = -a / b if b != 0 else math.inf
-    crosses = lo_x <= crossing <= hi_x
-    if crosses:
-        leans = "text" if crossing > 0 else "vision"
+    crosses = lo_x <= crossing <= hi_x and direction != "flat"
+    if crosses:  # P(text | dH_rel = 0) = sigmoid(a): whatever the curve's direction
+        leans = "text" if a > 0 else "vision"
     else:  # the side of 0.5 the curve stays on: above means the text wins everywhere observed
         leans = "text" if a + b * (lo_x + hi_x) / 2 > 0 else "vision"
     est, interval = None, None
@@ -163,7 +223,8 @@ def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95, clu
         interval = (float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha)))
     if crosses:
         est = float(crossing)
-    return BalancePoint(est, interval, bool(crosses), leans, a, b, int(len(x)), (lo_x, hi_x))
+    return BalancePoint(est, interval, bool(crosses), leans, a, b, int(len(x)), (lo_x, hi_x), direction,
+                        float(1 / (1 + math.exp(-a))))
 
 
 def _cluster_members(clusters: np.ndarray) -> list[np.ndarray]:

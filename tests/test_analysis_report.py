@@ -132,3 +132,28 @@ def test_measure_and_report_on_tiny_models(tiny_model, tiny_data, tmp_path, caps
         assert (tmp_path / "rep" / "report.html").exists()
     else:  # a random model rarely follows either answer: the message says why and what to do
         assert code == 2 and "conflict samples" in err
+
+
+def test_a_rising_curve_is_said_in_headline_report_and_summary(tmp_path, capsys):
+    from eval.__main__ import print_headline
+    table = synthetic_table(n=1500, a=-1.5, b=5.2)  # rises, crossing at +0.29
+    res = analyze(table, AnalysisConfig(n_boot=0))
+    assert res["balance_point"]["direction"] == "rising" and res["balance_point"]["leans"] == "vision"
+    print_headline(res)
+    assert "WARNING: the curve is rising" in capsys.readouterr().out
+    run = tmp_path / "run"
+    run.mkdir()
+    table.to_parquet(run / "samples.parquet")
+    summary = write_report([run], tmp_path / "rep", AnalysisConfig(n_boot=0))
+    assert summary["runs"]["run"]["direction"] == "rising" and any("rising" in w for w in summary["warnings"])
+    assert "rising" in (tmp_path / "rep" / "report.html").read_text()
+
+
+def test_no_crossing_gives_no_oscillation_split_and_no_nan_in_the_headline(capsys):
+    from eval.__main__ import print_headline
+    res = analyze(synthetic_table(n=400, a=8.0, b=-1.0), AnalysisConfig(n_boot=0))
+    assert res["oscillation"]["ambiguous"]["mean"] is None and res["oscillation"]["clear"]["mean"] is None
+    res["monotonicity"] = float("nan")  # e.g. too few bins
+    print_headline(res)
+    out = capsys.readouterr().out
+    assert "nan" not in out.lower() and "monotonicity (Spearman) n/a" in out
