@@ -55,5 +55,10 @@ def run_commands(prog: str, description: str, commands: dict[str, Command], argv
         parsed = parse(command.dataclasses, rest, f"{prog} {name}", command.help)
         return command.run(*parsed) or 0
     except USAGE_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return usage_error(e)
+
+
+def usage_error(e: Exception) -> int:
+    """One line on stderr (no traceback) and exit code 2: the input was wrong, not the program."""
+    print("error: " + " ".join(str(e).split()), file=sys.stderr)
+    return 2

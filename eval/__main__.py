@@ -26,7 +26,8 @@ class ScoreArguments:
     output_dir: str = field(metadata={"help": "run directory (re-running the same command resumes it)"})
     split: str = field(default="test", metadata={"help": "split(s), comma-separated, or 'all'"})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "inputs per forward pass"})
-    shard_groups: int = field(default=16, metadata={"help": "groups per resumable shard: the most a crash can lose"})
+    shard_inputs: int = field(default=256, metadata={
+        "help": "distinct inputs per resumable shard (about): the most a crash can lose"})
     lens: bool = field(default=True, metadata={"help": "record the logit lens (--no_lens skips it)"})
 
 
@@ -41,7 +42,7 @@ def score(model: ModelArguments, args: ScoreArguments, seed: int | None = None):
     data = ConflictData.load(args.data)
     if args.split != "all":
         data = data.split(args.split.split(","))
-    config = ScoreConfig(batch_size=args.per_device_eval_batch_size, shard_groups=args.shard_groups, lens=args.lens)
+    config = ScoreConfig(batch_size=args.per_device_eval_batch_size, shard_inputs=args.shard_inputs, lens=args.lens)
     return score_dataset(load_from_args(model), data, args.output_dir, config, seed=seed)
 
 

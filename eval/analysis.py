@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .schema import check_table
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,6 @@ UNCERTAINTY_INDICES = {
     "top2_margin": lambda t, c: 1 - t[f"top2_margin_{c}"],
     "candidate_entropy": lambda t, c: t[f"candidate_entropy_{c}"],
 }
-REQUIRED = ("condition", "top1_v", "top1_t", "top1_m", "token_visual", "token_text", "entropy_v", "entropy_t")
 
 
 @dataclass
@@ -56,15 +56,6 @@ class AnalysisConfig:
             raise ValueError(f"ambiguous_width must be > 0, got {self.ambiguous_width}")
         if self.min_samples < 10:
             raise ValueError(f"min_samples must be >= 10 (a logistic fit needs them), got {self.min_samples}")
-
-
-def check_table(table: pd.DataFrame) -> None:
-    missing = [c for c in REQUIRED if c not in table.columns]
-    if missing:
-        raise ValueError(f"the per-sample table lacks columns {missing}; produce it with `python -m eval score` "
-                         f"or `python -m eval measure`")
-    if table.empty:
-        raise ValueError("the per-sample table is empty: nothing was scored (check --data and --split)")
 
 
 def conflict_samples(table: pd.DataFrame, cfg: AnalysisConfig) -> tuple[pd.DataFrame, dict]:

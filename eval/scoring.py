@@ -32,13 +32,13 @@ CONDITIONS = ("v", "t", "m")  # image only, text only, image + text
 @dataclass
 class ScoreConfig:
     batch_size: int = 32
-    shard_groups: int = 16  # groups per shard: the most a crash can lose
+    shard_inputs: int = 256  # distinct inputs per shard (about): the most a crash can lose
     lens: bool = True
     conditions: tuple[str, ...] = CONDITIONS  # e.g. ("v", "t") when only unimodal scores are needed
 
     def __post_init__(self):
-        if self.batch_size < 1 or self.shard_groups < 1:
-            raise ValueError(f"batch size and shard_groups must be >= 1, got {self.batch_size} and {self.shard_groups}")
+        if self.batch_size < 1 or self.shard_inputs < 1:
+            raise ValueError(f"batch size and shard_inputs must be >= 1, got {self.batch_size} and {self.shard_inputs}")
         unknown = set(self.conditions) - set(CONDITIONS)
         if unknown:
             raise ValueError(f"unknown scoring conditions {sorted(unknown)}; use a subset of {CONDITIONS}")
@@ -173,6 +173,24 @@ def assemble(rows: pd.DataFrame, results: dict, cands: Candidates, vlm) -> pd.Da
     return pd.DataFrame.from_records(records)
 
 
+def plan_shards(rows: pd.DataFrame, conditions, shard_inputs: int) -> list[np.ndarray]:
+    """Row positions of each shard: consecutive images (a group's rows that share one image) packed until a
+    shard holds about `shard_inputs` distinct inputs, so a crash loses at most that much whatever the split size.
+    A shard never ends inside an image; inputs two shards share (a group's text alone) are scored in both."""
+    order = rows.sort_values(["group", "image_id"], kind="stable", na_position="last")
+    shards, current, seen = [], [], set()
+    for _, unit in order.groupby(["group", order.image_id.fillna("")], sort=False):
+        keys = set(_jobs(unit, conditions))
+        if current and len(seen | keys) > shard_inputs:
+            shards.append(np.concatenate(current))
+            current, seen = [], set()
+        current.append(rows.index.get_indexer(unit.index))
+        seen |= keys
+    if current:
+        shards.append(np.concatenate(current))
+    return shards
+
+
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     df.to_parquet(tmp, index=False)
@@ -237,7 +255,6 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
     cfg = cfg or ScoreConfig()
     out = Path(out)
     shard_dir = out / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
     rows = data.samples.to_pandas()
     if rows.empty:
         raise ValueError("the dataset has no rows to score; check the split you selected")
@@ -253,22 +270,20 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
             if old.get(key) != info.get(key):
                 raise ValueError(f"{out} holds a run with a different {key} ({old.get(key)!r} vs {info.get(key)!r}); "
                                  f"use a new --output_dir or delete {out}")
-    groups = sorted(rows.group.unique())
-    shards = [groups[i:i + cfg.shard_groups] for i in range(0, len(groups), cfg.shard_groups)]
+    shards = plan_shards(rows, cfg.conditions, cfg.shard_inputs)
+    shard_dir.mkdir(parents=True, exist_ok=True)
     mine = [k for k in range(len(shards)) if k % state.count == state.index]
     todo = [k for k in mine if not (shard_dir / f"shard-{k:05d}.parquet").exists()]
     if state.is_main:
         info_path.write_text(json.dumps(info, indent=2, default=str))
         if len(todo) < len(mine):
             log.info("resuming: %d of %d shards already scored", len(mine) - len(todo), len(mine))
-    by_group = rows.groupby("group")
-    n_inputs = sum(len(_jobs(pd.concat([by_group.get_group(g) for g in shards[k]]), cfg.conditions)) for k in todo)
+    n_inputs = sum(len(_jobs(rows.iloc[shards[k]], cfg.conditions)) for k in todo)
     t0 = time.time()
     with tqdm(total=n_inputs, desc=f"scoring [{state.index}]", unit="input",
               disable=not todo) as bar:
         for k in todo:
-            shard_rows = pd.concat([by_group.get_group(g) for g in shards[k]])
-            table = score_rows(vlm, data, shard_rows, cands, cfg, bar)
+            table = score_rows(vlm, data, rows.iloc[shards[k]], cands, cfg, bar)
             _atomic_parquet(table, shard_dir / f"shard-{k:05d}.parquet")
     if todo:
         log.info("process %d scored %d inputs in %.1fs", state.index, n_inputs, time.time() - t0)
@@ -277,5 +292,7 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
         return None
     table = pd.concat([pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(len(shards))],
                       ignore_index=True)
+    # the dataset's row order, whatever the shard plan and the number of processes
+    table = table.set_index("id").loc[rows.id].reset_index()
     _atomic_parquet(table, out / "samples.parquet")
     return table

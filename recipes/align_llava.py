@@ -14,7 +14,7 @@ from transformers import TrainingArguments
 
 from align.arguments import TRAINING_DEFAULTS, AlignArguments
 from align.recipe import run_alignment
-from data_gen.cli import parse
+from data_gen.cli import parse, usage_error
 from models import ModelArguments
 
 
@@ -25,8 +25,7 @@ def main(argv=None) -> int:
                                        "recipes/align_llava.py", __doc__, TRAINING_DEFAULTS)
         result = run_alignment(align, model, training)
     except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return usage_error(e)
     if result:
         b, a = result["base"]["balance_point"], result["aligned"]["balance_point"]
         print(f"balance point: {b['description']} -> {a['description']} (target {result['target_balance_point']:+.2f})")

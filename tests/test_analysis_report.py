@@ -66,6 +66,7 @@ def test_interval_resamples_groups_by_default():
     t = synthetic_table(n=150, seed=4)
     copies = t.loc[t.index.repeat(10)].reset_index(drop=True)
     copies["group"] = np.repeat(np.arange(150), 10)  # the ten rows of a group share their inputs
+    copies["id"] = [f"s{i}" for i in range(len(copies))]
 
     def width(cfg):
         lo, hi = analyze(copies, cfg)["balance_point"]["ci"]
@@ -157,3 +158,43 @@ def test_no_crossing_gives_no_oscillation_split_and_no_nan_in_the_headline(capsy
     print_headline(res)
     out = capsys.readouterr().out
     assert "nan" not in out.lower() and "monotonicity (Spearman) n/a" in out
+
+
+def _broken(change):
+    t = synthetic_table(n=200)
+    change(t)
+    return t
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda t: t.drop(columns=["group"], inplace=True), "lacks columns ['group']"),
+    (lambda t: t.__setitem__("entropy_v", t.entropy_v.astype(str)), "column 'entropy_v' holds str values"),
+    (lambda t: t.__setitem__("lens_top1", [[str(v) for v in row] for row in t.lens_top1]),
+     "column 'lens_top1' holds ['str'] items"),
+    (lambda t: t.__setitem__("lens_top1", ["10 10 10 20"] * len(t)), "column 'lens_top1' holds str cells"),
+    (lambda t: t.loc.__setitem__((slice(0, 2), "entropy_t"), -0.2), "column 'entropy_t' has 3 negative values"),
+    (lambda t: t.loc.__setitem__((slice(0, 1), "id"), "s0"), "1 duplicate sample ids (e.g. 's0')"),
+    (lambda t: t.__setitem__("top1_m", 0.5), "column 'top1_m' holds non-integer"),
+])
+def test_table_schema_names_the_column_and_the_expectation(change, needle):
+    with pytest.raises(ValueError) as e:
+        analyze(_broken(change), AnalysisConfig(n_boot=0))
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--model", "/nonexistent/model"], "no such directory"),
+    (["--model", "nobody/no-such-model"], "could not load model 'nobody/no-such-model'"),
+    (["--n-boot", "1"], "n_boot must be >= 100"),
+    (["--n_bins", "0"], "n_bins must be >= 2"),
+    (["--split", "nosuch"], "split(s) ['nosuch'] not in this dataset"),
+    (["--data", "/no/such/data"], "is not a conflict dataset"),
+])
+def test_measure_cli_errors_are_one_line_and_leave_nothing(flags, needle, tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "run"
+    argv = ["measure", "--data", tiny_data.info["path"], "--output_dir", str(out), *flags]
+    assert eval_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not out.exists()

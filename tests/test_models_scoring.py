@@ -17,6 +17,8 @@ from eval import scoring
 from eval.scoring import Candidates, ScoreConfig, forward_answer_position, score_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
+# two processes on one GPU fail in NCCL ("Duplicate GPU detected"): multi-process tests run on CPUs everywhere
+CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
 
 def test_load_and_prompts(tiny_model):
@@ -75,7 +77,7 @@ def test_each_distinct_input_scored_once(tiny_model, tiny_data, tmp_path, monkey
 
     monkeypatch.setattr(scoring, "forward_answer_position", counting)
     data = tiny_data.split("test")
-    table = score_dataset(vlm, data, tmp_path / "run", ScoreConfig(shard_groups=100))
+    table = score_dataset(vlm, data, tmp_path / "run", ScoreConfig(shard_inputs=10**6))
     assert len(seen) == len(set(seen))  # nothing twice
     rows = data.samples.to_pandas()
     n_images = rows[["image_id", "question"]].drop_duplicates().shape[0]
@@ -118,13 +120,25 @@ def test_colliding_answer_tokens_are_flagged(tmp_path):
 
 def test_resume_skips_finished_shards(tiny_model, tiny_data, tmp_path, monkeypatch):
     vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
-    first = score_dataset(vlm, tiny_data, tmp_path / "run", ScoreConfig(shard_groups=2))
-    assert len(list((tmp_path / "run" / "shards").glob("shard-*.parquet"))) == 3
+    first = score_dataset(vlm, tiny_data, tmp_path / "run", ScoreConfig(shard_inputs=40))
+    assert len(list((tmp_path / "run" / "shards").glob("shard-*.parquet"))) > 6  # more shards than the 6 groups
     monkeypatch.setattr(scoring, "forward_answer_position", lambda *a, **k: pytest.fail("re-scored a finished shard"))
-    again = score_dataset(vlm, tiny_data, tmp_path / "run", ScoreConfig(shard_groups=2))
+    again = score_dataset(vlm, tiny_data, tmp_path / "run", ScoreConfig(shard_inputs=40))
     pd.testing.assert_frame_equal(first, again)
+    assert first.id.tolist() == tiny_data.samples["id"]  # the dataset's order, whatever the shards
     with pytest.raises(ValueError, match="different score_config"):
-        score_dataset(vlm, tiny_data, tmp_path / "run", ScoreConfig(shard_groups=3))
+        score_dataset(vlm, tiny_data, tmp_path / "run", ScoreConfig(shard_inputs=41))
+
+
+def test_shards_are_sized_by_inputs_not_groups(tiny_data):
+    """A crash loses at most one shard of about `shard_inputs` inputs, even on a split of a few large groups."""
+    from eval.scoring import _jobs, plan_shards
+    rows = tiny_data.samples.to_pandas()
+    shards = plan_shards(rows, scoring.CONDITIONS, 40)
+    assert sorted(np.concatenate(shards)) == list(range(len(rows)))  # every row once
+    sizes = [len(_jobs(rows.iloc[k], scoring.CONDITIONS)) for k in shards]
+    per_image = max(len(_jobs(unit, scoring.CONDITIONS)) for _, unit in rows.groupby(["group", "image_id"]))
+    assert max(sizes) <= max(40, per_image) and len(shards) > rows.group.nunique()
 
 
 def _score_cmd(model, data, out, *extra):
@@ -137,10 +151,10 @@ def test_real_kill_loses_at_most_the_shard_in_flight(tmp_path):
     from tests.fixtures import tiny_dataset, tiny_model_dir
     tiny_dataset(tmp_path / "data", groups=12)
     model = tiny_model_dir("llava", tmp_path / "model")
-    ref = subprocess.run(_score_cmd(model, tmp_path / "data", tmp_path / "ref", "--shard-groups", "1"),
+    ref = subprocess.run(_score_cmd(model, tmp_path / "data", tmp_path / "ref", "--shard-inputs", "40"),
                          capture_output=True, text=True, cwd=ROOT)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    proc = subprocess.Popen(_score_cmd(model, tmp_path / "data", tmp_path / "run", "--shard-groups", "1",
+    proc = subprocess.Popen(_score_cmd(model, tmp_path / "data", tmp_path / "run", "--shard-inputs", "40",
                                        "--per-device-eval-batch-size", "2"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = tmp_path / "run" / "shards"
     deadline = time.time() + 120
@@ -153,7 +167,7 @@ def test_real_kill_loses_at_most_the_shard_in_flight(tmp_path):
     for f in done:  # every shard on disk is whole
         pd.read_parquet(f)
     assert not (tmp_path / "run" / "samples.parquet").exists()
-    res = subprocess.run(_score_cmd(model, tmp_path / "data", tmp_path / "run", "--shard-groups", "1",
+    res = subprocess.run(_score_cmd(model, tmp_path / "data", tmp_path / "run", "--shard-inputs", "40",
                                     "--per-device-eval-batch-size", "2"), capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0 and "resuming" in res.stderr
     a = pd.read_parquet(tmp_path / "ref" / "samples.parquet")
@@ -167,12 +181,12 @@ def test_data_parallel_under_accelerate_matches_one_process(tiny_data, tmp_path)
     from tests.fixtures import tiny_model_dir
     model = tiny_model_dir("llava", tmp_path / "model")
     data_path = tiny_data.info["path"]
-    one = subprocess.run(_score_cmd(model, data_path, tmp_path / "one", "--shard-groups", "1"),
+    one = subprocess.run(_score_cmd(model, data_path, tmp_path / "one", "--shard-inputs", "40"),
                          capture_output=True, text=True, cwd=ROOT)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
-                          "-m", *_score_cmd(model, data_path, tmp_path / "two", "--shard-groups", "1")[2:]],
-                         capture_output=True, text=True, cwd=ROOT)
+                          "-m", *_score_cmd(model, data_path, tmp_path / "two", "--shard-inputs", "40")[2:]],
+                         capture_output=True, text=True, cwd=ROOT, env=CPU_ONLY)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "scoring [1]" in two.stderr and "scoring [0]" in two.stderr
     a = pd.read_parquet(tmp_path / "one" / "samples.parquet")

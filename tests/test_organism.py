@@ -43,16 +43,22 @@ def test_shipped_organism_is_the_default_and_real_llava():
     assert OrganismConfig(**meta["config"]).planted_balance == 0.5
 
 
-@pytest.mark.slow
-def test_shipped_organisms_meet_the_quality_bars(tmp_path):
-    from align.organism import evaluate
+@pytest.fixture(scope="module")
+def organism_test_data(tmp_path_factory):
+    """The shipped build's own data: the bars are on its held-out test groups (generated once for both organisms)."""
     from data_gen import generate
-    # the shipped build's own data: the bars are on its held-out test groups
     cfg = OrganismConfig(**json.loads((ORGANISMS_DIR / "organism-text" / "organism.json").read_text())["config"])
-    generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size).save(tmp_path / "data")
-    for preference in ("text", "vision"):
-        report = evaluate(f"organism:{preference}", data=str(tmp_path / "data"), output_dir=tmp_path / preference)
-        assert all(report["checks"].values()), (preference, report["checks"], report["bars"])
+    path = tmp_path_factory.mktemp("organism-data") / "data"
+    generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size).save(path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preference", ["text", "vision"])  # one test each: the run shows progress between them
+def test_shipped_organisms_meet_the_quality_bars(preference, organism_test_data, tmp_path):
+    from align.organism import evaluate
+    report = evaluate(f"organism:{preference}", data=str(organism_test_data), output_dir=tmp_path / preference)
+    assert all(report["checks"].values()), (preference, report["checks"], report["bars"])
 
 
 def test_quality_bars_on_a_hand_made_table():

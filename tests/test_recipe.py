@@ -183,7 +183,7 @@ def _wandb_records(wandb_dir: Path) -> bytes:
 @pytest.mark.slow
 def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}  # CPU ranks
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            "recipes/accelerate_configs/zero2-cpu.yaml", "recipes/align_llava.py", "--output_dir", str(out), *SMALL,
            "--calibration_rounds", "1", "--calibration_tolerance", "0", "--calibration_stop_in_interval", "false"]

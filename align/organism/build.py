@@ -93,7 +93,7 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
             # moving while it trains, so the labels are refreshed to follow them.
             model.eval()
             with tempfile.TemporaryDirectory() as tmp:  # a by-product, not part of the bundle
-                scores = score_dataset(vlm, probe, tmp, ScoreConfig(batch_size=64, shard_groups=10_000, lens=False,
+                scores = score_dataset(vlm, probe, tmp, ScoreConfig(batch_size=64, shard_inputs=10**9, lens=False,
                                                                     conditions=("v", "t")))
             planted = examples.plant(scores, cfg.planted_balance)
             log.info("planted preference %s (balance %+.2f) at step %d: %s", cfg.preference, cfg.planted_balance,

@@ -1,0 +1,75 @@
+"""The per-sample table's schema: one check of every column the analysis reads, before it reads them.
+
+Each failure names the column, what it holds and what was expected, so a hand-made or imported
+table fails with a reason instead of a bare KeyError or a silently wrong number.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+FIX = "produce the table with `python -m eval score` or `python -m eval measure`"
+KEYS = ("id", "group", "condition")  # identify a row and its cluster
+TOKENS = ("top1_v", "top1_t", "top1_m", "token_visual", "token_text")  # token ids (NaN where a condition is absent)
+ENTROPIES = ("entropy_v", "entropy_t", "entropy_m", "candidate_entropy_v", "candidate_entropy_t")  # nats, >= 0
+SHARES = ("one_minus_max_p_v", "one_minus_max_p_t", "top2_margin_v", "top2_margin_t")  # in [0, 1]
+REQUIRED = KEYS + ("top1_v", "top1_t", "top1_m", "token_visual", "token_text", "entropy_v", "entropy_t")
+LIST_COLUMNS = {"lens_top1": "integer token ids, one per layer", "lens_diff": "floats, one per layer"}
+
+
+def _numeric(table: pd.DataFrame, column: str, what: str) -> np.ndarray:
+    """The column as floats; numbers stored as text are refused, not guessed at."""
+    values = table[column]
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        bad = next((v for v in values if not _is_number(v)), None)
+        if bad is not None or pd.api.types.is_bool_dtype(values):
+            raise ValueError(f"column {column!r} holds {type(bad).__name__} values such as {bad!r}; expected {what}; {FIX}")
+    return values.to_numpy(dtype=float, na_value=np.nan)
+
+
+def _is_number(v) -> bool:
+    return v is None or isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def check_table(table: pd.DataFrame) -> None:
+    """Raise ValueError naming the first column that is missing, mistyped, out of range or duplicated."""
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise ValueError(f"the per-sample table lacks columns {missing}; {FIX}")
+    if table.empty:
+        raise ValueError("the per-sample table is empty: nothing was scored (check --data and --split)")
+    duplicated = table.id[table.id.duplicated()]
+    if len(duplicated):
+        raise ValueError(f"column 'id' has {len(duplicated)} duplicate sample ids (e.g. {duplicated.iloc[0]!r}); "
+                         f"each row must be one sample")
+    for column in TOKENS:
+        values = _numeric(table, column, "integer token ids")
+        finite = values[~np.isnan(values)]
+        if (finite != np.round(finite)).any() or (finite < 0).any():
+            raise ValueError(f"column {column!r} holds non-integer or negative values; expected token ids")
+    for column in [c for c in ENTROPIES if c in table]:
+        values = _numeric(table, column, "entropies in nats (floats >= 0)")
+        negative = values[values < 0]
+        if len(negative):
+            raise ValueError(f"column {column!r} has {len(negative)} negative values (min {negative.min():.3g}); "
+                             f"entropies are >= 0 nats")
+    for column in [c for c in SHARES if c in table]:
+        values = _numeric(table, column, "probabilities in [0, 1]")
+        outside = values[(values < 0) | (values > 1)]
+        if len(outside):
+            raise ValueError(f"column {column!r} has {len(outside)} values outside [0, 1] (e.g. {outside[0]:.3g})")
+    for column, what in LIST_COLUMNS.items():
+        if column not in table:
+            continue
+        cells = [c for c in table[column] if c is not None and not (isinstance(c, float) and np.isnan(c))]
+        lengths = {len(c) if hasattr(c, "__len__") and not isinstance(c, str) else -1 for c in cells}
+        if -1 in lengths:
+            raise ValueError(f"column {column!r} holds {type(next(c for c in cells if isinstance(c, str) or not hasattr(c, '__len__'))).__name__} "
+                             f"cells; expected lists of {what}")
+        if len(lengths) > 1:
+            raise ValueError(f"column {column!r} has lists of different lengths {sorted(lengths)}; expected one per layer")
+        kinds = {type(v) for c in cells[:50] for v in c}
+        integer = column == "lens_top1"
+        if any(not issubclass(k, (np.integer, int) if integer else (np.number, int, float)) or issubclass(k, bool)
+               for k in kinds):
+            raise ValueError(f"column {column!r} holds {sorted(k.__name__ for k in kinds)} items; expected {what}")
