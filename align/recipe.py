@@ -193,7 +193,7 @@ class Recipe:
         after_result = analyze(after_table, a.analysis)
         tracking.log_measurement(run, "after", after_result)
         summary = write_report([out / "runs" / "base", out / "runs" / "aligned"], out / "report", a.analysis,
-                               ["base", "aligned"], results={"base": base_result, "aligned": after_result})
+                               ["base", "aligned"], results={"base": base_result, "aligned": after_result}, target=target)
         result = {"target_balance_point": target, "base": summary["runs"]["base"], "aligned": summary["runs"]["aligned"],
                   "training_examples": example_stats, "calibration": calibration,
                   "seconds": round(time.time() - t0, 1), "config": self.config_record(),

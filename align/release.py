@@ -97,6 +97,8 @@ def model_card(result: dict, align, model, training) -> ModelCard:
     before, after = result["base"], result["aligned"]
     rows = [("balance point [95% CI]", _bp(before), _bp(after)),
             ("TFR", _pct(before["tfr"]), _pct(after["tfr"])), ("VFR", _pct(before["vfr"]), _pct(after["vfr"])),
+            ("conflicts analysed / text- or vision-following", f"{before['n_analysed']} / {before['n_following']}",
+             f"{after['n_analysed']} / {after['n_following']}"),
             ("image-only accuracy", _pct(before["unimodal_accuracy"]["visual"]), _pct(after["unimodal_accuracy"]["visual"])),
             ("text-only accuracy", _pct(before["unimodal_accuracy"]["text"]), _pct(after["unimodal_accuracy"]["text"])),
             ("oscillation, ambiguous region", _osc(before, "ambiguous"), _osc(after, "ambiguous")),

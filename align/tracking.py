@@ -48,7 +48,8 @@ def _flat(prefix: str, headline: dict) -> dict:
     bp = headline["balance_point"] or {}
     out = {f"{prefix}/balance_point": bp.get("estimate"), f"{prefix}/crosses": bp.get("crosses"),
            f"{prefix}/curve_direction": bp.get("direction"), f"{prefix}/leans": bp.get("leans"),
-           f"{prefix}/tfr": headline["tfr"], f"{prefix}/vfr": headline["vfr"], f"{prefix}/n": headline["n_analysed"],
+           f"{prefix}/tfr": headline["tfr"], f"{prefix}/vfr": headline["vfr"], f"{prefix}/n_analysed": headline["n_analysed"],
+           f"{prefix}/n_following": headline["n_following"],
            f"{prefix}/monotonicity": headline["monotonicity"],
            f"{prefix}/unimodal_accuracy_visual": headline["unimodal_accuracy"]["visual"],
            f"{prefix}/unimodal_accuracy_text": headline["unimodal_accuracy"]["text"]}

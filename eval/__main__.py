@@ -66,7 +66,7 @@ def print_headline(res: dict, out: Path | None = None) -> None:
 def run_score(model: ModelArguments, args: ScoreArguments) -> int:
     table = score(model, args)
     if table is not None:  # None on the non-main processes under accelerate
-        print(f"scored {len(table)} rows -> {Path(args.output_dir) / 'samples.parquet'}")
+        print(f"{len(table)} sample rows -> {Path(args.output_dir) / 'samples.parquet'}")
     return 0
 
 
@@ -74,7 +74,7 @@ def run_measure(model: ModelArguments, args: ScoreArguments, analysis: AnalysisC
     table = score(model, args, seed=analysis.seed)
     if table is None:
         return 0
-    print(f"scored {len(table)} rows -> {Path(args.output_dir) / 'samples.parquet'}")
+    print(f"{len(table)} sample rows -> {Path(args.output_dir) / 'samples.parquet'}")
     res = analyze(table, analysis)
     path = Path(args.output_dir) / "analysis.json"
     path.write_text(json.dumps(res, indent=2, default=float))

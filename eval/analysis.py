@@ -110,7 +110,7 @@ def oscillation(t: pd.DataFrame, balance: float | None, cfg: AnalysisConfig) -> 
     diffs = np.stack([np.asarray(d, dtype=float) for d in t.lens_diff]) if "lens_diff" in t else None
     heat = None
     if diffs is not None:
-        edges = stats.bin_edges(d_rel, cfg.n_bins, cfg.bins)
+        edges = stats.bin_edges(d_rel, cfg.n_bins, "fixed")  # equal width over [-2, 2]: runs share the bins
         idx = np.clip(np.searchsorted(edges, d_rel, side="right") - 1, 0, len(edges) - 2)
         heat = {"edges": edges.tolist(),
                 "mean_logit_diff": [[float(diffs[idx == b, layer].mean()) if (idx == b).any() else None

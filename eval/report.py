@@ -34,7 +34,8 @@ def _sigmoid(z):
     return 1 / (1 + np.exp(-z))
 
 
-def plot_curves(results: dict[str, dict], index: str = "entropy", ax=None):
+def plot_curves(results: dict[str, dict], index: str = "entropy", ax=None, target: float | None = None):
+    """Binned rates with intervals, the logistic fit, the balance point and its interval, per run; b* if given."""
     ax = ax or plt.gca()
     for k, (name, res) in enumerate(results.items()):
         curve = res["curves"].get(index, {})
@@ -46,22 +47,25 @@ def plot_curves(results: dict[str, dict], index: str = "entropy", ax=None):
         few = np.asarray(curve["bins"]["few"], dtype=bool)
         err = np.clip(np.vstack([b["rate"] - b["ci_lo"], b["ci_hi"] - b["rate"]]), 0, None)
         ax.errorbar(b["centre"][ok & ~few], b["rate"][ok & ~few], yerr=err[:, ok & ~few], fmt="o", color=color,
-                    capsize=3, label=f"{name} (binned, Wilson 95%)")
+                    capsize=3, label=f"{name}: binned rate, 95% interval over groups")
         if (ok & few).any():
             ax.plot(b["centre"][ok & few], b["rate"][ok & few], "o", mfc="none", color=color, label=f"{name}: bins with few samples")
         bp = curve["balance_point"]
         xs = np.linspace(-2, 2, 200)
         if np.isfinite(bp["slope"]):
-            ax.plot(xs, _sigmoid(bp["intercept"] + bp["slope"] * xs), "-", color=color, alpha=0.8)
+            ax.plot(xs, _sigmoid(bp["intercept"] + bp["slope"] * xs), "-", color=color, alpha=0.8,
+                    label=f"{name}: logistic fit")
         if bp["crosses"]:
-            ax.axvline(bp["estimate"], color=color, ls="--", lw=1)
+            ax.axvline(bp["estimate"], color=color, ls="--", lw=1, label=f"{name}: balance point {bp['estimate']:+.2f}")
             if bp["ci"]:
-                ax.axvspan(*bp["ci"], color=color, alpha=0.12)
-    ax.axhline(0.5, color="grey", lw=0.8)
-    ax.axvline(0, color="grey", lw=0.8, ls=":")
+                ax.axvspan(*bp["ci"], color=color, alpha=0.12, label=f"{name}: balance point 95% interval")
+    ax.axhline(0.5, color="grey", lw=0.8, label="P = 0.5")
+    ax.axvline(0, color="grey", lw=0.8, ls=":", label="equal uncertainty (dH_rel = 0)")
+    if target is not None:
+        ax.axvline(target, color="black", lw=1.2, ls="-.", label=f"target b* = {target:+.2f}")
     ax.set(xlim=(-2.05, 2.05), ylim=(-0.02, 1.02), xlabel=f"relative uncertainty dH_rel ({index})",
            ylabel="P(text-following)", title="Modality-following curve")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over the data
     return ax
 
 
@@ -72,10 +76,28 @@ def _fig_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def figures(results: dict[str, dict]) -> dict[str, bytes]:
+CAPTIONS = {
+    "following_curve": "P(text-following) against relative uncertainty dH_rel = 2 (H_t - H_v) / (H_t + H_v), entropy "
+                       "index. Dots: binned rates with 95% intervals over groups (hollow: bins with few samples); "
+                       "lines: logistic fits; dashed: balance points, shaded: their 95% intervals; dotted: equal "
+                       "uncertainty; dash-dot: the target balance point, when there is one.",
+    "curves_by_index": "The same curve with each uncertainty index on the x-axis (entropy, 1 - max p, 1 - top-2 "
+                       "margin, entropy over the candidate answers).",
+    "oscillation": "Mean number of switches between the visual and the textual answer across decoder layers (logit "
+                   "lens), in the ambiguous region (|dH_rel - balance point| <= width) and the clear region, with "
+                   "95% intervals.",
+    "lens_heatmap": "Mean logit(Y_t) - logit(Y_v) per decoder layer (rows) and dH_rel bin (columns, equal width over "
+                    "[-2, 2]); one colour scale for all runs: red prefers the text's answer, blue the image's.",
+    "difficulty": "Unimodal accuracy (solid) and mean entropy in nats (dashed) by visual tier (image only) and text "
+                  "tier (text only).",
+    "tfr_cells": "Text-following rate per (visual tier, text tier) cell; one colour scale (0 to 1) for all runs.",
+}
+
+
+def figures(results: dict[str, dict], target: float | None = None) -> dict[str, bytes]:
     figs = {}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    plot_curves(results, "entropy", ax)
+    plot_curves(results, "entropy", ax, target)
     figs["following_curve"] = _fig_png(fig)
 
     fig, axes = plt.subplots(1, len(UNCERTAINTY_INDICES), figsize=(4 * len(UNCERTAINTY_INDICES), 3.4))
@@ -106,9 +128,9 @@ def figures(results: dict[str, dict]) -> dict[str, bytes]:
     heat = [(n, r["oscillation"]["heatmap"]) for n, r in results.items() if r.get("oscillation") and r["oscillation"]["heatmap"]]
     if heat:
         fig, axes = plt.subplots(1, len(heat), figsize=(5 * len(heat), 3.6), squeeze=False)
-        for ax, (name, h) in zip(axes[0], heat):
-            m = np.array([[np.nan if v is None else v for v in row] for row in h["mean_logit_diff"]])
-            lim = np.nanmax(np.abs(m)) or 1
+        grids = [np.array([[np.nan if v is None else v for v in row] for row in h["mean_logit_diff"]]) for _, h in heat]
+        lim = max(float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 0.0 for m in grids) or 1.0  # one scale
+        for ax, (name, h), m in zip(axes[0], heat, grids):
             im = ax.imshow(m, aspect="auto", origin="lower", cmap="coolwarm", vmin=-lim, vmax=lim)
             e = h["edges"]
             ax.set_xticks(range(len(e) - 1), [f"{(a + b) / 2:+.1f}" for a, b in zip(e, e[1:])], fontsize=7)
@@ -177,8 +199,10 @@ def _fmt_ci(v, ci):
 
 
 def write_report(runs: list[str | Path], out: str | Path, cfg: AnalysisConfig | None = None,
-                 names: list[str] | None = None, results: dict[str, dict] | None = None) -> dict:
-    """Analyse each run (or take `results` already computed, keyed by name) and write the report."""
+                 names: list[str] | None = None, results: dict[str, dict] | None = None,
+                 target: float | None = None) -> dict:
+    """Analyse each run (or take `results` already computed, keyed by name) and write the report;
+    `target` (a balance point aimed at) is drawn on the curve."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = names or [Path(r).name for r in runs]
@@ -205,7 +229,7 @@ def write_report(runs: list[str | Path], out: str | Path, cfg: AnalysisConfig | 
         few = sum(res["curves"][res["config"]["index"]]["bins"]["few"])
         if few:
             warnings.append(f"{name}: {few} bin(s) hold fewer than {res['config']['min_bin_count']} samples (hollow markers)")
-    figs = figures(results)
+    figs = figures(results, target)
     for key, png in figs.items():
         (out / f"{key}.png").write_bytes(png)
     summary = {"runs": {n: {"path": str(r), "model": infos[n].get("model"), **headline(results[n])}
@@ -225,14 +249,17 @@ def _html(summary: dict, figs: dict[str, bytes]) -> str:
             name, s.get("model"), bp.get("description", "–"), _fmt_ci(s["tfr"], s["tfr_ci"]), _fmt_ci(s["vfr"], s["vfr_ci"]),
             _fmt_ci(osc_a.get("mean"), osc_a.get("ci")), _fmt_ci(osc_c.get("mean"), osc_c.get("ci")),
             "–" if acc["visual"] is None else f"{acc['visual']:.3f}", "–" if acc["text"] is None else f"{acc['text']:.3f}",
-            s["n_analysed"])) + "</tr>")
+            f"{s['n_analysed']} / {s['n_following']}")) + "</tr>")
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in summary["warnings"])
     imgs = "".join(f"<h2>{k.replace('_', ' ')}</h2><img src='data:image/png;base64,{base64.b64encode(v).decode()}'>"
+                   f"<p class='caption'>{html.escape(CAPTIONS.get(k, ''))}</p>"
                    for k, v in figs.items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Modality-following report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}img{{max-width:100%}}.warn{{color:#a40}}</style></head>
 <body><h1>Modality-following report</h1>
 <table><tr><th>run</th><th>model</th><th>balance point [95% CI]</th><th>TFR</th><th>VFR</th>
-<th>oscillation, ambiguous</th><th>oscillation, clear</th><th>image-only acc.</th><th>text-only acc.</th><th>n</th></tr>
-{''.join(rows)}</table>{f'<ul class="warn">{warn}</ul>' if warn else ''}{imgs}</body></html>"""
+<th>oscillation, ambiguous</th><th>oscillation, clear</th><th>image-only acc.</th><th>text-only acc.</th>
+<th>conflicts analysed / text- or vision-following</th></tr>
+{''.join(rows)}</table><p class="caption">Analysed: conflicts whose image-only and text-only answers are both right
+(unless the filter is off); TFR, VFR and the curve count the text- or vision-following ones among them.</p>{f'<ul class="warn">{warn}</ul>' if warn else ''}{imgs}</body></html>"""

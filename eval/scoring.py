@@ -286,7 +286,8 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
             table = score_rows(vlm, data, rows.iloc[shards[k]], cands, cfg, bar)
             _atomic_parquet(table, shard_dir / f"shard-{k:05d}.parquet")
     if todo:
-        log.info("process %d scored %d inputs in %.1fs", state.index, n_inputs, time.time() - t0)
+        log.info("process %d scored %d distinct inputs (each image-only, text-only and image+text prompt once) "
+                 "in %.1fs; the table has one row per sample", state.index, n_inputs, time.time() - t0)
     state.wait()
     if not state.is_main:
         return None

@@ -198,3 +198,27 @@ def test_measure_cli_errors_are_one_line_and_leave_nothing(flags, needle, tiny_d
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_compared_runs_share_scales_and_every_mark_is_explained(tmp_path):
+    import matplotlib.pyplot as plt
+    from eval.report import CAPTIONS, plot_curves
+    a, b = synthetic_table(n=600, a=0.6, b=-3.0), synthetic_table(n=600, a=-0.5, b=-2.0, seed=1)
+    results = {"base": analyze(a, AnalysisConfig(n_boot=100)), "aligned": analyze(b, AnalysisConfig(n_boot=100))}
+    # the heatmaps of two runs use the same bins (equal width over [-2, 2])
+    assert results["base"]["oscillation"]["heatmap"]["edges"] == results["aligned"]["oscillation"]["heatmap"]["edges"]
+    ax = plot_curves(results, "entropy", plt.figure().gca(), target=0.25)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    for needle in ("base: logistic fit", "base: balance point", "95% interval", "equal uncertainty", "target b* = +0.25",
+                   "binned rate"):
+        assert any(needle in label for label in labels), (needle, labels)
+    plt.close("all")
+    for name, table in (("base", a), ("aligned", b)):
+        (tmp_path / name).mkdir()
+        table.to_parquet(tmp_path / name / "samples.parquet")
+    summary = write_report([tmp_path / "base", tmp_path / "aligned"], tmp_path / "rep", AnalysisConfig(n_boot=100),
+                           target=0.25)
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert all(CAPTIONS[k][:40] in page.replace("&#x27;", "'") for k in ("following_curve", "lens_heatmap"))
+    run = summary["runs"]["base"]
+    assert run["n_analysed"] == results["base"]["counts"]["analysed"] and run["n_following"] == results["base"]["following"]["n"]
