@@ -174,17 +174,24 @@ def assemble(rows: pd.DataFrame, results: dict, cands: Candidates, vlm) -> pd.Da
 
 
 def plan_shards(rows: pd.DataFrame, conditions, shard_inputs: int) -> list[np.ndarray]:
-    """Row positions of each shard: consecutive images (a group's rows that share one image) packed until a
-    shard holds about `shard_inputs` distinct inputs, so a crash loses at most that much whatever the split size.
-    A shard never ends inside an image; inputs two shards share (a group's text alone) are scored in both."""
+    """Row positions of each shard: whole groups packed until a shard holds about `shard_inputs` distinct inputs,
+    so a crash loses at most that much whatever the split size. A group larger than that is cut between its
+    images (the group's text-only inputs are then scored once per piece)."""
     order = rows.sort_values(["group", "image_id"], kind="stable", na_position="last")
+    units = []  # (row positions, input keys): whole groups, or the images of a group too large for one shard
+    for _, group in order.groupby("group", sort=False):
+        keys = set(_jobs(group, conditions))
+        if len(keys) <= shard_inputs:
+            units.append((rows.index.get_indexer(group.index), keys))
+        else:
+            units += [(rows.index.get_indexer(image.index), set(_jobs(image, conditions)))
+                      for _, image in group.groupby(group.image_id.fillna(""), sort=False)]
     shards, current, seen = [], [], set()
-    for _, unit in order.groupby(["group", order.image_id.fillna("")], sort=False):
-        keys = set(_jobs(unit, conditions))
+    for positions, keys in units:
         if current and len(seen | keys) > shard_inputs:
             shards.append(np.concatenate(current))
             current, seen = [], set()
-        current.append(rows.index.get_indexer(unit.index))
+        current.append(positions)
         seen |= keys
     if current:
         shards.append(np.concatenate(current))
