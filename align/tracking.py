@@ -68,10 +68,10 @@ def log_measurement(run, prefix: str, analysis: dict) -> None:
     from eval.report import headline
     for key, value in _flat(prefix, headline(analysis)).items():
         run.summary[key] = value
-    run.log({f"{prefix}/following_curve_bins": _curve_table(analysis)})
+    run.log({f"{prefix}/following_curve_bins": _curve_table(analysis, prefix)})
 
 
-def _curve_table(analysis: dict, name: str | None = None):
+def _curve_table(analysis: dict, name: str):
     import wandb
     table = wandb.Table(columns=["model", "d_rel", "text_following_rate", "n"])
     bins = analysis["curves"]["entropy"]["bins"]

@@ -45,8 +45,9 @@ def tfr_vfr(labels, clusters=None) -> dict:
             "vfr_ci": (1 - float(hi), 1 - float(lo))}
 
 
-def rate_interval(successes, clusters=None, bins=None, n_bins: int | None = None, z: float = Z95):
-    """95 % interval of a rate (per bin when `bins` gives each sample's bin index), respecting clusters.
+def rate_interval(successes, clusters=None, bins=None, n_bins: int | None = None):
+    """95 % interval of a rate, respecting clusters: (lo, hi) floats, or arrays per bin when `bins` gives each
+    sample's bin index.
 
     Samples of one group share an image and a text, so their outcomes are correlated and a plain
     binomial interval is too narrow. With `clusters`, the interval is Wilson's on the effective sample
@@ -55,8 +56,8 @@ def rate_interval(successes, clusters=None, bins=None, n_bins: int | None = None
     Unlike a percentile bootstrap it does not collapse to [0, 0] or [1, 1] in a small or one-sided bin.
     """
     y = np.asarray(successes, dtype=float)
-    bins_given = bins is not None
-    bins = np.zeros(len(y), dtype=int) if bins is None else np.asarray(bins, dtype=int)
+    per_bin = bins is not None
+    bins = np.asarray(bins, dtype=int) if per_bin else np.zeros(len(y), dtype=int)
     n_bins = n_bins or int(bins.max(initial=-1)) + 1
     if clusters is None:
         cluster_index, n_clusters = np.arange(len(y)), len(y)
@@ -75,12 +76,13 @@ def rate_interval(successes, clusters=None, bins=None, n_bins: int | None = None
         v_binomial = p * (1 - p) / n
         deff = np.where((v_binomial > 0) & (m > 1), np.maximum(v_cluster / v_binomial, 1.0), 1.0)
     n_eff = n / deff
+    z = Z95
     if clusters is not None:  # the variance is estimated from m clusters: Student's t on m - 1 degrees of freedom
         from scipy.stats import t as student_t
-        z = np.where(m > 1, student_t.ppf(1 - (1 - 0.95) / 2, np.maximum(m - 1, 1)), z) if z == Z95 else z
+        z = np.where(m > 1, student_t.ppf(0.975, np.maximum(m - 1, 1)), Z95)
     lo, hi = wilson_interval(p * n_eff, n_eff, z)
     lo, hi = np.atleast_1d(lo), np.atleast_1d(hi)
-    return (lo[0], hi[0]) if n_bins == 1 and np.ndim(successes) == 1 and bins_given is False else (lo, hi)
+    return (lo, hi) if per_bin else (float(lo[0]), float(hi[0]))
 
 
 def wilson_interval(k, n, z: float = Z95):

@@ -222,3 +222,14 @@ def test_compared_runs_share_scales_and_every_mark_is_explained(tmp_path):
     assert all(CAPTIONS[k][:40] in page.replace("&#x27;", "'") for k in ("following_curve", "lens_heatmap"))
     run = summary["runs"]["base"]
     assert run["n_analysed"] == results["base"]["counts"]["analysed"] and run["n_following"] == results["base"]["following"]["n"]
+
+
+def test_seed_reaches_the_bootstrap():
+    from data_gen.cli import parse
+    from eval.__main__ import COMMANDS
+    model, score, analysis = parse(COMMANDS["measure"].dataclasses, ["--data", "d", "--output_dir", "o", "--seed", "7"],
+                                   "measure")
+    assert analysis.seed == 7
+    t = synthetic_table(n=600)
+    ci = lambda seed: analyze(t, AnalysisConfig(n_boot=200, seed=seed))["balance_point"]["ci"]
+    assert ci(7) == ci(7) and ci(7) != ci(8)

@@ -310,3 +310,23 @@ def test_shipped_7b_configs_agree_with_the_gpu_deepspeed_config(mixed_precision,
     assert (res.returncode == 0) == consistent, res.stderr[-2000:]
     if not consistent:
         assert "bf16.enabled=False vs hf bf16" in res.stderr
+
+
+def test_push_uploads_the_release_folder_in_one_commit(tmp_path, monkeypatch):
+    import huggingface_hub
+    from align.release import push
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id))
+
+        def upload_folder(self, folder_path, repo_id, **kwargs):
+            calls.append(("upload_folder", folder_path, repo_id))
+
+        def upload_file(self, *args, **kwargs):
+            calls.append(("upload_file",))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    push(tmp_path, "me/llava-balance-0")
+    assert calls == [("create_repo", "me/llava-balance-0"), ("upload_folder", str(tmp_path), "me/llava-balance-0")]
