@@ -105,7 +105,7 @@ class AlignArguments:
         elif abs(self.balance_shift) > BALANCE_RANGE[1] - BALANCE_RANGE[0]:
             raise ValueError(f"balance_shift {self.balance_shift:+.2f} would leave {list(BALANCE_RANGE)}, the range of "
                              f"dH_rel; choose a shift of at most 4 in size")
-        self.analysis  # n_boot
+        self.analysis  # builds an AnalysisConfig, which checks n_boot
 
     @property
     def analysis(self) -> AnalysisConfig:
@@ -114,7 +114,6 @@ class AlignArguments:
 
 def check_inputs(align: AlignArguments, model: ModelArguments, training: TrainingArguments) -> None:
     """What the dataclasses cannot see alone: paths, names, and the launch configuration."""
-    resolve_dtype(model.dtype, "cpu")
     check_model(model.model_name_or_path, model.model_revision, model.trust_remote_code)
     if align.data and not os.path.isdir(os.path.join(align.data, "samples")):
         raise FileNotFoundError(f"data {align.data!r} is not a saved dataset (no samples/ folder); create one with "

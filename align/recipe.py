@@ -1,6 +1,7 @@
 """The alignment loop: measure -> targets -> LoRA training -> re-measure -> report -> W&B -> release."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -43,14 +44,14 @@ class Recipe:
         self.state.wait()
         data = ConflictData.load(path)
         needed = {a.train_split, a.eval_split} | ({a.calibration_split} if a.calibration_rounds else set())
-        missing = needed - set(data.samples.unique("split"))
-        if missing:
-            raise ValueError(f"{path} has no {sorted(missing)} split(s) (it has {sorted(set(data.samples.unique('split')))}); "
+        present = set(data.samples.unique("split"))
+        if needed - present:
+            raise ValueError(f"{path} has no {sorted(needed - present)} split(s) (it has {sorted(present)}); "
                              f"set train_split / eval_split / calibration_split to splits it has")
         return data
 
     def load(self, adapter: Path | None = None) -> VLM:
-        args = ModelArguments(**{**asdict(self.model_args), "adapter": str(adapter) if adapter else None})
+        args = dataclasses.replace(self.model_args, adapter=str(adapter) if adapter else None)
         return load_from_args(args, device=str(self.state.device))
 
     def measure(self, vlm: VLM, data: ConflictData, name: str, lens: bool = True) -> pd.DataFrame:
@@ -152,10 +153,9 @@ class Recipe:
 
     # ---- the loop
     def run(self) -> dict | None:
-        a, state, out = self.align, self.state, self.out
-        out.mkdir(parents=True, exist_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        run = tracking.start_run(a, self.model_args, self.training) if state.is_main else None
+        run = tracking.start_run(self.align, self.model_args, self.training) if self.state.is_main else None
         try:
             result = self._run(run, t0)
         except BaseException:

@@ -47,7 +47,7 @@ def release(out: Path, adapter: Path, result: dict, align, model, training) -> P
         shutil.copy(out / "report" / name, report)
     if (report / "following_curve.png").exists():
         shutil.copy(report / "following_curve.png", bundle)
-    (bundle / "alignment.json").write_text(json.dumps(result, indent=2, default=float))
+    shutil.copy(out / "alignment.json", bundle)
     model_card(result, align, model, training).save(bundle / "README.md")
     log.info("release bundle: %s", bundle)
     return bundle

@@ -35,10 +35,10 @@ def start_run(align, model, training):
     name = training.run_name or run_name(align, model)
     training.run_name = name
     config = {**asdict(align), **asdict(model), "output_dir": training.output_dir}
-    config.update({k: getattr(training, k) for k in (
+    written = training.to_dict()  # enums as their values, tokens hidden
+    config.update({k: written[k] for k in (
         "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
         "warmup_steps", "lr_scheduler_type", "weight_decay", "activation_checkpointing", "seed")})
-    config["lr_scheduler_type"] = str(getattr(config["lr_scheduler_type"], "value", config["lr_scheduler_type"]))
     run = wandb.init(project=training.project, name=name, config=config, job_type="alignment")
     log.info("W&B run %s (%s)", run.name, run.dir)
     return run

@@ -62,10 +62,10 @@ def check_table(table: pd.DataFrame) -> None:
         if column not in table:
             continue
         cells = [c for c in table[column] if c is not None and not (isinstance(c, float) and np.isnan(c))]
-        lengths = {len(c) if hasattr(c, "__len__") and not isinstance(c, str) else -1 for c in cells}
-        if -1 in lengths:
-            raise ValueError(f"column {column!r} holds {type(next(c for c in cells if isinstance(c, str) or not hasattr(c, '__len__'))).__name__} "
-                             f"cells; expected lists of {what}")
+        not_lists = [c for c in cells if isinstance(c, str) or not hasattr(c, "__len__")]
+        if not_lists:
+            raise ValueError(f"column {column!r} holds {type(not_lists[0]).__name__} cells; expected lists of {what}")
+        lengths = {len(c) for c in cells}
         if len(lengths) > 1:
             raise ValueError(f"column {column!r} has lists of different lengths {sorted(lengths)}; expected one per layer")
         kinds = {type(v) for c in cells[:50] for v in c}

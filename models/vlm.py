@@ -8,7 +8,6 @@ for the logit lens. Loading never trains anything: a missing organism is an erro
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +71,7 @@ def is_organism(name: str) -> bool:
 
 def looks_local(name: str) -> bool:
     """A filesystem path rather than a hub id (hub ids are 'name' or 'owner/name')."""
-    return name.startswith((".", "/", "~")) or os.sep in name.strip(os.sep).replace("/", "", 1) or Path(name).exists()
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
 @dataclass
@@ -161,6 +160,11 @@ def resolve_path(name_or_path: str) -> str:
     return path
 
 
+def unloadable(name_or_path: str, error: OSError) -> OSError:
+    return OSError(f"could not load model {name_or_path!r}: {error}\nGive a local directory with a saved model and "
+                   f"processor, a hub id you can reach, or one of {sorted(ORGANISM_NAMES)}.")
+
+
 def check_model(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> str:
     """Read only the model's config: the name resolves and its family is supported. Returns the family name.
 
@@ -170,8 +174,7 @@ def check_model(name_or_path: str, revision: str | None = None, trust_remote_cod
         config = AutoConfig.from_pretrained(resolve_path(name_or_path), revision=revision,
                                             trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise OSError(f"could not load model {name_or_path!r}: {e}\nGive a local directory with a saved model and "
-                      f"processor, a hub id you can reach, or one of {sorted(ORGANISM_NAMES)}.") from e
+        raise unloadable(name_or_path, e) from e
     family_for(config.model_type)
     return config.model_type
 
@@ -187,8 +190,7 @@ def load_vlm(name_or_path: str = "organism", dtype: str | torch.dtype = "auto", 
         model = AutoModelForImageTextToText.from_pretrained(path, revision=revision, dtype=torch_dtype,
                                                             trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise OSError(f"could not load model {name_or_path!r}: {e}\nGive a local directory with a saved model and "
-                      f"processor, a hub id you can reach, or one of {sorted(ORGANISM_NAMES)}.") from e
+        raise unloadable(name_or_path, e) from e
     rev = revision or getattr(model.config, "_commit_hash", None)
     name = name_or_path
     if adapter:

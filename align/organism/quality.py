@@ -12,7 +12,7 @@ from data_gen import ConflictData, generate
 from eval.scoring import ScoreConfig, score_dataset
 from eval.stats import relative_uncertainty
 from models import load_vlm
-from models.vlm import is_organism, organism_path
+from models.vlm import resolve_path
 
 from .config import OrganismConfig
 
@@ -50,13 +50,9 @@ def quality_bars(table: pd.DataFrame) -> dict:
             "text_tiers": t.reset_index().to_dict("records")}
 
 
-def organism_dir(name_or_path: str) -> Path:
-    return organism_path(name_or_path) if is_organism(name_or_path) else Path(name_or_path)
-
-
 def default_output_dir(name_or_path: str) -> Path:
     """Under the working directory, never inside the (installed) organism's folder."""
-    return Path("outputs") / "organism-evaluation" / organism_dir(name_or_path).name
+    return Path("outputs") / "organism-evaluation" / Path(resolve_path(name_or_path)).name
 
 
 def evaluate(name_or_path: str = "organism", data: str | None = None, output_dir: str | Path | None = None,
@@ -65,7 +61,7 @@ def evaluate(name_or_path: str = "organism", data: str | None = None, output_dir
     if data:
         test = ConflictData.load(data).split("test")
     else:  # the organism's own held-out groups
-        meta_path = organism_dir(name_or_path) / "organism.json"
+        meta_path = Path(resolve_path(name_or_path)) / "organism.json"
         if not meta_path.exists():
             raise FileNotFoundError(f"{meta_path} not found: {name_or_path!r} is not an organism build; "
                                     f"pass --data with a dataset to evaluate it on")
