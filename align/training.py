@@ -25,9 +25,13 @@ def build_examples(train_table: pd.DataFrame, target: float, current: float, tau
                    seed: int = 0) -> tuple[list[dict], dict]:
     """Conflict examples with targets p* and weights, plus retention examples (unimodal answers)."""
     conflicts, counts = conflict_samples(train_table, AnalysisConfig())
+    if "first_token_shared" in conflicts:  # the loss acts on first tokens: answers sharing one give it no signal
+        counts["first_token_shared"] = int(conflicts.first_token_shared.sum())
+        conflicts = conflicts[~conflicts.first_token_shared.astype(bool)]
     if conflicts.empty:
-        hint = (" Their answers share first tokens with each other (answer_collision): use answers whose first "
-                "tokens differ." if counts.get("answer_collision") else "")
+        hint = (" Their answers share first tokens (first_token_shared) or whole tokens (answer_collision): the "
+                "loss needs answers whose first tokens differ."
+                if counts.get("answer_collision") or counts.get("first_token_shared") else "")
         raise ValueError(f"no usable conflict samples in the training groups ({counts}): the base model must answer "
                          f"both unimodal questions right on some conflicts; use more groups or easier tiers.{hint}")
     d_rel = conflicts.d_rel_entropy.to_numpy()

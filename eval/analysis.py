@@ -67,17 +67,18 @@ def conflict_samples(table: pd.DataFrame, cfg: AnalysisConfig) -> tuple[pd.DataF
     if "answer_collision" in t:
         counts["answer_collision"] = int(t.answer_collision.sum())
         t = t[~t.answer_collision.astype(bool)]
-    t = t.dropna(subset=["top1_t", "top1_m"])
+    t = t.dropna(subset=["pred_t", "pred_m"])
     nan = t[["entropy_v", "entropy_t"]].isna().any(axis=1) | ~np.isfinite(t[["entropy_v", "entropy_t"]]).all(axis=1)
     counts["nan_entropy"] = int(nan.sum())
     if nan.any():
         log.warning("%d conflict rows have NaN/inf entropies and are left out", int(nan.sum()))
     t = t[~nan]
-    t["unimodal_correct"] = stats.unimodal_correct(t.top1_v, t.top1_t, t.token_visual, t.token_text)
+    # whole answers (docs/method.md, "Whole answers"): pred_c is the answer the model prefers in condition c
+    t["unimodal_correct"] = stats.unimodal_correct(t.pred_v, t.pred_t, t.answer_visual, t.answer_text)
     counts["unimodal_correct"] = int(t.unimodal_correct.sum())
     if cfg.unimodal_correct:
         t = t[t.unimodal_correct]
-    t["following"] = stats.following_labels(t.top1_m, t.top1_v, t.top1_t)
+    t["following"] = stats.following_labels(t.pred_m, t.pred_v, t.pred_t)
     for name, fn in UNCERTAINTY_INDICES.items():
         t[f"d_rel_{name}"] = stats.relative_uncertainty(fn(t, "v"), fn(t, "t"))
     counts["analysed"] = int(len(t))
@@ -99,6 +100,8 @@ def following_curve(d_rel: np.ndarray, follows_text: np.ndarray, cfg: AnalysisCo
 
 def oscillation(t: pd.DataFrame, balance: float | None, cfg: AnalysisConfig) -> dict | None:
     """Mean oscillation count in the ambiguous and clear regions around `balance` (no split without one)."""
+    if "first_token_shared" in t:  # the lens reads first tokens: it cannot tell these answers apart
+        t = t[~t.first_token_shared.astype(bool)]
     if "lens_top1" not in t or t.lens_top1.isna().all():
         return None
     t = t.dropna(subset=["lens_top1"])
@@ -124,14 +127,14 @@ def oscillation(t: pd.DataFrame, balance: float | None, cfg: AnalysisConfig) -> 
 def difficulty_views(table: pd.DataFrame) -> dict:
     """Mean entropy and accuracy per visual tier (image only) and text tier (text only); TFR per cell."""
     out = {}
-    img = table.dropna(subset=["top1_v"]).drop_duplicates(["image_id", "question"])
-    img = img[img.token_visual.notna()]
+    img = table.dropna(subset=["pred_v", "answer_visual"]).drop_duplicates(["image_id", "question"])
+    img = img[img.answer_visual != ""]
     if "d_v" in img and img.d_v.notna().any():
-        g = img.assign(correct=img.top1_v == img.token_visual).groupby("d_v")
+        g = img.assign(correct=img.pred_v == img.answer_visual).groupby("d_v")
         out["visual"] = g.agg(accuracy=("correct", "mean"), entropy=("entropy_v", "mean"), n=("id", "size")).reset_index().to_dict("records")
-    txt = table[table.condition == "conflict"].dropna(subset=["top1_t"]).drop_duplicates(["text_context", "question"])
+    txt = table[table.condition == "conflict"].dropna(subset=["pred_t"]).drop_duplicates(["text_context", "question"])
     if "d_t" in txt and txt.d_t.notna().any():
-        g = txt.assign(correct=txt.top1_t == txt.token_text).groupby("d_t")
+        g = txt.assign(correct=txt.pred_t == txt.answer_text).groupby("d_t")
         out["text"] = g.agg(accuracy=("correct", "mean"), entropy=("entropy_t", "mean"), n=("id", "size")).reset_index().to_dict("records")
     return out
 

@@ -11,9 +11,10 @@ import pandas as pd
 FIX = "produce the table with `python -m eval score` or `python -m eval measure`"
 KEYS = ("id", "group", "condition")  # identify a row and its cluster
 TOKENS = ("top1_v", "top1_t", "top1_m", "token_visual", "token_text")  # token ids (NaN where a condition is absent)
+ANSWERS = ("answer_visual", "answer_text", "pred_v", "pred_t", "pred_m")  # whole answers (None where absent)
 ENTROPIES = ("entropy_v", "entropy_t", "entropy_m", "candidate_entropy_v", "candidate_entropy_t")  # nats, >= 0
 SHARES = ("one_minus_max_p_v", "one_minus_max_p_t", "top2_margin_v", "top2_margin_t")  # in [0, 1]
-REQUIRED = KEYS + ("top1_v", "top1_t", "top1_m", "token_visual", "token_text", "entropy_v", "entropy_t")
+REQUIRED = KEYS + ANSWERS + ("token_visual", "token_text", "entropy_v", "entropy_t")
 LIST_COLUMNS = {"lens_top1": "integer token ids, one per layer", "lens_diff": "floats, one per layer"}
 
 
@@ -25,6 +26,10 @@ def _numeric(table: pd.DataFrame, column: str, what: str) -> np.ndarray:
         if bad is not None or pd.api.types.is_bool_dtype(values):
             raise ValueError(f"column {column!r} holds {type(bad).__name__} values such as {bad!r}; expected {what}; {FIX}")
     return values.to_numpy(dtype=float, na_value=np.nan)
+
+
+def _is_nan(v) -> bool:
+    return isinstance(v, float) and np.isnan(v)
 
 
 def _is_number(v) -> bool:
@@ -42,7 +47,12 @@ def check_table(table: pd.DataFrame) -> None:
     if len(duplicated):
         raise ValueError(f"column 'id' has {len(duplicated)} duplicate sample ids (e.g. {duplicated.iloc[0]!r}); "
                          f"each row must be one sample")
-    for column in TOKENS:
+    for column in ANSWERS:
+        bad = next((v for v in table[column] if not (v is None or isinstance(v, str) or _is_nan(v))), None)
+        if bad is not None:
+            raise ValueError(f"column {column!r} holds {type(bad).__name__} values such as {bad!r}; expected answer "
+                             f"strings; {FIX}")
+    for column in [c for c in TOKENS if c in table]:
         values = _numeric(table, column, "integer token ids")
         finite = values[~np.isnan(values)]
         if (finite != np.round(finite)).any() or (finite < 0).any():
@@ -61,7 +71,7 @@ def check_table(table: pd.DataFrame) -> None:
     for column, what in LIST_COLUMNS.items():
         if column not in table:
             continue
-        cells = [c for c in table[column] if c is not None and not (isinstance(c, float) and np.isnan(c))]
+        cells = [c for c in table[column] if c is not None and not _is_nan(c)]
         not_lists = [c for c in cells if isinstance(c, str) or not hasattr(c, "__len__")]
         if not_lists:
             raise ValueError(f"column {column!r} holds {type(not_lists[0]).__name__} cells; expected lists of {what}")

@@ -8,12 +8,15 @@ Results go to shards written atomically, so a killed run resumes where it stoppe
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import math
 import os
 import platform
 import time
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -46,20 +49,55 @@ class ScoreConfig:
 
 @dataclass
 class Candidates:
-    """Answer strings of the dataset and their first tokens; colliding first tokens are reported."""
+    """The dataset's answers as the model writes them, and the token sequence each one is scored on.
+
+    An answer's score is the log-probability of its whole token sequence (docs/method.md, "Whole answers").
+    Where one answer's tokens begin another's ("sky" / "sky blue"), the shorter one is scored with the end
+    of answer appended, so every candidate names a disjoint set of continuations. Answers with identical
+    tokens cannot be told apart: `collisions` lists them.
+    """
     answers: list[str]
-    token_ids: list[int]
+    token_ids: list[tuple[int, ...]]
+    end_id: int | None = None
 
     @classmethod
     def of(cls, vlm, answers) -> "Candidates":
         answers = sorted({a for a in answers if a})
-        return cls(answers, [vlm.first_token(a) for a in answers])
+        return cls(answers, [tuple(vlm.answer_ids(a)) for a in answers], vlm.answer_end_id)
 
-    def collisions(self) -> dict[int, list[str]]:
-        by_token: dict[int, list[str]] = {}
-        for a, t in zip(self.answers, self.token_ids):
-            by_token.setdefault(t, []).append(a)
-        return {t: a for t, a in by_token.items() if len(a) > 1}
+    @cached_property
+    def first_tokens(self) -> list[int]:
+        return [ids[0] for ids in self.token_ids]
+
+    @cached_property
+    def distinct_first_tokens(self) -> list[int]:
+        return sorted(set(self.first_tokens))
+
+    @cached_property
+    def sequences(self) -> list[tuple[int, ...]]:
+        """What each candidate is scored on: its tokens, plus the end of answer where it begins a longer one."""
+        def begins_another(ids):
+            return any(len(o) > len(ids) and o[:len(ids)] == ids for o in self.token_ids)
+        return [ids + (self.end_id,) if begins_another(ids) and self.end_id is not None else ids
+                for ids in self.token_ids]
+
+    @cached_property
+    def continued(self) -> list[int]:
+        """Candidates whose score needs tokens after the first (a forward over the answer)."""
+        return [i for i, seq in enumerate(self.sequences) if len(seq) > 1]
+
+    def collisions(self) -> dict[tuple[int, ...], list[str]]:
+        """Answers that cannot be told apart: identical sequences (or a prefix with no end-of-answer token)."""
+        by_sequence: dict[tuple[int, ...], list[str]] = {}
+        for a, seq in zip(self.answers, self.sequences):
+            by_sequence.setdefault(seq, []).append(a)
+        clashes = {seq: a for seq, a in by_sequence.items() if len(a) > 1}
+        if self.end_id is None:  # nothing marks where an answer stops: a prefix cannot be told from its extension
+            for i, seq in enumerate(self.sequences):
+                longer = [a for a, o in zip(self.answers, self.sequences) if len(o) > len(seq) and o[:len(seq)] == seq]
+                if longer:
+                    clashes[seq] = [self.answers[i], *longer]
+        return clashes
 
     def index(self, answer: str | None) -> int:
         return self.answers.index(answer) if _text(answer) else -1
@@ -70,10 +108,68 @@ def _text(x) -> str:
     return x if isinstance(x, str) else ""
 
 
+def _select_rows(cache, rows: torch.Tensor):
+    """A copy of the KV cache holding `rows` of its batch (repeats allowed); the original stays intact."""
+    sub = copy.copy(cache)
+    sub.layers = [copy.copy(layer) for layer in cache.layers]
+    sub.batch_select_indices(rows)
+    return sub
+
+
+def continuation_logprobs(vlm, cache, attention_mask: torch.Tensor, rows: list[int],
+                          sequences: list[tuple[int, ...]]) -> torch.Tensor:
+    """sum_{k>=2} log p(s_k | prompt of row r, s_<k) for each (row r, sequence s), teacher-forced in one batch.
+
+    The prompt's KV cache is reused, so only the answer tokens run; answers are right-padded, which a
+    causal decoder never attends to before the real tokens."""
+    device = attention_mask.device
+    length = max(len(s) for s in sequences) - 1
+    pad = vlm.tokenizer.pad_token_id
+    inputs = torch.tensor([list(s[:-1]) + [pad] * (length - len(s) + 1) for s in sequences], device=device)
+    targets = torch.tensor([list(s[1:]) + [-1] * (length - len(s) + 1) for s in sequences], device=device)
+    index = torch.tensor(rows, device=device)
+    mask = torch.cat([attention_mask[index], (targets >= 0).to(attention_mask.dtype)], dim=1)
+    out = vlm.model(input_ids=inputs, attention_mask=mask, past_key_values=_select_rows(cache, index), use_cache=True)
+    logp = torch.log_softmax(out.logits.float(), dim=-1)
+    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return torch.where(targets >= 0, picked, 0.0).sum(1)
+
+
+def whole_answer_logprobs(vlm, first_logp: torch.Tensor, cache, attention_mask: torch.Tensor, cands: Candidates,
+                          required: list[set[int]], chunk: int, per_round: int = 4) -> torch.Tensor:
+    """log P(whole answer | prompt), (rows, candidates); NaN where a candidate provably cannot be the best.
+
+    Single-token answers are read off the first position. Longer ones run as continuations, best first by
+    their first token's log-probability, which bounds their score: a candidate whose bound is below the best
+    score found is never run, unless `required` (a row's own answers are always scored)."""
+    scores = torch.full((first_logp.shape[0], len(cands.answers)), float("nan"), device=first_logp.device)
+    for i, seq in enumerate(cands.sequences):
+        if len(seq) == 1:
+            scores[:, i] = first_logp[:, seq[0]]
+    if not cands.continued:
+        return scores
+    bound = first_logp[:, [cands.sequences[i][0] for i in cands.continued]].tolist()
+    while True:
+        best = torch.nan_to_num(scores, nan=-float("inf")).max(1).values.tolist()
+        pairs = []
+        for r, (row_bound, row_best) in enumerate(zip(bound, best)):
+            open_ = [(b, i) for b, i in zip(row_bound, cands.continued) if math.isnan(scores[r, i])]
+            pairs += [(r, i) for _, i in open_ if i in required[r]]
+            pairs += [(r, i) for b, i in sorted(open_, reverse=True)[:per_round] if b >= row_best and i not in required[r]]
+        if not pairs:
+            return scores
+        for k in range(0, len(pairs), chunk):
+            part = pairs[k:k + chunk]
+            rest = continuation_logprobs(vlm, cache, attention_mask, [r for r, _ in part],
+                                         [cands.sequences[i] for _, i in part])
+            for (r, i), value in zip(part, rest.tolist()):
+                scores[r, i] = first_logp[r, cands.sequences[i][0]] + value
+
+
 @torch.no_grad()
-def forward_answer_position(vlm, prompts: list[str], images: list | None, candidate_ids: list[int],
-                            lens: bool) -> dict[str, np.ndarray]:
-    """Answer-position statistics of one batch; the lens projects the last position only."""
+def forward_answer_position(vlm, prompts: list[str], images: list | None, cands: Candidates, lens: bool,
+                            required: list[set[int]] | None = None, chunk: int = 32) -> dict[str, np.ndarray]:
+    """Answer-position statistics and whole-answer scores of one batch; the lens projects the last position only."""
     captured = []
 
     def hook(_module, _args, output):
@@ -81,38 +177,49 @@ def forward_answer_position(vlm, prompts: list[str], images: list | None, candid
         captured.append(hidden[:, -1])
 
     handles = [layer.register_forward_hook(hook) for layer in vlm.layers] if lens else []
+    enc = vlm.encode(prompts, images)
     try:
-        out = vlm.model(**vlm.encode(prompts, images), logits_to_keep=1)
+        out = vlm.model(**enc, logits_to_keep=1, use_cache=bool(cands.continued))
     finally:
         for h in handles:
             h.remove()
     logits = out.logits[:, -1].float()
-    cand = torch.tensor(candidate_ids, device=logits.device)
+    first = torch.tensor(cands.first_tokens, device=logits.device)
     res = {name: index(logits) for name, index in uncertainty.INDICES.items()}
-    res.update(candidate_entropy=uncertainty.candidate_entropy(logits[:, cand]), top1=logits.argmax(-1),
-               cand_logit=logits[:, cand], cand_prob=torch.softmax(logits, dim=-1)[:, cand])
+    logp = torch.log_softmax(logits, dim=-1)
+    top1 = logits.argmax(-1)
+    answer_logp = whole_answer_logprobs(vlm, logp, out.past_key_values, enc["attention_mask"], cands,
+                                        required or [set() for _ in prompts], chunk)
+    # the model's answer: the candidate with the highest whole-answer probability, if its top-1 token begins
+    # that candidate; otherwise the model starts to write something else ("other")
+    best = torch.nan_to_num(answer_logp, nan=-float("inf")).argmax(1)
+    starts_best = top1 == first[best]
+    res.update(candidate_entropy=uncertainty.candidate_entropy(logits[:, cands.distinct_first_tokens]), top1=top1,
+               cand_logit=logits[:, first], cand_prob=logp.exp()[:, first], answer_logprob=answer_logp,
+               answer=torch.where(starts_best, best, -1))
     if lens:
         hidden = torch.stack(captured)  # (layers, batch, dim): the answer position after each layer
         lens_logits = vlm.head(vlm.final_norm(hidden)).float()
         res["lens_top1"] = lens_logits.argmax(-1).T  # (batch, layers)
-        res["lens_cand_logit"] = lens_logits[..., cand].permute(1, 0, 2)  # (batch, layers, candidates)
+        res["lens_cand_logit"] = lens_logits[..., first].permute(1, 0, 2)  # (batch, layers, candidates)
         res["final_logits"] = logits
         res["lens_last_logits"] = lens_logits[-1]
     return {k: v.cpu().numpy() for k, v in res.items()}
 
 
-def _jobs(rows: pd.DataFrame, conditions=CONDITIONS) -> dict[tuple, dict]:
-    """Distinct inputs: (kind, image_id, context, question) -> what to run."""
-    jobs = {}
+def _jobs(rows: pd.DataFrame, conditions=CONDITIONS) -> dict[tuple, set[str]]:
+    """Distinct inputs: (kind, image_id, context, question) -> the answers its rows ask about."""
+    jobs: dict[tuple, set[str]] = {}
     for r in rows.itertuples():
         image_id = _text(r.image_id) or None
         ctx = _text(r.text_context)
+        visual, text = {_text(r.answer_visual)} - {""}, {_text(r.answer_text)} - {""}
         if image_id:
-            jobs.setdefault(("v", image_id, "", r.question), None)
+            jobs.setdefault(("v", image_id, "", r.question), set()).update(visual)
         if ctx:
-            jobs.setdefault(("t", None, ctx, r.question), None)
+            jobs.setdefault(("t", None, ctx, r.question), set()).update(text)
             if image_id:
-                jobs.setdefault(("m", image_id, ctx, r.question), None)
+                jobs.setdefault(("m", image_id, ctx, r.question), set()).update(visual | text)
     return {k: v for k, v in jobs.items() if k[0] in conditions}
 
 
@@ -128,7 +235,9 @@ def score_rows(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, c
             chunk = keys[i:i + cfg.batch_size]
             prompts = [vlm.prompt(q, ctx, with_image=img is not None) for _, img, ctx, q in chunk]
             images = [data.image(img) for _, img, _, _ in chunk] if kind != "t" else None
-            out = forward_answer_position(vlm, prompts, images, cands.token_ids, lens=cfg.lens and kind == "m")
+            required = [{cands.index(a) for a in jobs[key]} for key in chunk]
+            out = forward_answer_position(vlm, prompts, images, cands, lens=cfg.lens and kind == "m",
+                                          required=required, chunk=cfg.batch_size)
             for j, key in enumerate(chunk):
                 results[key] = {k: v[j] for k, v in out.items()}
             if progress is not None:
@@ -138,16 +247,19 @@ def score_rows(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, c
 
 def assemble(rows: pd.DataFrame, results: dict, cands: Candidates, vlm) -> pd.DataFrame:
     decode = lambda t: vlm.tokenizer.decode([int(t)]).strip()
-    collided = set(cands.collisions())
+    collided = {a for answers in cands.collisions().values() for a in answers}
     records = []
     for r in rows.itertuples():
         rec = {k: getattr(r, k) for k in ("id", "image_id", "group", "split", "task", "d_v", "d_t", "text_tier",
                                           "condition", "question", "text_context", "answer_visual", "answer_text",
                                           "text_ambiguity")}
         iv, it = cands.index(r.answer_visual), cands.index(r.answer_text)
-        tv = cands.token_ids[iv] if iv >= 0 else None
-        tt = cands.token_ids[it] if it >= 0 else None
-        rec["answer_collision"] = bool(tv is not None and tt is not None and (tv == tt or tv in collided or tt in collided))
+        tv = cands.first_tokens[iv] if iv >= 0 else None
+        tt = cands.first_tokens[it] if it >= 0 else None
+        # whole answers that cannot be told apart leave the analysis; a shared first token only blinds the lens
+        rec["answer_collision"] = bool(iv >= 0 and it >= 0 and (cands.sequences[iv] == cands.sequences[it]
+                                                                or {r.answer_visual, r.answer_text} & collided))
+        rec["first_token_shared"] = bool(tv is not None and tv == tt)
         ctx, image_id = _text(r.text_context), _text(r.image_id)
         keys = {"v": ("v", image_id, "", r.question) if image_id else None,
                 "t": ("t", None, ctx, r.question) if ctx else None,
@@ -159,14 +271,16 @@ def assemble(rows: pd.DataFrame, results: dict, cands: Candidates, vlm) -> pd.Da
             for stat in ("entropy", "one_minus_max_p", "top2_margin", "candidate_entropy"):
                 rec[f"{stat}_{c}"] = float(res[stat])
             rec[f"top1_{c}"] = int(res["top1"])
-            rec[f"pred_{c}"] = decode(res["top1"])
+            answer = int(res["answer"])
+            rec[f"pred_{c}"] = cands.answers[answer] if answer >= 0 else decode(res["top1"])
             for side, idx in (("visual", iv), ("text", it)):
                 if idx >= 0:
                     rec[f"p_{side}_{c}"] = float(res["cand_prob"][idx])
                     rec[f"logit_{side}_{c}"] = float(res["cand_logit"][idx])
+                    rec[f"logp_{side}_{c}"] = float(res["answer_logprob"][idx])
             if c == "m" and "lens_top1" in res:
                 rec["lens_top1"] = [int(t) for t in res["lens_top1"]]
-                if iv >= 0 and it >= 0:
+                if iv >= 0 and it >= 0 and not rec["first_token_shared"]:
                     rec["lens_diff"] = [float(x) for x in res["lens_cand_logit"][:, it] - res["lens_cand_logit"][:, iv]]
         rec["token_visual"], rec["token_text"] = tv, tt
         records.append(rec)
@@ -217,8 +331,8 @@ def run_info(vlm, data: ConflictData, cfg: ScoreConfig, cands: Candidates, seed:
         "dtype": str(next(vlm.model.parameters()).dtype).replace("torch.", ""),
         "dataset": data.info.get("path"), "dataset_fingerprint": data.fingerprint, "dataset_info": data.info,
         "splits": sorted(set(data.samples["split"])), "seed": seed, "score_config": asdict(cfg),
-        "candidates": dict(zip(cands.answers, cands.token_ids)),
-        "answer_collisions": {str(t): a for t, a in cands.collisions().items()},
+        "candidates": dict(zip(cands.answers, cands.token_ids)), "answer_end_id": cands.end_id,
+        "answer_collisions": list(cands.collisions().values()),
         "num_layers": len(vlm.layers), "versions": versions, "python": platform.python_version(),
     }
 
@@ -267,8 +381,8 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
         raise ValueError("the dataset has no rows to score; check the split you selected")
     cands = Candidates.of(vlm, [_text(a) for a in pd.concat([rows.answer_visual, rows.answer_text])])
     if cands.collisions():
-        log.warning("answers share a first token and cannot be told apart at the answer position: %s; "
-                    "their rows are flagged answer_collision and left out of the analysis", cands.collisions())
+        log.warning("answers with identical tokens cannot be told apart: %s; their rows are flagged "
+                    "answer_collision and left out of the analysis", list(cands.collisions().values()))
     info = json.loads(json.dumps(run_info(vlm, data, cfg, cands, seed), default=str))  # as it reads back
     info_path = out / "run.json"
     if info_path.exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -149,6 +150,21 @@ class VLM:
 
     def first_token(self, answer: str) -> int:
         return self.answer_ids(answer)[0]
+
+    @cached_property
+    def answer_end_id(self) -> int | None:
+        """The token the chat template writes right after an answer (end of turn), else EOS; None if neither.
+
+        Whole-answer scoring needs it to tell an answer from a longer one it begins ("sky" / "sky blue")."""
+        marker = "ANSWERMARKER"
+        messages = self.family.messages("?", with_image=False) + [
+            {"role": "assistant", "content": [{"type": "text", "text": marker}]}]
+        try:
+            after = self.processor.apply_chat_template(messages, tokenize=False).split(marker, 1)[1]
+        except Exception:  # noqa: BLE001 - a template that cannot render an answer turn: fall back to EOS
+            after = ""
+        ids = self.tokenizer(after.strip(), add_special_tokens=False)["input_ids"] if after.strip() else []
+        return ids[0] if ids else self.tokenizer.eos_token_id
 
 
 def resolve_path(name_or_path: str) -> str:

@@ -17,4 +17,5 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture(scope="session", params=["llava", "llava_next"])
 def tiny_model(request, tmp_path_factory):
     from tests.fixtures import tiny_model_dir
-    return tiny_model_dir(request.param, tmp_path_factory.mktemp(request.param) / "model")
+    # "light" makes multi-token answers sharing a first token (light blue / light green) writable
+    return tiny_model_dir(request.param, tmp_path_factory.mktemp(request.param) / "model", extra_words=["light", "car"])

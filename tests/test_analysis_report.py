@@ -26,6 +26,7 @@ def synthetic_table(n=600, a=0.6, b=-3.0, seed=0, layers=4, dataset="fp-a") -> p
         "entropy_v": h_v, "entropy_t": h_t, "one_minus_max_p_v": h_v / 2, "one_minus_max_p_t": h_t / 2,
         "top2_margin_v": 1 - h_v / 2, "top2_margin_t": 1 - h_t / 2, "candidate_entropy_v": h_v, "candidate_entropy_t": h_t,
         "top1_v": tv, "top1_t": tt, "top1_m": np.where(text, tt, tv), "token_visual": tv, "token_text": tt,
+        "pred_v": "red", "pred_t": "blue", "pred_m": np.where(text, "blue", "red"),
         "lens_top1": lens, "lens_diff": [list(np.linspace(-1, 1 if f else -0.5, layers)) for f in text],
     })
 
@@ -44,7 +45,7 @@ def test_analysis_recovers_planted_curve():
 
 def test_unimodal_correct_filter_and_switch():
     t = synthetic_table(n=300)
-    t.loc[:49, "top1_v"] = 99  # the model's image-only answer is wrong on 50 rows
+    t.loc[:49, "pred_v"] = "green"  # the model's image-only answer is wrong on 50 rows
     assert analyze(t, AnalysisConfig(n_boot=0))["counts"]["analysed"] == 250
     assert analyze(t, AnalysisConfig(n_boot=0, unimodal_correct=False))["counts"]["analysed"] == 300
 
@@ -175,6 +176,8 @@ def _broken(change):
     (lambda t: t.loc.__setitem__((slice(0, 2), "entropy_t"), -0.2), "column 'entropy_t' has 3 negative values"),
     (lambda t: t.loc.__setitem__((slice(0, 1), "id"), "s0"), "1 duplicate sample ids (e.g. 's0')"),
     (lambda t: t.__setitem__("top1_m", 0.5), "column 'top1_m' holds non-integer"),
+    (lambda t: t.__setitem__("pred_m", 7), "column 'pred_m' holds int values such as 7; expected answer strings"),
+    (lambda t: t.drop(columns=["pred_v"], inplace=True), "lacks columns ['pred_v']"),
 ])
 def test_table_schema_names_the_column_and_the_expectation(change, needle):
     with pytest.raises(ValueError) as e:

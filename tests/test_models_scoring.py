@@ -50,7 +50,7 @@ def test_lens_at_last_layer_equals_logits(tiny_model, tiny_data):
     rows = tiny_data.samples.select(range(4))
     prompts = [vlm.prompt(r["question"], r["text_context"]) for r in rows]
     out = forward_answer_position(vlm, prompts, [tiny_data.image(r["image_id"]) for r in rows],
-                                  [vlm.first_token("red")], lens=True)
+                                  Candidates.of(vlm, ["red"]), lens=True)
     np.testing.assert_allclose(out["lens_last_logits"], out["final_logits"], atol=1e-4)
     assert out["lens_top1"].shape == (4, len(vlm.layers))
 
@@ -71,9 +71,9 @@ def test_each_distinct_input_scored_once(tiny_model, tiny_data, tmp_path, monkey
     seen = []
     real = scoring.forward_answer_position
 
-    def counting(vlm_, prompts, images, cand, lens):
+    def counting(vlm_, prompts, images, cands, lens, **kwargs):
         seen.extend(zip(prompts, [None] * len(prompts) if images is None else [im.tobytes() for im in images]))
-        return real(vlm_, prompts, images, cand, lens)
+        return real(vlm_, prompts, images, cands, lens, **kwargs)
 
     monkeypatch.setattr(scoring, "forward_answer_position", counting)
     data = tiny_data.split("test")
@@ -102,18 +102,95 @@ def test_table_columns_and_values(tiny_model, tiny_data, tmp_path):
     assert original.entropy_m == original.entropy_v  # no text: the both-modality input is the image-only one
 
 
-def test_colliding_answer_tokens_are_flagged(tmp_path):
+# Multi-token answers: shared first tokens (light blue / light green, red / red star), answers that begin
+# others (sky / sky blue, red / red star) and one-token answers side by side.
+MULTI_TOKEN_PAIRS = [("light blue", "light green"), ("sky blue", "blue"), ("red", "sky"), ("blue", "red star"),
+                     ("red star", "sky blue")]
+
+
+def multi_token_data(tmp_path, pairs=MULTI_TOKEN_PAIRS):
+    from PIL import Image
+    for name in ("blue", "red"):
+        Image.new("RGB", (32, 32), name).save(tmp_path / f"{name}.png")
+    rows = [{"id": str(i), "image": f"{('blue', 'red')[i % 2]}.png", "question": "What color is the car?",
+             "text_context": f"The car is {t}.", "answer_visual": v, "answer_text": t, "split": "test"}
+            for i, (v, t) in enumerate(pairs)]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return import_jsonl(tmp_path / "d.jsonl")
+
+
+def full_sequence_logprob(vlm, prompt, image, sequence) -> float:
+    """log p(sequence | prompt) by one plain forward over prompt + answer: no cache, no batch, no padding."""
+    import torch
+    enc = vlm.encode([prompt], [image] if image is not None else None)
+    answer = torch.tensor([sequence])
+    enc["input_ids"] = torch.cat([enc["input_ids"], answer], 1)
+    enc["attention_mask"] = torch.ones_like(enc["input_ids"])
+    with torch.no_grad():
+        logits = vlm.model(**enc).logits[0].float()
+    logp = torch.log_softmax(logits[-len(sequence) - 1:-1], -1)
+    return float(logp[torch.arange(len(sequence)), answer[0]].sum())
+
+
+def check_whole_answers(vlm, data):
+    """The engine's whole-answer scores equal plain full-sequence forwards, and its pruning never changes the best."""
+    rows = data.samples.to_pandas()
+    cands = Candidates.of(vlm, [*rows.answer_visual, *rows.answer_text])
+    prompts = [vlm.prompt(q, c) for q, c in zip(rows.question, rows.text_context)]
+    images = [data.image(i) for i in rows.image_id]
+    everything = [set(range(len(cands.answers)))] * len(rows)
+    full = forward_answer_position(vlm, prompts, images, cands, lens=False, required=everything, chunk=3)
+    pruned = forward_answer_position(vlm, prompts, images, cands, lens=False, chunk=3)
+    for j, (prompt, image) in enumerate(zip(prompts, images)):
+        expected = [full_sequence_logprob(vlm, prompt, image, seq) for seq in cands.sequences]
+        np.testing.assert_allclose(full["answer_logprob"][j], expected, atol=2e-4)
+        best = int(np.argmax(expected))
+        assert np.nanargmax(pruned["answer_logprob"][j]) == best
+        scored = ~np.isnan(pruned["answer_logprob"][j])
+        np.testing.assert_allclose(pruned["answer_logprob"][j][scored], np.array(expected)[scored], atol=2e-4)
+        assert full["answer"][j] == (best if full["top1"][j] == cands.first_tokens[best] else -1)
+    return cands, full
+
+
+def test_whole_answers_on_tiny_models(tiny_model, tmp_path):
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    data = multi_token_data(tmp_path)
+    cands, _ = check_whole_answers(vlm, data)
+    # an answer that begins another is scored with the end of answer after it; the others are not
+    sequences = dict(zip(cands.answers, cands.sequences))
+    assert sequences["sky"] == (*vlm.answer_ids("sky"), vlm.answer_end_id)
+    assert sequences["red"][-1] == vlm.answer_end_id and sequences["sky blue"] == vlm.answer_ids("sky blue")
+    assert not cands.collisions()
+    # rows whose answers share a first token are scored and analysed, not dropped; the lens skips them
+    t = score_dataset(vlm, data, tmp_path / "run")
+    assert not t.answer_collision.any()
+    assert t.set_index("id").first_token_shared.to_dict() == {"0": True, "1": False, "2": False, "3": False, "4": False}
+    assert t.loc[t.first_token_shared, "lens_diff"].isna().all() and t.loc[~t.first_token_shared, "lens_diff"].notna().all()
+    from eval.analysis import AnalysisConfig, conflict_samples
+    analysed, counts = conflict_samples(t, AnalysisConfig(unimodal_correct=False))
+    assert counts["analysed"] == len(t) == 5 and "answer_collision" not in counts or counts["answer_collision"] == 0
+    assert set(analysed.pred_m) <= set(cands.answers) | set(t.pred_m)  # whole answers or what the model said
+
+
+def test_whole_answers_on_the_organism_tokenizer(tmp_path):
+    """The shipped organism writes 'sky', 'blue' and 'red star' as several words of its own tokenizer."""
+    vlm = load_vlm("organism", dtype="float32", device="cpu")
+    data = multi_token_data(tmp_path, [(v, t) for v, t in MULTI_TOKEN_PAIRS if "light" not in v])  # not its word
+    cands, out = check_whole_answers(vlm, data)
+    assert (out["answer"] >= 0).any()  # the trained organism answers with colour words: some whole answers win
+
+
+def test_identical_answer_tokens_are_flagged(tmp_path):
     from PIL import Image
     from tests.fixtures import tiny_model_dir
     Image.new("RGB", (32, 32), "blue").save(tmp_path / "a.png")
     rows = [{"id": str(i), "image": "a.png", "question": "What color is the car?", "text_context": f"The car is {t}.",
              "answer_visual": v, "answer_text": t, "split": "test"}
-            for i, (v, t) in enumerate([("light blue", "light green"), ("red", "blue")])]
+            for i, (v, t) in enumerate([("sky blue", "sky  blue"), ("red", "blue")])]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     data = import_jsonl(tmp_path / "d.jsonl")
-    model = tiny_model_dir("llava", tmp_path / "m", extra_words=["light"])
-    vlm = load_vlm(str(model), dtype="float32", device="cpu")
-    assert Candidates.of(vlm, ["light blue", "light green", "red"]).collisions()
+    vlm = load_vlm(str(tiny_model_dir("llava", tmp_path / "m")), dtype="float32", device="cpu")
+    assert list(Candidates.of(vlm, ["sky blue", "sky  blue", "red"]).collisions().values()) == [["sky  blue", "sky blue"]]
     t = score_dataset(vlm, data, tmp_path / "run")
     assert t.set_index("id").answer_collision.to_dict() == {"0": True, "1": False}
 
