@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import platform
 import time
@@ -148,22 +147,23 @@ def whole_answer_logprobs(vlm, first_logp: torch.Tensor, cache, attention_mask: 
             scores[:, i] = first_logp[:, seq[0]]
     if not cands.continued:
         return scores
-    bound = first_logp[:, [cands.sequences[i][0] for i in cands.continued]].tolist()
-    while True:
+    first_of = torch.tensor(cands.first_tokens, device=first_logp.device)
+    bound = first_logp[:, first_of[cands.continued]].tolist()
+    while True:  # the bookkeeping runs on the CPU; the device sees one batch per chunk of pairs
         best = torch.nan_to_num(scores, nan=-float("inf")).max(1).values.tolist()
+        unscored = torch.isnan(scores[:, cands.continued]).tolist()
         pairs = []
-        for r, (row_bound, row_best) in enumerate(zip(bound, best)):
-            open_ = [(b, i) for b, i in zip(row_bound, cands.continued) if math.isnan(scores[r, i])]
+        for r, (row_bound, row_best, row_open) in enumerate(zip(bound, best, unscored)):
+            open_ = [(b, i) for b, i, o in zip(row_bound, cands.continued, row_open) if o]
             pairs += [(r, i) for _, i in open_ if i in required[r]]
             pairs += [(r, i) for b, i in sorted(open_, reverse=True)[:per_round] if b >= row_best and i not in required[r]]
         if not pairs:
             return scores
         for k in range(0, len(pairs), chunk):
-            part = pairs[k:k + chunk]
-            rest = continuation_logprobs(vlm, cache, attention_mask, [r for r, _ in part],
-                                         [cands.sequences[i] for _, i in part])
-            for (r, i), value in zip(part, rest.tolist()):
-                scores[r, i] = first_logp[r, cands.sequences[i][0]] + value
+            rows, cols = (torch.tensor(x, device=scores.device) for x in zip(*pairs[k:k + chunk]))
+            rest = continuation_logprobs(vlm, cache, attention_mask, rows.tolist(),
+                                         [cands.sequences[i] for i in cols.tolist()])
+            scores[rows, cols] = first_logp[rows, first_of[cols]] + rest
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ processor builder lives in its family module (`Family.build_tiny`).
 """
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable
 
@@ -49,6 +50,19 @@ def build_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
                                    eos_token="</s>", extra_special_tokens={"image_token": "<image>"}, padding_side="left")
     fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def with_special_tokens(tokenizer: PreTrainedTokenizerFast, named: dict[str, str] | None = None,
+                        others: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """A copy of `tokenizer` with more special tokens: `named` ones become attributes (boi_token=...), as a
+    family's processor reads them; the vocabulary keeps its ids and grows at the end."""
+    fast = PreTrainedTokenizerFast(tokenizer_object=copy.deepcopy(tokenizer.backend_tokenizer), unk_token="<unk>",
+                                   pad_token="<pad>", bos_token="<s>", eos_token="</s>", padding_side="left",
+                                   extra_special_tokens={"image_token": "<image>", **(named or {})})
+    if others:
+        fast.add_special_tokens({"additional_special_tokens": list(others)})
+    fast.chat_template = tokenizer.chat_template
     return fast
 
 

@@ -127,7 +127,7 @@ class VLM:
     def encode(self, prompts: list[str], images: list | None = None) -> dict:
         kwargs = dict(text=prompts, padding=True, return_tensors="pt")
         if images:
-            kwargs["images"] = images
+            kwargs["images"] = [[image] for image in images]  # one image per prompt, as every processor reads it
         batch = self.processor(**kwargs)
         dtype = next(self.model.parameters()).dtype
         return {k: (v.to(self.device, dtype) if k == "pixel_values" else v.to(self.device)) for k, v in batch.items()}

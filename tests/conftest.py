@@ -14,7 +14,13 @@ def tiny_data(tmp_path_factory):
     return tiny_dataset(tmp_path_factory.mktemp("data") / "colors")
 
 
-@pytest.fixture(scope="session", params=["llava", "llava_next"])
+def _families():
+    from models import supported_families
+    return supported_families()
+
+
+# every registered family: the contract tests (tests/test_models_scoring.py) run once per family
+@pytest.fixture(scope="session", params=_families())
 def tiny_model(request, tmp_path_factory):
     from tests.fixtures import tiny_model_dir
     # "light" makes multi-token answers sharing a first token (light blue / light green) writable

@@ -1,0 +1,41 @@
+"""Gemma 3 (`gemma3`): SigLIP tower, pooled to a fixed number of soft tokens, Gemma 3 decoder with
+sliding-window layers; image tokens attend to each other bidirectionally (the processor's token_type_ids).
+
+Quirks the lens checks cover: the final norm is Gemma's (1 + weight) RMSNorm, and the conditional-generation
+class applies no final logit soft-capping even where the text config names one (transformers 5.23), so neither
+does the lens; the tiny model sets a cap so the contract test would see a change.
+"""
+from __future__ import annotations
+
+from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor,
+                          Gemma3TextConfig, SiglipVisionConfig)
+
+from ..registry import Family, register_family
+from ..tiny import CHAT_TEMPLATE, with_special_tokens
+from .llava import PIXEL_NORM
+
+IMAGE_TOKENS = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
+
+
+@register_family
+class Gemma3(Family):
+    model_type = "gemma3"
+
+    def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, hidden: int = 32,
+                   layers: int = 2, heads: int = 4, soft_tokens: int = 4, **_):
+        tokenizer = with_special_tokens(tokenizer, named=IMAGE_TOKENS)
+        vision = SiglipVisionConfig(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+                                    num_attention_heads=heads, image_size=image_size, patch_size=patch_size)
+        text = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
+                                num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
+                                head_dim=hidden // heads, max_position_embeddings=1024, sliding_window=16,
+                                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                eos_token_id=tokenizer.eos_token_id, final_logit_softcapping=30.0)
+        config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=soft_tokens,
+                              boi_token_index=tokenizer.boi_token_id, eoi_token_index=tokenizer.eoi_token_id,
+                              image_token_index=tokenizer.image_token_id, tie_word_embeddings=False)
+        image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}, **PIXEL_NORM)
+        # Gemma's template marks an image with its begin-of-image token; the processor expands it
+        processor = Gemma3Processor(image_processor, tokenizer, image_seq_length=soft_tokens,
+                                    chat_template=chat_template.replace("<image>", IMAGE_TOKENS["boi_token"]))
+        return Gemma3ForConditionalGeneration(config), processor

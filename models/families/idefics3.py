@@ -1,0 +1,41 @@
+"""Idefics3 / SmolVLM (`idefics3`): SigLIP-style tower, pixel-shuffle connector, Llama decoder; images split
+into tiles plus a global view, each framed by row/column tokens."""
+from __future__ import annotations
+
+from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil,
+                          Idefics3Processor, Idefics3VisionConfig, LlamaConfig)
+
+from ..registry import LANGUAGE_LORA_REGEX, Family, register_family
+from ..tiny import CHAT_TEMPLATE, with_special_tokens
+from .llava import PIXEL_NORM
+
+# the processor frames each tile with these; a real checkpoint's tokenizer has them
+TILE_TOKENS = ["<fake_token_around_image>", "<end_of_utterance>", "<global-img>",
+               *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))]
+
+
+@register_family
+class Idefics3(Family):
+    model_type = "idefics3"
+    # Idefics3's decoder is `model.text_model`, not `language_model`; the tower (`vision_model`) has q_proj too
+    lora_target_modules = LANGUAGE_LORA_REGEX.replace("language_model", "text_model")
+
+    def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, hidden: int = 32,
+                   layers: int = 2, heads: int = 4, scale_factor: int = 2, **_):
+        tokenizer = with_special_tokens(tokenizer, others=TILE_TOKENS)
+        vision = Idefics3VisionConfig(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+                                      num_attention_heads=heads, image_size=image_size, patch_size=patch_size)
+        text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
+                           num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                           max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           tie_word_embeddings=False)
+        config = Idefics3Config(vision_config=vision.to_dict(), text_config=text.to_dict(), scale_factor=scale_factor,
+                                image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                                pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+        # images up to twice the tile side are split into tiles plus a global view (SmolVLM's image splitting)
+        image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 2 * image_size}, do_image_splitting=True,
+                                                    max_image_size={"longest_edge": image_size}, **PIXEL_NORM)
+        processor = Idefics3Processor(image_processor, tokenizer, chat_template=chat_template,
+                                      image_seq_len=(image_size // patch_size) ** 2 // scale_factor ** 2)
+        return Idefics3ForConditionalGeneration(config), processor
