@@ -75,10 +75,8 @@ class Candidates:
     @cached_property
     def sequences(self) -> list[tuple[int, ...]]:
         """What each candidate is scored on: its tokens, plus the end of answer where it begins a longer one."""
-        def begins_another(ids):
-            return any(len(o) > len(ids) and o[:len(ids)] == ids for o in self.token_ids)
-        return [ids + (self.end_id,) if begins_another(ids) and self.end_id is not None else ids
-                for ids in self.token_ids]
+        return [ids + (self.end_id,) if self.end_id is not None and any(_begins(ids, o) for o in self.token_ids)
+                else ids for ids in self.token_ids]
 
     @cached_property
     def continued(self) -> list[int]:
@@ -92,14 +90,19 @@ class Candidates:
             by_sequence.setdefault(seq, []).append(a)
         clashes = {seq: a for seq, a in by_sequence.items() if len(a) > 1}
         if self.end_id is None:  # nothing marks where an answer stops: a prefix cannot be told from its extension
-            for i, seq in enumerate(self.sequences):
-                longer = [a for a, o in zip(self.answers, self.sequences) if len(o) > len(seq) and o[:len(seq)] == seq]
+            for answer, seq in zip(self.answers, self.sequences):
+                longer = [a for a, o in zip(self.answers, self.sequences) if _begins(seq, o)]
                 if longer:
-                    clashes[seq] = [self.answers[i], *longer]
+                    clashes[seq] = [answer, *longer]
         return clashes
 
     def index(self, answer: str | None) -> int:
         return self.answers.index(answer) if _text(answer) else -1
+
+
+def _begins(short: tuple, long: tuple) -> bool:
+    """`short` is a proper prefix of `long`."""
+    return len(long) > len(short) and long[:len(short)] == short
 
 
 def _text(x) -> str:

@@ -66,6 +66,19 @@ def with_special_tokens(tokenizer: PreTrainedTokenizerFast, named: dict[str, str
     return fast
 
 
+def tower_sizes(hidden: int, layers: int, heads: int, image_size: int, patch_size: int) -> dict:
+    """Vision-tower config fields of a tiny random model (CLIP / SigLIP / Idefics3 towers share their names)."""
+    return dict(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                image_size=image_size, patch_size=patch_size)
+
+
+def decoder_sizes(tokenizer, hidden: int, layers: int, heads: int, max_positions: int = 1024) -> dict:
+    """Decoder config fields of a tiny random model, with the tokenizer's vocabulary and special ids."""
+    return dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, max_position_embeddings=max_positions, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+
+
 def dataset_tokenizer(extra_texts: Iterable[str] = ()) -> PreTrainedTokenizerFast:
     """A word-level tokenizer that covers every word the project's datasets can produce."""
     from data_gen.vocabulary import dataset_texts

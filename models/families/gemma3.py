@@ -11,7 +11,7 @@ from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Im
                           Gemma3TextConfig, SiglipVisionConfig)
 
 from ..registry import Family, register_family
-from ..tiny import CHAT_TEMPLATE, with_special_tokens
+from ..tiny import CHAT_TEMPLATE, decoder_sizes, tower_sizes, with_special_tokens
 from .llava import PIXEL_NORM
 
 IMAGE_TOKENS = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
@@ -24,13 +24,9 @@ class Gemma3(Family):
     def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, hidden: int = 32,
                    layers: int = 2, heads: int = 4, soft_tokens: int = 4, **_):
         tokenizer = with_special_tokens(tokenizer, named=IMAGE_TOKENS)
-        vision = SiglipVisionConfig(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                                    num_attention_heads=heads, image_size=image_size, patch_size=patch_size)
-        text = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
-                                num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
-                                head_dim=hidden // heads, max_position_embeddings=1024, sliding_window=16,
-                                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                                eos_token_id=tokenizer.eos_token_id, final_logit_softcapping=30.0)
+        vision = SiglipVisionConfig(**tower_sizes(hidden, layers, heads, image_size, patch_size))
+        text = Gemma3TextConfig(**decoder_sizes(tokenizer, hidden, layers, heads), num_key_value_heads=heads // 2,
+                                head_dim=hidden // heads, sliding_window=16, final_logit_softcapping=30.0)
         config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=soft_tokens,
                               boi_token_index=tokenizer.boi_token_id, eoi_token_index=tokenizer.eoi_token_id,
                               image_token_index=tokenizer.image_token_id, tie_word_embeddings=False)

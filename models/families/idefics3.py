@@ -6,7 +6,7 @@ from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idef
                           Idefics3Processor, Idefics3VisionConfig, LlamaConfig)
 
 from ..registry import LANGUAGE_LORA_REGEX, Family, register_family
-from ..tiny import CHAT_TEMPLATE, with_special_tokens
+from ..tiny import CHAT_TEMPLATE, decoder_sizes, tower_sizes, with_special_tokens
 from .llava import PIXEL_NORM
 
 # the processor frames each tile with these; a real checkpoint's tokenizer has them
@@ -23,12 +23,8 @@ class Idefics3(Family):
     def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, hidden: int = 32,
                    layers: int = 2, heads: int = 4, scale_factor: int = 2, **_):
         tokenizer = with_special_tokens(tokenizer, others=TILE_TOKENS)
-        vision = Idefics3VisionConfig(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                                      num_attention_heads=heads, image_size=image_size, patch_size=patch_size)
-        text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
-                           num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                           max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
-                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vision = Idefics3VisionConfig(**tower_sizes(hidden, layers, heads, image_size, patch_size))
+        text = LlamaConfig(**decoder_sizes(tokenizer, hidden, layers, heads), num_key_value_heads=heads,
                            tie_word_embeddings=False)
         config = Idefics3Config(vision_config=vision.to_dict(), text_config=text.to_dict(), scale_factor=scale_factor,
                                 image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
