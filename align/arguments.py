@@ -75,6 +75,9 @@ class AlignArguments:
         "help": "a PEFT regex (re.fullmatch); default: the model family's language-model projections"})
     # measurement
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples of the balance point (>= 100; 0: none)"})
+    unimodal_correct: bool = field(default=True, metadata={
+        "help": "analyse only conflicts whose image-only and text-only answers are both right (false: all; for "
+                "models too weak to pass that filter, where the curve then mixes in what the model cannot see)"})
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -109,7 +112,7 @@ class AlignArguments:
 
     @property
     def analysis(self) -> AnalysisConfig:
-        return AnalysisConfig(n_boot=self.n_boot)
+        return AnalysisConfig(n_boot=self.n_boot, unimodal_correct=self.unimodal_correct)
 
 
 def check_inputs(align: AlignArguments, model: ModelArguments, training: TrainingArguments) -> None:

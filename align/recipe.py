@@ -128,7 +128,7 @@ class Recipe:
             aim = target if not rounds else next_training_target(
                 target, [r["trained_at"] for r in rounds], [r["realized"] for r in rounds])
             examples, stats = build_examples(train_table, aim, current, a.tau, a.boundary_sigma, a.boundary_floor,
-                                             a.retention_share, a.loss_type, self.training.seed)
+                                             a.retention_share, a.loss_type, self.training.seed, a.analysis)
             log.info("training at b = %+.3f (round %d): %s", aim, len(rounds), stats)
             model = base if not rounds else self.load()
             if state.is_main:  # scores of an earlier adapter would be resumed as this one's

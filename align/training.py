@@ -22,9 +22,11 @@ LOSS_TYPES = ("soft", "hard", "dpo")
 
 def build_examples(train_table: pd.DataFrame, target: float, current: float, tau: float,
                    boundary_sigma: float, boundary_floor: float, retention_share: float, loss_type: str,
-                   seed: int = 0) -> tuple[list[dict], dict]:
-    """Conflict examples with targets p* and weights, plus retention examples (unimodal answers)."""
-    conflicts, counts = conflict_samples(train_table, AnalysisConfig())
+                   seed: int = 0, analysis: AnalysisConfig | None = None) -> tuple[list[dict], dict]:
+    """Conflict examples with targets p* and weights, plus retention examples (unimodal answers); the conflicts
+    are those the analysis reads (`analysis`: by default, both unimodal answers right)."""
+    analysis = analysis or AnalysisConfig()
+    conflicts, counts = conflict_samples(train_table, analysis)
     if "first_token_shared" in conflicts:  # the loss acts on first tokens: answers sharing one give it no signal
         counts["first_token_shared"] = int(conflicts.first_token_shared.sum())
         conflicts = conflicts[~conflicts.first_token_shared.astype(bool)]
@@ -32,8 +34,10 @@ def build_examples(train_table: pd.DataFrame, target: float, current: float, tau
         hint = (" Their answers share first tokens (first_token_shared) or whole tokens (answer_collision): the "
                 "loss needs answers whose first tokens differ."
                 if counts.get("answer_collision") or counts.get("first_token_shared") else "")
-        raise ValueError(f"no usable conflict samples in the training groups ({counts}): the base model must answer "
-                         f"both unimodal questions right on some conflicts; use more groups or easier tiers.{hint}")
+        need = (" the base model must answer both unimodal questions right on some conflicts;"
+                if analysis.unimodal_correct else "")
+        raise ValueError(f"no usable conflict samples in the training groups ({counts}):{need} use more groups or "
+                         f"easier tiers.{hint}")
     d_rel = conflicts.d_rel_entropy.to_numpy()
     p_text = target_text_probability(d_rel, target, tau)
     if loss_type == "hard":
@@ -117,13 +121,8 @@ class AlignmentCollator:
     def __call__(self, examples: list[dict]) -> dict:
         vlm = self.vlm
         prompts = [vlm.prompt(e["question"], e["context"], with_image=e["image_id"] is not None) for e in examples]
-        images = [self.data.image(e["image_id"]) for e in examples if e["image_id"] is not None]
-        kwargs = dict(text=prompts, padding=True, return_tensors="pt")
-        if images:
-            kwargs["images"] = images
-        batch = dict(vlm.processor(**kwargs))
-        if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+        images = [self.data.image(e["image_id"]) if e["image_id"] is not None else None for e in examples]
+        batch = vlm.inputs(prompts, images, self.dtype)
         for key in TARGET_KEYS:
             kind = torch.long if key in ("token_text", "token_visual", "answer_token") else torch.float32
             batch[key] = torch.tensor([e[key] for e in examples], dtype=kind)

@@ -166,7 +166,7 @@ def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
     if len(decided) < cfg.min_samples:
         raise ValueError(f"only {len(decided)} conflict samples are text- or vision-following after filtering "
                          f"({counts}); a curve needs at least {cfg.min_samples}: score more groups"
-                         + (" or pass --all-samples to drop the unimodal-correct filter" if cfg.unimodal_correct else ""))
+                         + (" or drop the unimodal-correct filter (--no_unimodal_correct; the recipe: --unimodal_correct false)" if cfg.unimodal_correct else ""))
     follows = (decided.following == "text").to_numpy(float)
     groups = bootstrap_clusters(decided, cfg)
     result = {"config": asdict(cfg), "counts": counts,

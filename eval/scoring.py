@@ -118,27 +118,38 @@ def _select_rows(cache, rows: torch.Tensor):
     return sub
 
 
-def continuation_logprobs(vlm, cache, attention_mask: torch.Tensor, rows: list[int],
-                          sequences: list[tuple[int, ...]]) -> torch.Tensor:
+@dataclass
+class Prefix:
+    """What a batch's prompts leave for their continuations: the KV cache, the attention mask, and (for
+    multimodal RoPE) each row's next position id."""
+    cache: object
+    attention_mask: torch.Tensor
+    next_positions: torch.Tensor | None = None
+
+
+def continuation_logprobs(vlm, prefix: Prefix, rows: list[int], sequences: list[tuple[int, ...]]) -> torch.Tensor:
     """sum_{k>=2} log p(s_k | prompt of row r, s_<k) for each (row r, sequence s), teacher-forced in one batch.
 
     The prompt's KV cache is reused, so only the answer tokens run; answers are right-padded, which a
     causal decoder never attends to before the real tokens."""
-    device = attention_mask.device
+    device = prefix.attention_mask.device
     length = max(len(s) for s in sequences) - 1
     pad = vlm.tokenizer.pad_token_id
     inputs = torch.tensor([list(s[:-1]) + [pad] * (length - len(s) + 1) for s in sequences], device=device)
     targets = torch.tensor([list(s[1:]) + [-1] * (length - len(s) + 1) for s in sequences], device=device)
     index = torch.tensor(rows, device=device)
-    mask = torch.cat([attention_mask[index], (targets >= 0).to(attention_mask.dtype)], dim=1)
-    out = vlm.model(input_ids=inputs, attention_mask=mask, past_key_values=_select_rows(cache, index), use_cache=True)
+    mask = torch.cat([prefix.attention_mask[index], (targets >= 0).to(prefix.attention_mask.dtype)], dim=1)
+    positions = {} if prefix.next_positions is None else {
+        "position_ids": prefix.next_positions[index, None] + torch.arange(length, device=device)}
+    out = vlm.model(input_ids=inputs, attention_mask=mask, past_key_values=_select_rows(prefix.cache, index),
+                    use_cache=True, **positions)
     logp = torch.log_softmax(out.logits.float(), dim=-1)
     picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return torch.where(targets >= 0, picked, 0.0).sum(1)
 
 
-def whole_answer_logprobs(vlm, first_logp: torch.Tensor, cache, attention_mask: torch.Tensor, cands: Candidates,
-                          required: list[set[int]], chunk: int, per_round: int = 4) -> torch.Tensor:
+def whole_answer_logprobs(vlm, first_logp: torch.Tensor, prefix: Prefix, cands: Candidates, required: list[set[int]],
+                          chunk: int, per_round: int = 4) -> torch.Tensor:
     """log P(whole answer | prompt), (rows, candidates); NaN where a candidate provably cannot be the best.
 
     Single-token answers are read off the first position. Longer ones run as continuations, best first by
@@ -164,8 +175,7 @@ def whole_answer_logprobs(vlm, first_logp: torch.Tensor, cache, attention_mask: 
             return scores
         for k in range(0, len(pairs), chunk):
             rows, cols = (torch.tensor(x, device=scores.device) for x in zip(*pairs[k:k + chunk]))
-            rest = continuation_logprobs(vlm, cache, attention_mask, rows.tolist(),
-                                         [cands.sequences[i] for i in cols.tolist()])
+            rest = continuation_logprobs(vlm, prefix, rows.tolist(), [cands.sequences[i] for i in cols.tolist()])
             scores[rows, cols] = first_logp[rows, first_of[cols]] + rest
 
 
@@ -191,8 +201,9 @@ def forward_answer_position(vlm, prompts: list[str], images: list | None, cands:
     res = {name: index(logits) for name, index in uncertainty.INDICES.items()}
     logp = torch.log_softmax(logits, dim=-1)
     top1 = logits.argmax(-1)
-    answer_logp = whole_answer_logprobs(vlm, logp, out.past_key_values, enc["attention_mask"], cands,
-                                        required or [set() for _ in prompts], chunk)
+    prefix = Prefix(out.past_key_values, enc["attention_mask"],
+                    vlm.family.next_positions(vlm.model, enc) if cands.continued else None)
+    answer_logp = whole_answer_logprobs(vlm, logp, prefix, cands, required or [set() for _ in prompts], chunk)
     # the model's answer: the candidate with the highest whole-answer probability, if its top-1 token begins
     # that candidate; otherwise the model starts to write something else ("other")
     best = torch.nan_to_num(answer_logp, nan=-float("inf")).argmax(1)

@@ -13,6 +13,9 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
+from transformers import AutoProcessor
+
+from .image_only import image_only, video_capable
 
 # PEFT matches a string with re.fullmatch: the language model's projections only, never the
 # vision tower or the projector (PEFT's "all-linear" would hit both).
@@ -26,6 +29,14 @@ class Family(ABC):
 
     model_type: ClassVar[str]
     lora_target_modules: ClassVar[str] = LANGUAGE_LORA_REGEX
+    # the processor class of a family that also takes video: loaded without its video part where torchvision is
+    # missing (models/image_only.py); None: AutoProcessor reads the folder everywhere
+    video_processor_class: ClassVar[type | None] = None
+
+    def load_processor(self, path: str, **kwargs):
+        if self.video_processor_class is not None and not video_capable():
+            return image_only(self.video_processor_class).from_pretrained(path, **kwargs)
+        return AutoProcessor.from_pretrained(path, **kwargs)
 
     # ---- the logit lens reads these three (docs/method.md, "Layer-wise oscillation")
     def decoder_layers(self, model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -36,6 +47,12 @@ class Family(ABC):
 
     def output_head(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.get_output_embeddings()
+
+    # ---- whole-answer continuations over the prompt's KV cache (eval/scoring.py)
+    def next_positions(self, model: torch.nn.Module, batch: dict) -> torch.Tensor | None:
+        """Per row, the position id of the first token after the prompt, where the model's default for a
+        continuation (the cache length) is wrong, as with multimodal RoPE; None where the default is right."""
+        return None
 
     # ---- prompts
     def messages(self, question: str, context: str = "", with_image: bool = True) -> list[dict]:

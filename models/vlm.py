@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoModelForImageTextToText
 
 from .registry import Family, family_for
 
@@ -124,13 +124,24 @@ class VLM:
         return self.processor.apply_chat_template(self.family.messages(question, context, with_image),
                                                   add_generation_prompt=True, tokenize=False)
 
-    def encode(self, prompts: list[str], images: list | None = None) -> dict:
+    def inputs(self, prompts: list[str], images: list | None = None, dtype: torch.dtype | None = None) -> dict:
+        """The processor's tensors on the CPU; `images` holds one image per prompt, None for a text-only prompt
+        (a batch may mix both), and pixel values come in `dtype`."""
         kwargs = dict(text=prompts, padding=True, return_tensors="pt")
-        if images:
-            kwargs["images"] = [[image] for image in images]  # one image per prompt, as every processor reads it
-        batch = self.processor(**kwargs)
-        dtype = next(self.model.parameters()).dtype
-        return {k: (v.to(self.device, dtype) if k == "pixel_values" else v.to(self.device)) for k, v in batch.items()}
+        if images and any(image is not None for image in images):
+            if len(images) != len(prompts):
+                raise ValueError(f"{len(images)} images for {len(prompts)} prompts: give one per prompt (None: none)")
+            # nested, one list per prompt: the form every family's processor reads, mixed batches included
+            kwargs["images"] = [[image] if image is not None else [] for image in images]
+        batch = dict(self.processor(**kwargs))
+        if dtype is not None and "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        return batch
+
+    def encode(self, prompts: list[str], images: list | None = None) -> dict:
+        """`inputs` on the model's device, pixel values in its dtype."""
+        batch = self.inputs(prompts, images, next(self.model.parameters()).dtype)
+        return {k: v.to(self.device) for k, v in batch.items()}
 
     def answer_ids(self, answer: str) -> tuple[int, ...]:
         """Token ids of `answer` as the model would write it right after the prompt."""
@@ -185,7 +196,6 @@ def check_model(name_or_path: str, revision: str | None = None, trust_remote_cod
     """Read only the model's config: the name resolves and its family is supported. Returns the family name.
 
     Cheap enough to run before any data is generated or scored."""
-    from transformers import AutoConfig
     try:
         config = AutoConfig.from_pretrained(resolve_path(name_or_path), revision=revision,
                                             trust_remote_code=trust_remote_code)
@@ -202,8 +212,10 @@ def load_vlm(name_or_path: str = "organism", dtype: str | torch.dtype = "auto", 
     path = resolve_path(name_or_path)
     torch_dtype = resolve_dtype(dtype, device)
     try:
-        processor = AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
-        model = AutoModelForImageTextToText.from_pretrained(path, revision=revision, dtype=torch_dtype,
+        config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        processor = family_for(config.model_type).load_processor(path, revision=revision,
+                                                                 trust_remote_code=trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(path, config=config, revision=revision, dtype=torch_dtype,
                                                             trust_remote_code=trust_remote_code)
     except OSError as e:
         raise unloadable(name_or_path, e) from e

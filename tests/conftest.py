@@ -25,3 +25,10 @@ def tiny_model(request, tmp_path_factory):
     from tests.fixtures import tiny_model_dir
     # "light" makes multi-token answers sharing a first token (light blue / light green) writable
     return tiny_model_dir(request.param, tmp_path_factory.mktemp(request.param) / "model", extra_words=["light", "car"])
+
+
+@pytest.fixture(scope="session")
+def answering_data(tmp_path_factory):
+    """Enough groups that a random model answering with colours leaves 20+ text- or vision-following conflicts."""
+    from tests.fixtures import tiny_dataset
+    return tiny_dataset(tmp_path_factory.mktemp("answering") / "colors", groups=24)

@@ -81,6 +81,24 @@ def test_scoring_matches_a_per_sample_reference(tiny_model, tiny_data):
             assert list(got.lens_top1) == ref["lens_top1"]
 
 
+def test_a_batch_mixing_image_and_text_only_rows_scores_each_row_as_alone(tiny_model, tiny_data):
+    """Training batches mix conflict rows (image + text) with text-only retention rows."""
+    import torch
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    rows = tiny_data.samples.select(range(3))
+    prompts = [vlm.prompt(rows[0]["question"], rows[0]["text_context"]),
+               vlm.prompt(rows[1]["question"], rows[1]["text_context"], with_image=False),
+               vlm.prompt(rows[2]["question"], "")]
+    images = [tiny_data.image(rows[0]["image_id"]), None, tiny_data.image(rows[2]["image_id"])]
+    last = lambda batch: vlm.model(**batch).logits[:, -1]
+    with torch.no_grad():
+        mixed = last(vlm.encode(prompts, images))
+        alone = torch.cat([last(vlm.encode([p], [i] if i is not None else None)) for p, i in zip(prompts, images)])
+    torch.testing.assert_close(mixed, alone, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="one per prompt"):
+        vlm.encode(prompts, images[:2])
+
+
 def test_lens_at_last_layer_equals_logits(tiny_model, tiny_data):
     vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
     rows = tiny_data.samples.select(range(4))
@@ -160,8 +178,11 @@ def full_sequence_logprob(vlm, prompt, image, sequence) -> float:
     import torch
     enc = vlm.encode([prompt], [image] if image is not None else None)
     answer = torch.tensor([sequence])
+    length = enc["input_ids"].shape[1]
+    for key, value in enc.items():  # per-token inputs grow by the answer: text tokens, attended, of no image
+        if key != "input_ids" and value.shape[:2] == (1, length):
+            enc[key] = torch.cat([value, torch.full_like(answer, int(key == "attention_mask"))], 1)
     enc["input_ids"] = torch.cat([enc["input_ids"], answer], 1)
-    enc["attention_mask"] = torch.ones_like(enc["input_ids"])
     with torch.no_grad():
         logits = vlm.model(**enc).logits[0].float()
     logp = torch.log_softmax(logits[-len(sequence) - 1:-1], -1)

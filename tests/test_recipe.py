@@ -14,7 +14,7 @@ from transformers import TrainingArguments
 
 from align.arguments import TRAINING_DEFAULTS, AlignArguments
 from data_gen.cli import parse
-from models import ModelArguments
+from models import ModelArguments, supported_families
 from align.targets import (boundary_weights, calibration_reached, next_training_target, resolve_target,
                            sample_hard_targets, target_text_probability)
 from align.training import soft_target_loss
@@ -248,6 +248,30 @@ def test_recipe_trl_variants_train_an_adapter(loss_type, tmp_path):
     lora_b = [v for k, v in load_file(tmp_path / "release" / "adapter_model.safetensors").items() if "lora_B" in k]
     assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
     assert json.loads((tmp_path / "alignment.json").read_text())["config"]["align"]["loss_type"] == loss_type
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", supported_families())
+def test_recipe_end_to_end_on_every_family(arch, answering_data, tmp_path):
+    """Measure, targets, LoRA steps, re-measure, report and release on a tiny random model of each family whose
+    head answers with colours (a random head answers nothing the analysis can read)."""
+    from safetensors.torch import load_file
+    from align.recipe import run_alignment
+    from models import family_for
+    from tests.fixtures import tiny_model_dir
+    model = tiny_model_dir(arch, tmp_path / "model", answering=answering_data)
+    result = run_alignment(*parse_recipe([
+        "--model", str(model), "--data", answering_data.info["path"], "--output_dir", str(tmp_path / "out"),
+        "--max_steps", "2", "--save_steps", "2", "--per_device_train_batch_size", "4", "--n_boot", "0",
+        "--per_device_eval_batch_size", "16", "--dtype", "float32", "--calibration_rounds", "0",
+        "--report_to", "none", "--unimodal_correct", "false"]))
+    release = Path(result["release"])
+    assert (release / "report" / "report.html").exists() and (release / "README.md").exists()
+    assert json.loads((release / "adapter_config.json").read_text())["target_modules"] == family_for(arch).lora_target_modules
+    lora_b = [v for k, v in load_file(release / "adapter_model.safetensors").items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # two steps moved the adapter
+    assert result["training_examples"]["conflict_examples"] > 0
+    assert result["aligned"]["n_analysed"] == result["base"]["n_analysed"] > 20  # the same conflicts, before and after
 
 
 @pytest.mark.slow
