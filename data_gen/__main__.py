@@ -1,6 +1,7 @@
-"""python -m data_gen {colors,attributes,import,sheet,show}: build and inspect conflict datasets.
+"""python -m data_gen {colors,attributes,recognition,...,import,sheet,show}: build and inspect conflict datasets.
 
     python -m data_gen colors --output_dir data/colors --groups 400 --image_size 224
+    python -m data_gen recognition --output_dir data/recognition --groups 200 --image_size 64
     python -m data_gen import --jsonl my_conflicts.jsonl --output_dir data/mine
 """
 from __future__ import annotations
@@ -74,6 +75,12 @@ def run_sheet(args: SheetArguments) -> int:
 
 def run_show(args: ShowArguments) -> int:
     data = ConflictData.load(args.data)
+    if "evidence" in data.samples.column_names:  # conflict recognition
+        rows = data.samples.shuffle(seed=0)
+        for r in rows.select(range(min(args.n, len(rows)))):
+            print(f"[{r['id']}] {r['evidence']} d_v={r['d_v']} d_t={r['d_t']}  answer {r['answer']!r}\n"
+                  f"   {r['text_context']} {r['question']}")
+        return 0
     rows = data.samples.filter(lambda c: c == "conflict", input_columns="condition").shuffle(seed=0)
     for r in rows.select(range(min(args.n, len(rows)))):
         print(f"[{r['id']}] d_v={r['d_v']} d_t={r['d_t']}  image says {r['answer_visual']!r}, "
@@ -84,6 +91,10 @@ def run_show(args: ShowArguments) -> int:
 COMMANDS = {
     "colors": Command("render the colour-recognition conflict dataset", [GenerateArguments], generator("colors")),
     "attributes": Command("render the CLEVR-like attribute conflict dataset", [GenerateArguments], generator("attributes")),
+    "recognition": Command("render conflict-recognition data from colour groups (text/caption/image evidence)",
+                           [GenerateArguments], generator("recognition")),
+    "recognition-attributes": Command("the same from attribute groups", [GenerateArguments],
+                                      generator("recognition-attributes")),
     "import": Command("import a JSONL + image folder of your own conflicts", [ImportArguments], run_import),
     "sheet": Command("write a PNG contact sheet, one sample per visual tier", [SheetArguments], run_sheet),
     "show": Command("print a few conflict rows of a saved dataset", [ShowArguments], run_show),

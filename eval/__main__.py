@@ -1,8 +1,10 @@
-"""python -m eval {score,measure,report}: score a model on a conflict dataset and analyse it.
+"""python -m eval {score,measure,report,recognition,recognition-report}: score a model on a conflict dataset and
+analyse it.
 
     python -m eval measure --model organism --data data/colors --output_dir runs/base
     python -m eval measure --model organism --adapter outputs/align-organism/release --data data/colors --output_dir runs/aligned
     python -m eval report --runs runs/base runs/aligned --output_dir reports/compare
+    python -m eval recognition --model organism:recognition --data data/recognition --output_dir runs/recognition
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from data_gen.cli import Command, run_commands
 from models import ModelArguments, load_from_args
 
 from .analysis import AnalysisConfig, analyze
+from .recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
+from .recognition_report import write_recognition_report
 from .report import write_report
 from .scoring import ScoreConfig, score_dataset
 
@@ -38,10 +42,32 @@ class ReportArguments:
     names: list[str] | None = field(default=None, metadata={"help": "display names, one per run"})
 
 
+@dataclass
+class RecognitionArguments:
+    data: str = field(metadata={"help": "a dataset written by `python -m data_gen recognition`"})
+    output_dir: str = field(metadata={"help": "run directory: samples.parquet, analysis.json, figures, report.html"})
+    split: str = field(default="test", metadata={"help": "split(s), comma-separated, or 'all'"})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "rows per forward pass"})
+    attention: bool = field(default=True, metadata={
+        "help": "attention imbalance R per layer (one more forward with eager attention; --no_attention skips it)"})
+    n_boot: int = field(default=1000, metadata={"help": "group-bootstrap resamples of the balanced accuracy (0: none)"})
+
+
+@dataclass
+class RecognitionReportArguments:
+    runs: list[str] = field(metadata={"help": "run directories written by `eval recognition`"})
+    output_dir: str = field(metadata={"help": "where report.html, the PNGs and summary.json go"})
+    names: list[str] | None = field(default=None, metadata={"help": "display names, one per run"})
+    n_boot: int = 1000
+
+
+def load_split(path: str, split: str) -> ConflictData:
+    data = ConflictData.load(path)
+    return data if split == "all" else data.split(split.split(","))
+
+
 def score(model: ModelArguments, args: ScoreArguments, seed: int | None = None):
-    data = ConflictData.load(args.data)
-    if args.split != "all":
-        data = data.split(args.split.split(","))
+    data = load_split(args.data, args.split)
     config = ScoreConfig(batch_size=args.per_device_eval_batch_size, shard_inputs=args.shard_inputs, lens=args.lens)
     return score_dataset(load_from_args(model), data, args.output_dir, config, seed=seed)
 
@@ -90,12 +116,36 @@ def run_report(args: ReportArguments, analysis: AnalysisConfig) -> int:
     return 0
 
 
+def run_recognition(model: ModelArguments, args: RecognitionArguments) -> int:
+    data = load_split(args.data, args.split)
+    table = score_recognition(load_from_args(model), data, args.output_dir,
+                              RecognitionConfig(batch_size=args.per_device_eval_batch_size, attention=args.attention))
+    res = analyze_recognition(table, args.n_boot)
+    write_recognition_report([args.output_dir], args.output_dir, [Path(args.output_dir).name],
+                             {Path(args.output_dir).name: res})
+    print(describe(res))
+    print(f"{len(table)} rows -> {Path(args.output_dir) / 'samples.parquet'}; report {Path(args.output_dir) / 'report.html'}")
+    return 0
+
+
+def run_recognition_report(args: RecognitionReportArguments) -> int:
+    summary = write_recognition_report(args.runs, args.output_dir, args.names, n_boot=args.n_boot)
+    for name, res in summary["runs"].items():
+        print(f"{name}:\n{describe(res)}")
+    print(f"report: {Path(args.output_dir) / 'report.html'}")
+    return 0
+
+
 COMMANDS = {
     "score": Command("score a dataset into a per-sample table", [ModelArguments, ScoreArguments], run_score),
     "measure": Command("score a dataset and analyse it (balance point, TFR/VFR, oscillation)",
                        [ModelArguments, ScoreArguments, AnalysisConfig], run_measure),
     "report": Command("figures, report.html and summary.json for one or more runs", [ReportArguments, AnalysisConfig],
                       run_report),
+    "recognition": Command("ask whether the evidence contradicts itself; recognition by evidence kind and "
+                           "attention imbalance R by layer", [ModelArguments, RecognitionArguments], run_recognition),
+    "recognition-report": Command("figures, report.html and summary.json for recognition runs (e.g. before/after)",
+                                  [RecognitionReportArguments], run_recognition_report),
 }
 
 

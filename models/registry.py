@@ -48,6 +48,10 @@ class Family(ABC):
     def output_head(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.get_output_embeddings()
 
+    # ---- attention imbalance reads each decoder layer's attention (weights, v_proj, o_proj, head_dim)
+    def attention_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        return [layer.self_attn for layer in self.decoder_layers(model)]
+
     # ---- whole-answer continuations over the prompt's KV cache (eval/scoring.py)
     def next_positions(self, model: torch.nn.Module, batch: dict) -> torch.Tensor | None:
         """Per row, the position id of the first token after the prompt, where the model's default for a

@@ -116,6 +116,18 @@ class VLM:
         return self.family.output_head(self.model)
 
     @property
+    def attention_modules(self) -> list[torch.nn.Module]:
+        return self.family.attention_modules(self.model)
+
+    @property
+    def image_token_id(self) -> int:
+        """The token the processor repeats for an image's features."""
+        config = self.model.config
+        found = getattr(self.processor, "image_token_id", None)
+        found = found if found is not None else getattr(config, "image_token_id", None)
+        return found if found is not None else config.image_token_index
+
+    @property
     def lora_target_modules(self) -> str:
         return self.family.lora_target_modules
 

@@ -1,0 +1,192 @@
+"""Conflict recognition (docs/method.md, "Conflict recognition and attention imbalance").
+
+`score_recognition` asks the model whether each row's evidence contradicts itself and writes one row per
+sample: its yes/no answer, p(yes), the entropy, and for every decoder layer the attention contributions
+U_vision, U_text, U_instruction of the answer position with R = U_vision / (U_vision + U_text). The
+statistics below read only that table: the recognition rate (contradictions answered "yes") and false-alarm
+rate (consistent rows answered "yes") per evidence kind and tier with group-clustered intervals, the balanced
+accuracy (mean of the two correct rates, 0.5 for a model that always says "yes"), and R by layer.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from data_gen import ConflictData
+from data_gen.recognition import ANSWERS
+
+from . import stats
+from .attention import MODALITIES, attention_by_modality, imbalance_ratio
+from .scoring import Candidates, _atomic_parquet, forward_answer_position
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecognitionConfig:
+    batch_size: int = 16
+    attention: bool = True  # U_m and R per layer (one more forward, eager attention)
+    shard_rows: int = 256  # rows per resumable shard
+
+
+def check_recognition_data(data: ConflictData) -> None:
+    missing = {"evidence", "contradiction", "answer"} - set(data.samples.column_names)
+    if missing:
+        raise ValueError(f"{data.info.get('path', 'the dataset')} is not a recognition dataset (no {sorted(missing)}); "
+                         f"make one with `python -m data_gen recognition --output_dir DIR`")
+
+
+def score_batch(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, cfg: RecognitionConfig) -> pd.DataFrame:
+    with_image = rows.image_id.notna().tolist()
+    prompts = [vlm.prompt(q, c, img) for q, c, img in zip(rows.question, rows.text_context, with_image)]
+    images = [data.image(i) if img else None for i, img in zip(rows.image_id, with_image)]
+    images = images if any(with_image) else None
+    res = forward_answer_position(vlm, prompts, images, cands, lens=False)
+    yes, no = cands.index(ANSWERS[True]), cands.index(ANSWERS[False])
+    decoded = [vlm.tokenizer.decode([int(t)]).strip() for t in res["top1"]]
+    out = pd.DataFrame({
+        "id": rows.id.to_numpy(),
+        "pred": [cands.answers[a] if a >= 0 else d for a, d in zip(res["answer"], decoded)],
+        "p_yes": res["cand_prob"][:, yes], "p_no": res["cand_prob"][:, no], "entropy": res["entropy"]})
+    if cfg.attention:
+        u = attention_by_modality(vlm, prompts, images, rows.text_context.fillna("").tolist())
+        for k, name in enumerate(MODALITIES):
+            out[f"u_{name}"] = list(u[..., k])
+        out["imbalance"] = list(imbalance_ratio(u[..., 0], u[..., 1]))
+    return out
+
+
+def score_recognition(vlm, data: ConflictData, out: str | Path, cfg: RecognitionConfig | None = None) -> pd.DataFrame:
+    """Score every row into out/samples.parquet (+ run.json); re-running resumes from the finished shards."""
+    check_recognition_data(data)
+    cfg = cfg or RecognitionConfig()
+    out = Path(out)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    rows = data.samples.to_pandas()
+    if rows.empty:
+        raise ValueError("the dataset has no rows to score; check the split you selected")
+    cands = Candidates.of(vlm, list(ANSWERS.values()))
+    # image rows and text-only rows in separate batches: each batch then pads to its own kind's length
+    rows = rows.assign(_text_only=rows.image_id.isna()).sort_values(["_text_only", "id"], kind="stable")
+    (out / "run.json").write_text(json.dumps({"model": vlm.name, "architecture": vlm.arch,
+                                              "dataset": data.info.get("path"), "dataset_fingerprint": data.fingerprint,
+                                              "config": asdict(cfg), "num_layers": len(vlm.layers)}, indent=2))
+    shards = [rows.iloc[k:k + cfg.shard_rows] for k in range(0, len(rows), cfg.shard_rows)]
+    with tqdm(total=len(rows), desc="recognition", unit="row") as bar:
+        for k, shard in enumerate(shards):
+            path = out / "shards" / f"shard-{k:05d}.parquet"
+            if not path.exists():
+                parts = []
+                for text_only, kind in shard.groupby("_text_only", sort=False):
+                    for i in range(0, len(kind), cfg.batch_size):
+                        parts.append(score_batch(vlm, data, kind.iloc[i:i + cfg.batch_size], cands, cfg))
+                        bar.update(len(parts[-1]))
+                _atomic_parquet(pd.concat(parts), path)
+            else:
+                bar.update(len(shard))
+    scored = pd.concat(pd.read_parquet(out / "shards" / f"shard-{k:05d}.parquet") for k in range(len(shards)))
+    table = rows.drop(columns="_text_only").merge(scored, on="id", validate="one_to_one")
+    table["said_yes"] = table.pred == ANSWERS[True]
+    table["correct"] = table.pred == table.answer
+    _atomic_parquet(table, out / "samples.parquet")
+    return table
+
+
+# ---- statistics on the per-sample table ----------------------------------------------------------------------
+def rate_with_interval(hits, groups) -> dict:
+    hits = np.asarray(hits, dtype=float)
+    if not len(hits):
+        return {"rate": None, "ci": None, "n": 0}
+    lo, hi = stats.rate_interval(hits, groups)
+    return {"rate": float(hits.mean()), "ci": (max(lo, 0.0), min(hi, 1.0)), "n": int(len(hits))}  # round-off
+
+
+def balanced_accuracy(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+    """(P(yes | contradiction) + P(no | consistent)) / 2, with a group-bootstrap percentile interval."""
+    said_yes, contradiction = table.said_yes.to_numpy(bool), table.contradiction.to_numpy(bool)
+
+    def value(index) -> float:
+        c, s = contradiction[index], said_yes[index]
+        if not c.any() or c.all():
+            return float("nan")
+        return 0.5 * (s[c].mean() + (~s[~c]).mean())
+
+    everything = np.arange(len(table))
+    estimate = value(everything)
+    if n_boot == 0 or np.isnan(estimate):
+        return {"balanced_accuracy": None if np.isnan(estimate) else float(estimate), "ci": None}
+    members = [np.flatnonzero(table.group.to_numpy() == g) for g in np.unique(table.group)]
+    rng = np.random.default_rng(seed)
+    draws = [value(np.concatenate([members[i] for i in rng.integers(len(members), size=len(members))]))
+             for _ in range(n_boot)]
+    lo, hi = np.nanpercentile(draws, [2.5, 97.5])
+    return {"balanced_accuracy": float(estimate), "ci": (float(lo), float(hi))}
+
+
+def recognition_rates(table: pd.DataFrame, by: tuple[str, ...] = ("evidence",), n_boot: int = 1000) -> list[dict]:
+    """Per cell of `by`: recognition rate (contradictions answered yes), false-alarm rate (consistent rows
+    answered yes), balanced accuracy; intervals clustered by group."""
+    cells = []
+    for key, t in table.groupby(list(by), sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        c = t[t.contradiction]
+        s = t[~t.contradiction]
+        cells.append({**dict(zip(by, key)), "recognition": rate_with_interval(c.said_yes, c.group),
+                      "false_alarm": rate_with_interval(s.said_yes, s.group), **balanced_accuracy(t, n_boot)})
+    return cells
+
+
+def imbalance_by_layer(table: pd.DataFrame) -> dict:
+    """Mean R and U_m per layer over the cross-modal rows (the only ones with image tokens), with intervals."""
+    cross = table[table.evidence == "image_text"]
+    if "imbalance" not in table or cross.empty:
+        return {}
+    r = np.stack(cross.imbalance.to_numpy())
+    out = {"layers": list(range(r.shape[1])), "imbalance": [stats.mean_interval(r[:, k]) for k in range(r.shape[1])]}
+    for name in MODALITIES:
+        out[f"u_{name}"] = np.stack(cross[f"u_{name}"].to_numpy()).mean(0).tolist()
+    return out
+
+
+def analyze_recognition(table: pd.DataFrame, n_boot: int = 1000) -> dict:
+    """Every headline number of a recognition run, JSON-ready."""
+    by_kind = recognition_rates(table, ("evidence",), n_boot)
+    unimodal = table[table.evidence != "image_text"]
+    cross = table[table.evidence == "image_text"]
+    return {"counts": {"rows": len(table), **table.evidence.value_counts().to_dict(),
+                       "other_answers": int((~table.pred.isin(list(ANSWERS.values()))).sum())},
+            "by_evidence": by_kind,
+            "unimodal": recognition_rates(unimodal.assign(kind="unimodal"), ("kind",), n_boot)[0] if len(unimodal) else None,
+            "cross_modal": recognition_rates(cross.assign(kind="cross_modal"), ("kind",), n_boot)[0] if len(cross) else None,
+            "by_text_tier": recognition_rates(table, ("evidence", "text_tier"), 0),
+            "by_visual_tier": recognition_rates(cross, ("d_v",), 0) if len(cross) else [],
+            "imbalance": imbalance_by_layer(table),
+            "mean_entropy": float(table.entropy.mean())}
+
+
+def describe(res: dict) -> str:
+    """One line per evidence kind, as the CLI prints it."""
+    lines = []
+    for cell in res["by_evidence"]:
+        r, f = cell["recognition"], cell["false_alarm"]
+        ba = cell["balanced_accuracy"]
+        lines.append(f"{cell['evidence']:<13} recognition {_pct(r)}  false alarms {_pct(f)}  "
+                     f"balanced accuracy {'n/a' if ba is None else f'{ba:.3f}'}")
+    imb = res["imbalance"]
+    if imb:
+        means = [c["mean"] for c in imb["imbalance"]]
+        lines.append("R = U_vision / (U_vision + U_text) by layer (cross-modal rows): "
+                     + " ".join("n/a" if m is None else f"{m:.2f}" for m in means))
+    return "\n".join(lines)
+
+
+def _pct(cell: dict) -> str:
+    if cell["rate"] is None:
+        return "n/a"
+    return f"{cell['rate']:.3f} [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}] (n={cell['n']})"

@@ -1,0 +1,98 @@
+"""Figures, report.html and summary.json of conflict-recognition runs (one, or before/after)."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from data_gen.recognition import EVIDENCE
+
+from .recognition import analyze_recognition
+from .report import _fig_png, load_run, plt
+
+CAPTIONS = {
+    "recognition": "Share of contradictions answered 'yes' (solid) and of consistent controls answered 'yes' (hatched, "
+                   "false alarms) per evidence kind, with 95% intervals clustered by group. text_text and caption_text "
+                   "hold both pieces of evidence in text; image_text splits them across image and text.",
+    "imbalance_by_layer": "R = U_vision / (U_vision + U_text) per decoder layer for the answer position on the "
+                          "cross-modal rows, mean with 95% intervals; 0.5 is balance, near 0 the image is ignored.",
+}
+
+
+def recognition_figures(results: dict[str, dict]) -> dict[str, bytes]:
+    figs = {}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(1, len(results))
+    for k, (name, res) in enumerate(results.items()):
+        cells = {c["evidence"]: c for c in res["by_evidence"]}
+        x = np.arange(len(EVIDENCE)) + k * width
+        for key, hatch, alpha in (("recognition", None, 0.9), ("false_alarm", "//", 0.35)):
+            rates = [cells[e][key]["rate"] if e in cells and cells[e][key]["rate"] is not None else np.nan
+                     for e in EVIDENCE]
+            cis = [cells[e][key]["ci"] if e in cells and cells[e][key]["ci"] else (np.nan, np.nan) for e in EVIDENCE]
+            err = np.abs(np.array(cis).T - np.array(rates))
+            ax.bar(x, rates, width * 0.9, yerr=err, color=f"C{k}", alpha=alpha, hatch=hatch, capsize=3,
+                   label=f"{name}: {'recognised' if key == 'recognition' else 'false alarms'}")
+    ax.set_xticks(np.arange(len(EVIDENCE)) + width * (len(results) - 1) / 2, EVIDENCE)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("answered 'yes'")
+    ax.legend(fontsize=7)
+    figs["recognition"] = _fig_png(fig)
+    with_r = {n: r["imbalance"] for n, r in results.items() if r["imbalance"]}
+    if with_r:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for k, (name, imb) in enumerate(with_r.items()):
+            mean = np.array([c["mean"] if c["mean"] is not None else np.nan for c in imb["imbalance"]])
+            ci = np.array([c["ci"] if c["ci"] else (np.nan, np.nan) for c in imb["imbalance"]])
+            ax.plot(imb["layers"], mean, "o-", color=f"C{k}", label=name)
+            ax.fill_between(imb["layers"], ci[:, 0], ci[:, 1], color=f"C{k}", alpha=0.2)
+        ax.axhline(0.5, color="grey", ls=":", lw=1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("decoder layer")
+        ax.set_ylabel("R = U_vision / (U_vision + U_text)")
+        ax.legend(fontsize=7)
+        figs["imbalance_by_layer"] = _fig_png(fig)
+    return figs
+
+
+def write_recognition_report(runs: list[str | Path], out: str | Path, names: list[str] | None = None,
+                             results: dict[str, dict] | None = None, n_boot: int = 1000) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = names or [Path(r).name for r in runs]
+    results = dict(results or {})
+    for name, run in zip(names, runs):
+        if name not in results:
+            results[name] = analyze_recognition(load_run(run)[0], n_boot)
+        (Path(run) / "analysis.json").write_text(json.dumps(results[name], indent=2, default=float))
+    figs = recognition_figures(results)
+    for key, png in figs.items():
+        (out / f"{key}.png").write_bytes(png)
+    summary = {"runs": results}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    (out / "report.html").write_text(_html(results, figs))
+    return summary
+
+
+def _cell(c: dict) -> str:
+    return "–" if c["rate"] is None else f"{c['rate']:.3f} [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] (n={c['n']})"
+
+
+def _html(results: dict[str, dict], figs: dict[str, bytes]) -> str:
+    rows = []
+    for name, res in results.items():
+        for c in res["by_evidence"]:
+            ba = c["balanced_accuracy"]
+            rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+                name, c["evidence"], _cell(c["recognition"]), _cell(c["false_alarm"]),
+                "–" if ba is None else f"{ba:.3f}" + (f" [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]" if c["ci"] else ""))) + "</tr>")
+    imgs = "".join(f"<h2>{k.replace('_', ' ')}</h2><img src='data:image/png;base64,{base64.b64encode(v).decode()}'>"
+                   f"<p>{html.escape(CAPTIONS.get(k, ''))}</p>" for k, v in figs.items())
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Conflict-recognition report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}img{{max-width:100%}}</style></head>
+<body><h1>Conflict-recognition report</h1><table><tr><th>run</th><th>evidence</th><th>recognition [95% CI]</th>
+<th>false alarms</th><th>balanced accuracy</th></tr>{''.join(rows)}</table>{imgs}</body></html>"""
