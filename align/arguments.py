@@ -48,7 +48,8 @@ class AlignArguments:
     balance_shift: float | None = field(default=None, metadata={"help": "or: b* = measured balance point + this"})
     tau: float = field(default=0.25, metadata={"help": "temperature of p*(x) = sigmoid((b* - dH_rel) / tau), > 0"})
     loss_type: str = field(default="soft", metadata={
-        "help": "soft (SoftTargetTrainer) | hard (TRL SFTTrainer on answers drawn from p*) | dpo (TRL DPOTrainer)"})
+        "help": "soft (SoftTargetTrainer) | hard (TRL SFTTrainer on answers drawn from p*) | dpo (TRL DPOTrainer) | "
+                "mixed (modality-mixed recognition instances: image + text to reconcile; measures recognition too)"})
     dpo_beta: float = field(default=0.1, metadata={"help": "beta of loss_type dpo"})
     boundary_sigma: float = field(default=0.5, metadata={
         "help": "width of the boundary weights' fall-off outside [current, target], > 0"})

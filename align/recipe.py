@@ -15,6 +15,8 @@ from transformers import TrainingArguments
 
 from data_gen import ConflictData, generate
 from eval.analysis import analyze
+from eval.recognition import RecognitionConfig, analyze_recognition, score_recognition
+from eval.recognition_report import write_recognition_report
 from eval.report import write_report
 from eval.scoring import ScoreConfig, processes, score_dataset
 from models import VLM, ModelArguments, load_from_args
@@ -49,6 +51,35 @@ class Recipe:
             raise ValueError(f"{path} has no {sorted(needed - present)} split(s) (it has {sorted(present)}); "
                              f"set train_split / eval_split / calibration_split to splits it has")
         return data
+
+    def prepare_recognition(self) -> ConflictData:
+        """Recognition data from the same groups, seed and canvas as the colour data, so its images are the same
+        and one dataset serves the mixed instances and the colour retention examples."""
+        a = self.align
+        path = self.out / "recognition"
+        if self.state.is_main and not (path / "info.json").exists():
+            generate("recognition", a.groups, a.dataset_seed, a.image_size).save(path)
+        self.state.wait()
+        return ConflictData.load(path)
+
+    def measure_recognition(self, vlm: VLM, data: ConflictData, name: str) -> dict | None:
+        """Recognition rates and attention imbalance (main process; the others wait)."""
+        result = None
+        if self.state.is_main:
+            table = score_recognition(vlm, data, self.out / "runs" / name,
+                                      RecognitionConfig(batch_size=self.training.per_device_eval_batch_size))
+            result = analyze_recognition(table, self.align.n_boot)
+        self.state.wait()
+        return result
+
+    def train_mixed(self, base: VLM, recognition: ConflictData, train_table: pd.DataFrame) -> tuple[dict, list, Path]:
+        """loss_type mixed: one training on modality-mixed recognition instances (no calibration: there is no
+        balance point to aim at)."""
+        from .training import mixed_examples
+        rows = recognition.split(self.align.train_split).samples.to_pandas()
+        examples, stats = mixed_examples(rows, train_table, base, self.align.retention_share, self.training.seed)
+        log.info("training on modality-mixed instances: %s", stats)
+        return stats, [], self.train_adapter(base, recognition, examples, self.out / "checkpoints")
 
     def load(self, adapter: Path | None = None) -> VLM:
         args = dataclasses.replace(self.model_args, adapter=str(adapter) if adapter else None)
@@ -167,12 +198,16 @@ class Recipe:
     def _run(self, run, t0: float) -> dict | None:
         a, state, out = self.align, self.state, self.out
         data = self.prepare_data()
+        recognition = self.prepare_recognition() if a.loss_type == "mixed" else None
         base = self.load()
         test, train = data.split(a.eval_split), data.split(a.train_split)
 
         log.info("1/5 measuring the base model on the %s groups", a.eval_split)
         base_result = analyze(self.measure(base, test, "base"), a.analysis)
         tracking.log_measurement(run, "before", base_result)
+        if recognition:
+            base_recognition = self.measure_recognition(base, recognition.split(a.eval_split), "base_recognition")
+            tracking.log_recognition(run, "before", base_recognition)
         current = base_result["balance_point"]["estimate"]
         target = resolve_target(current, a.target_balance_point, a.balance_shift)
         if current is None:  # a curve that never crosses: start the boundary at the edge it leans to
@@ -183,10 +218,16 @@ class Recipe:
         train_table = self.measure(base, train, "base_train", lens=False)
 
         log.info("3/5 LoRA training")
-        example_stats, calibration, adapter = self.train_to_target(base, data, train_table, target, current)
+        if recognition:
+            example_stats, calibration, adapter = self.train_mixed(base, recognition, train_table)
+        else:
+            example_stats, calibration, adapter = self.train_to_target(base, data, train_table, target, current)
 
         log.info("4/5 re-measuring the adapted model with the same code")
-        after_table = self.measure(self.load(adapter), test, "aligned")
+        aligned = self.load(adapter)
+        after_table = self.measure(aligned, test, "aligned")
+        if recognition:
+            after_recognition = self.measure_recognition(aligned, recognition.split(a.eval_split), "aligned_recognition")
         if not state.is_main:
             return None
         log.info("5/5 report, tracking and release")
@@ -198,6 +239,12 @@ class Recipe:
                   "training_examples": example_stats, "calibration": calibration,
                   "seconds": round(time.time() - t0, 1), "config": self.config_record(),
                   "warnings": summary["warnings"]}
+        if recognition:
+            write_recognition_report([out / "runs" / "base_recognition", out / "runs" / "aligned_recognition"],
+                                     out / "report" / "recognition", ["base", "aligned"],
+                                     {"base": base_recognition, "aligned": after_recognition})
+            result["recognition"] = {"base": base_recognition, "aligned": after_recognition}
+            tracking.log_recognition(run, "after", after_recognition)
         (out / "alignment.json").write_text(json.dumps(result, indent=2, default=float))
         bundle = release(out, adapter, result, self.align, self.model_args, self.training)
         tracking.log_result(run, result, base_result, after_result, bundle)

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 from huggingface_hub import ModelCard, ModelCardData
 
 from models.vlm import is_organism, looks_local
@@ -45,6 +46,8 @@ def release(out: Path, adapter: Path, result: dict, align, model, training) -> P
     report.mkdir()
     for name in ("report.html", "summary.json", *[p.name for p in (out / "report").glob("*.png")]):
         shutil.copy(out / "report" / name, report)
+    if (out / "report" / "recognition").is_dir():  # loss mixed: the recognition report (HTML, JSON, PNGs only)
+        shutil.copytree(out / "report" / "recognition", report / "recognition")
     if (report / "following_curve.png").exists():
         shutil.copy(report / "following_curve.png", bundle)
     shutil.copy(out / "alignment.json", bundle)
@@ -93,6 +96,15 @@ python -m eval measure --model {model_name} --adapter {adapter} --data data/colo
 ```"""
 
 
+def _rate(cell: dict) -> str:
+    return "–" if cell["rate"] is None else f"{cell['rate']:.3f} [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}]"
+
+
+def _mean_r(recognition: dict) -> str:
+    means = [c["mean"] for c in (recognition.get("imbalance") or {}).get("imbalance", []) if c["mean"] is not None]
+    return f"{np.mean(means):.3f}" if means else "–"
+
+
 def model_card(result: dict, align, model, training) -> ModelCard:
     before, after = result["base"], result["aligned"]
     rows = [("balance point [95% CI]", _bp(before), _bp(after)),
@@ -103,6 +115,13 @@ def model_card(result: dict, align, model, training) -> ModelCard:
             ("text-only accuracy", _pct(before["unimodal_accuracy"]["text"]), _pct(after["unimodal_accuracy"]["text"])),
             ("oscillation, ambiguous region", _osc(before, "ambiguous"), _osc(after, "ambiguous")),
             ("oscillation, clear region", _osc(before, "clear"), _osc(after, "clear"))]
+    if "recognition" in result:  # loss mixed: what it trained for, beside what else moved
+        rb, ra = result["recognition"]["base"], result["recognition"]["aligned"]
+        rows = [(f"recognition, {k.replace('_', '-')} [95% CI]", _rate(rb[k]["recognition"]), _rate(ra[k]["recognition"]))
+                for k in ("unimodal", "cross_modal")] + [
+            ("cross-modal balanced accuracy", _pct(rb["cross_modal"]["balanced_accuracy"]),
+             _pct(ra["cross_modal"]["balanced_accuracy"])),
+            ("attention imbalance R, mean over layers", _mean_r(rb), _mean_r(ra))] + rows
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     rounds = result.get("calibration") or []
     calibration = ("; ".join(f"trained at {r['trained_at']:+.3f} -> {r['description']}" for r in rounds)
@@ -112,13 +131,18 @@ def model_card(result: dict, align, model, training) -> ModelCard:
                           f"{align.image_size} px")
     card_data = ModelCardData(library_name="peft", base_model=base_model_id(name), pipeline_tag="image-text-to-text",
                               tags=["modality-alignment", "lora", "uncertainty-aware", "vision-language"])
+    purpose = (f"""This adapter trains **conflict recognition across modalities**: on modality-mixed instances (an image
+and a text that must be reconciled, answered "is there a contradiction?"), with retention share
+{align.retention_share}. Recognition and the attention imbalance R = U_vision / (U_vision + U_text) are reported
+beside the balance point, so you see what else moved.""" if "recognition" in result else
+               f"""This adapter moves the model's **balance point**, the relative uncertainty dH_rel at which it is
+equally likely to follow the image or the text, to **{result['target_balance_point']:+.2f}**. It was trained with
+uncertainty-aware soft targets p*(x) = sigmoid((b* - dH_rel(x)) / tau), tau = {align.tau}
+(loss `{align.loss_type}`, boundary-weighted, retention share {align.retention_share}).""")
     body = f"""
 # Modality-alignment LoRA adapter for `{base_reference(name)}`
 
-This adapter moves the model's **balance point**, the relative uncertainty dH_rel at which it is
-equally likely to follow the image or the text, to **{result['target_balance_point']:+.2f}**. It was trained with
-uncertainty-aware soft targets p*(x) = sigmoid((b* - dH_rel(x)) / tau), tau = {align.tau}
-(loss `{align.loss_type}`, boundary-weighted, retention share {align.retention_share}).
+{purpose}
 
 ## Measured on held-out groups (same measurement code before and after)
 

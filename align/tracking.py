@@ -71,6 +71,29 @@ def log_measurement(run, prefix: str, analysis: dict) -> None:
     run.log({f"{prefix}/following_curve_bins": _curve_table(analysis, prefix)})
 
 
+def recognition_summary(prefix: str, analysis: dict) -> dict:
+    """Recognition headline numbers, flat: per evidence kind, unimodal vs cross-modal, and R per layer."""
+    out = {}
+    for cell in analysis["by_evidence"]:
+        key = f"{prefix}/recognition/{cell['evidence']}"
+        out[key], out[f"{key}_false_alarm"] = cell["recognition"]["rate"], cell["false_alarm"]["rate"]
+        out[f"{key}_balanced_accuracy"] = cell["balanced_accuracy"]
+    for kind in ("unimodal", "cross_modal"):
+        if analysis.get(kind):
+            out[f"{prefix}/recognition/{kind}"] = analysis[kind]["recognition"]["rate"]
+            out[f"{prefix}/recognition/{kind}_balanced_accuracy"] = analysis[kind]["balanced_accuracy"]
+    for layer, cell in enumerate((analysis.get("imbalance") or {}).get("imbalance", [])):
+        out[f"{prefix}/imbalance_R/layer_{layer}"] = cell["mean"]
+    return out
+
+
+def log_recognition(run, prefix: str, analysis: dict | None) -> None:
+    if run is None or analysis is None:
+        return
+    for key, value in recognition_summary(prefix, analysis).items():
+        run.summary[key] = value
+
+
 def _curve_table(analysis: dict, name: str):
     import wandb
     table = wandb.Table(columns=["model", "d_rel", "text_following_rate", "n"])

@@ -17,7 +17,7 @@ from .targets import boundary_weights, sample_hard_targets, target_text_probabil
 
 TARGET_KEYS = ("token_text", "token_visual", "p_text", "weight", "is_conflict", "answer_token")
 RETENTION_MODES = ("distill", "answer")
-LOSS_TYPES = ("soft", "hard", "dpo")
+LOSS_TYPES = ("soft", "hard", "dpo", "mixed")  # mixed: modality-mixed recognition instances (mixed_examples)
 
 
 def build_examples(train_table: pd.DataFrame, target: float, current: float, tau: float,
@@ -48,10 +48,18 @@ def build_examples(train_table: pd.DataFrame, target: float, current: float, tau
          "token_text": int(r.token_text), "token_visual": int(r.token_visual), "p_text": float(p), "weight": float(w),
          "is_conflict": 1.0, "answer_token": int(r.token_text), "answer": r.answer_text, "other": r.answer_visual}
         for r, p, w in zip(conflicts.itertuples(), p_text, weights)]
+    retention = retention_examples(train_table, len(examples), retention_share, seed)
+    stats = {**counts, "conflict_examples": len(examples), "retention_examples": len(retention),
+             "mean_p_text": float(p_text.mean()), "boundary_share": float((weights > 0.9).mean())}
+    return examples + retention, stats
+
+
+def retention_examples(train_table: pd.DataFrame, n_trained: int, retention_share: float, seed: int) -> list[dict]:
+    """Unimodal answers (image only, text only) as `retention_share` of all examples beside `n_trained` others."""
     rng = np.random.default_rng(seed)
     image_only = train_table[train_table.top1_v.notna() & train_table.token_visual.notna()].drop_duplicates(["image_id", "question"])
     text_only = train_table[(train_table.condition == "conflict") & train_table.token_text.notna()].drop_duplicates(["text_context", "question"])
-    n_keep = int(round(len(examples) * retention_share / max(1e-9, 1 - retention_share)))
+    n_keep = int(round(n_trained * retention_share / max(1e-9, 1 - retention_share)))
     # `other`: the answer the conflicting modality gives; the dpo variant rejects it on unimodal rows
     conflict_text = train_table[train_table.condition == "conflict"].groupby("image_id").answer_text.first()
     retention = [
@@ -62,8 +70,29 @@ def build_examples(train_table: pd.DataFrame, target: float, current: float, tau
     retention = [retention[i] for i in rng.permutation(len(retention))[:n_keep]]
     for e in retention:
         e.update(token_text=0, token_visual=0, p_text=0.0, weight=1.0, is_conflict=0.0)
-    stats = {**counts, "conflict_examples": len(examples), "retention_examples": len(retention),
-             "mean_p_text": float(p_text.mean()), "boundary_share": float((weights > 0.9).mean())}
+    return retention
+
+
+def mixed_examples(recognition_rows: pd.DataFrame, train_table: pd.DataFrame, vlm, retention_share: float,
+                   seed: int) -> tuple[list[dict], dict]:
+    """Modality-mixed training instances (docs/method.md, "Conflict recognition"): each holds an image and a text
+    that must be reconciled, the image_text recognition rows, trained to answer whether they contradict each
+    other; the soft loss with p* = 1 on "yes" for contradictions and 0 for consistent twins is their
+    cross-entropy. Plus retention examples of the colour task's unimodal answers."""
+    from data_gen.recognition import ANSWERS
+    cross = recognition_rows[recognition_rows.evidence == "image_text"]
+    if cross.empty:
+        raise ValueError("the recognition data has no image_text rows in the training split; generate it with "
+                         "`python -m data_gen recognition`")
+    yes, no = vlm.first_token(ANSWERS[True]), vlm.first_token(ANSWERS[False])
+    examples = [
+        {"question": r.question, "context": r.text_context, "image_id": r.image_id, "token_text": yes,
+         "token_visual": no, "p_text": float(r.contradiction), "weight": 1.0, "is_conflict": 1.0,
+         "answer_token": yes if r.contradiction else no, "answer": r.answer, "other": ANSWERS[not r.contradiction]}
+        for r in cross.itertuples()]
+    retention = retention_examples(train_table, len(examples), retention_share, seed)
+    stats = {"mixed_examples": len(examples), "contradictions": int(cross.contradiction.sum()),
+             "retention_examples": len(retention)}
     return examples + retention, stats
 
 

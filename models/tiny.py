@@ -47,9 +47,15 @@ def build_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-                                   eos_token="</s>", extra_special_tokens={"image_token": "<image>"}, padding_side="left")
-    fast.chat_template = CHAT_TEMPLATE
+    return _fast(tok, CHAT_TEMPLATE)
+
+
+def _fast(backend: Tokenizer, chat_template: str | None, named: dict[str, str] | None = None) -> PreTrainedTokenizerFast:
+    """A word-level backend wrapped as transformers reads it: the project's special tokens, left padding."""
+    fast = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", padding_side="left",
+                                   extra_special_tokens={"image_token": "<image>", **(named or {})})
+    fast.chat_template = chat_template
     return fast
 
 
@@ -57,13 +63,21 @@ def with_special_tokens(tokenizer: PreTrainedTokenizerFast, named: dict[str, str
                         others: Iterable[str] = ()) -> PreTrainedTokenizerFast:
     """A copy of `tokenizer` with more special tokens: `named` ones become attributes (boi_token=...), as a
     family's processor reads them; the vocabulary keeps its ids and grows at the end."""
-    fast = PreTrainedTokenizerFast(tokenizer_object=copy.deepcopy(tokenizer.backend_tokenizer), unk_token="<unk>",
-                                   pad_token="<pad>", bos_token="<s>", eos_token="</s>", padding_side="left",
-                                   extra_special_tokens={"image_token": "<image>", **(named or {})})
+    fast = _fast(copy.deepcopy(tokenizer.backend_tokenizer), tokenizer.chat_template, named)
     if others:
         fast.add_special_tokens({"additional_special_tokens": list(others)})
-    fast.chat_template = tokenizer.chat_template
     return fast
+
+
+def with_words(tokenizer: PreTrainedTokenizerFast, words: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A copy of a word-level `tokenizer` that also knows `words`: existing ids stay, new words get the next ids
+    (so a model keeps its embeddings and grows rows for the new words)."""
+    backend = copy.deepcopy(tokenizer.backend_tokenizer)
+    vocab = backend.get_vocab()
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    backend.model = models.WordLevel(vocab, unk_token="<unk>")
+    return _fast(backend, tokenizer.chat_template)
 
 
 def tower_sizes(hidden: int, layers: int, heads: int, image_size: int, patch_size: int) -> dict:

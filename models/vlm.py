@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ORGANISMS_DIR = Path(__file__).parent / "organisms"
 # the names that address a shipped organism, exactly (never a prefix: "organisms-of-mine/x" is a path or hub id)
-ORGANISM_NAMES = {"organism": "text", "organism:text": "text", "organism:vision": "vision"}
+ORGANISM_NAMES = {"organism": "text", "organism:text": "text", "organism:vision": "vision",
+                  "organism:recognition": "recognition"}
+BUILD_HINTS = {"recognition": "python -m align.organism recognition --output_dir DIR"}  # from organism:text
 BUILD_HINT = "python -m align.organism build --preference {preference} --output_dir DIR"
 
 
@@ -31,7 +33,8 @@ class ModelArguments:
     """Which model to load; the same flags in every command (field names follow TRL's ModelConfig)."""
     model_name_or_path: str = field(default="organism", metadata={
         "aliases": ["--model"],
-        "help": "hub id, local directory, or a shipped model organism: organism (= organism:text), organism:vision"})
+        "help": "hub id, local directory, or a shipped model organism: organism (= organism:text), organism:vision, "
+                "organism:recognition (organism:text taught to recognise contradictions within one modality)"})
     adapter: str | None = field(default=None, metadata={
         "help": "a PEFT adapter (local directory or hub id) to apply on top of the model"})
     model_revision: str | None = field(default=None, metadata={"help": "hub revision of the model"})
@@ -59,9 +62,9 @@ def organism_path(name: str = "organism") -> Path:
     preference = ORGANISM_NAMES[name]
     path = ORGANISMS_DIR / f"organism-{preference}"
     if not (path / "config.json").exists():
+        hint = BUILD_HINTS.get(preference, BUILD_HINT.format(preference=preference))
         raise FileNotFoundError(f"the shipped organism {name!r} is missing from {path} (an incomplete install?); "
-                                f"reinstall the package, or build it with `{BUILD_HINT.format(preference=preference)}` "
-                                f"and pass that DIR")
+                                f"reinstall the package, or build it with `{hint}` and pass that DIR")
     return path
 
 

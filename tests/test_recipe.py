@@ -275,6 +275,36 @@ def test_recipe_end_to_end_on_every_family(arch, answering_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_mixed_recipe_measures_recognition_before_and_after(answering_data, tmp_path):
+    """loss_type mixed: recognition data beside the colour data, trained on image+text instances, measured
+    before and after with recognition rates and R per layer, reported, carded and released."""
+    from huggingface_hub import ModelCard
+    from align.recipe import run_alignment
+    from tests.fixtures import tiny_model_dir
+    model = tiny_model_dir("llava", tmp_path / "model", answering=answering_data)
+    out = tmp_path / "out"
+    result = run_alignment(*parse_recipe([
+        "--model", str(model), "--groups", "12", "--image_size", "32", "--output_dir", str(out), "--loss_type", "mixed",
+        "--max_steps", "2", "--per_device_train_batch_size", "4", "--n_boot", "0", "--per_device_eval_batch_size", "32",
+        "--dtype", "float32", "--report_to", "none", "--unimodal_correct", "false"]))
+    recognition = result["recognition"]
+    for run in ("base", "aligned"):
+        kinds = {c["evidence"] for c in recognition[run]["by_evidence"]}
+        assert kinds == {"text_text", "caption_text", "image_text"}
+        assert len(recognition[run]["imbalance"]["imbalance"]) == 2  # R for each decoder layer
+    assert result["training_examples"]["mixed_examples"] > 0 and result["calibration"] == []
+    stored = json.loads((out / "alignment.json").read_text())
+    assert stored["recognition"]["aligned"]["cross_modal"]["recognition"]["n"] > 0
+    release = Path(result["release"])
+    assert (release / "report" / "recognition" / "imbalance_by_layer.png").exists()
+    card = ModelCard.load(release / "README.md").text
+    assert "conflict recognition across modalities" in card and "recognition, cross-modal" in card
+    # the colour data and the recognition data share their images, so the retention rows found theirs
+    assert (out / "recognition" / "info.json").exists()
+    assert result["training_examples"]["retention_examples"] > 0
+
+
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled"}
     base = [sys.executable, "recipes/align_llava.py", *SMALL, "--report_to", "none"]

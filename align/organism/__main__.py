@@ -1,4 +1,4 @@
-"""python -m align.organism {build,evaluate}: build a model organism, or check its quality bars."""
+"""python -m align.organism {build,recognition,evaluate}: build a model organism, or check its quality bars."""
 from __future__ import annotations
 
 import sys
@@ -11,6 +11,7 @@ from . import __doc__ as PACKAGE_DOC
 from .build import build
 from .config import OrganismConfig
 from .quality import evaluate, print_quality
+from .recognition import RecognitionOrganismConfig, build_recognition
 
 
 @dataclass
@@ -32,6 +33,11 @@ def run_build(args: BuildArguments, cfg: OrganismConfig) -> int:
     return 0
 
 
+def run_recognition(args: BuildArguments, cfg: RecognitionOrganismConfig) -> int:
+    print(f"recognition organism written to {build_recognition(cfg, args.output_dir)}")
+    return 0
+
+
 def run_evaluate(model: ModelArguments, args: EvaluateArguments) -> int:
     report = evaluate(model.model_name_or_path, args.data, args.output_dir, args.per_device_eval_batch_size)
     return 0 if print_quality(report) else 1
@@ -40,6 +46,8 @@ def run_evaluate(model: ModelArguments, args: EvaluateArguments) -> int:
 COMMANDS = {
     "build": Command("train an organism from scratch (about 9 minutes on 2 cores)", [BuildArguments, OrganismConfig],
                      run_build),
+    "recognition": Command("teach an organism to recognise contradictions in unimodal contexts only (minutes)",
+                           [BuildArguments, RecognitionOrganismConfig], run_recognition),
     "evaluate": Command("score an organism's held-out test groups and print its quality bars",
                         [ModelArguments, EvaluateArguments], run_evaluate),
 }
