@@ -15,7 +15,7 @@ from transformers import TrainingArguments
 
 from data_gen import ConflictData, generate
 from eval.analysis import analyze
-from eval.recognition import RecognitionConfig, analyze_recognition, score_recognition
+from eval.recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
 from eval.recognition_report import write_recognition_report
 from eval.report import write_report
 from eval.scoring import ScoreConfig, processes, score_dataset
@@ -69,6 +69,7 @@ class Recipe:
             table = score_recognition(vlm, data, self.out / "runs" / name,
                                       RecognitionConfig(batch_size=self.training.per_device_eval_batch_size))
             result = analyze_recognition(table, self.align.n_boot)
+            log.info("recognition (%s):\n%s", name, describe(result))
         self.state.wait()
         return result
 
@@ -106,7 +107,7 @@ class Recipe:
         dtype = next(base.model.parameters()).dtype
         args = trainer_arguments(self.training, dtype, checkpoints)
         common = {f.name: getattr(args, f.name) for f in TrainingArguments.__dataclass_fields__.values() if f.init}
-        if a.loss_type == "soft":
+        if a.loss_type in ("soft", "mixed"):  # mixed: the soft loss with p* = 1 on "yes" for contradictions
             model = get_peft_model(base.model, lora)
             if args.activation_checkpointing:
                 model.enable_input_require_grads()  # PEFT + reentrant checkpointing needs grads on the inputs

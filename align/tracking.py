@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 
 def run_name(align, model) -> str:
     model_name = Path(model.model_name_or_path.rstrip("/")).name.replace(":", "-")
-    target = (f"b{align.target_balance_point:+.2f}" if align.target_balance_point is not None
-              else f"shift{align.balance_shift:+.2f}")
+    target = ("recognition" if align.loss_type == "mixed" else f"b{align.target_balance_point:+.2f}"
+              if align.target_balance_point is not None else f"shift{align.balance_shift:+.2f}")
     return f"{model_name}-{target}-{align.loss_type}-r{align.lora_r}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

@@ -275,12 +275,17 @@ def test_recipe_end_to_end_on_every_family(arch, answering_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_mixed_recipe_measures_recognition_before_and_after(answering_data, tmp_path):
-    """loss_type mixed: recognition data beside the colour data, trained on image+text instances, measured
-    before and after with recognition rates and R per layer, reported, carded and released."""
+def test_mixed_recipe_measures_recognition_before_and_after(answering_data, tmp_path, monkeypatch):
+    """loss_type mixed: recognition data beside the colour data, trained on image+text instances with the soft
+    loss, measured before and after with recognition rates and R per layer, reported, carded and released."""
     from huggingface_hub import ModelCard
     from align.recipe import run_alignment
+    from align.training import SoftTargetTrainer
     from tests.fixtures import tiny_model_dir
+    losses = []
+    real_loss = SoftTargetTrainer.compute_loss
+    monkeypatch.setattr(SoftTargetTrainer, "compute_loss",
+                        lambda self, *args, **kwargs: losses.append(1) or real_loss(self, *args, **kwargs))
     model = tiny_model_dir("llava", tmp_path / "model", answering=answering_data)
     out = tmp_path / "out"
     result = run_alignment(*parse_recipe([
@@ -293,6 +298,7 @@ def test_mixed_recipe_measures_recognition_before_and_after(answering_data, tmp_
         assert kinds == {"text_text", "caption_text", "image_text"}
         assert len(recognition[run]["imbalance"]["imbalance"]) == 2  # R for each decoder layer
     assert result["training_examples"]["mixed_examples"] > 0 and result["calibration"] == []
+    assert len(losses) >= 2  # trained by SoftTargetTrainer (the soft loss), not a TRL trainer
     stored = json.loads((out / "alignment.json").read_text())
     assert stored["recognition"]["aligned"]["cross_modal"]["recognition"]["n"] > 0
     release = Path(result["release"])

@@ -141,3 +141,32 @@ def test_recognition_runs_on_every_family(tiny_model, recognition_data, tmp_path
     assert (np.stack(t[t.evidence != "image_text"].u_vision) == 0).all()  # no image, no vision contribution
     for name in ("report.html", "recognition.png", "imbalance_by_layer.png", "summary.json"):
         assert (tmp_path / "run" / name).exists()
+
+
+def test_shipped_recognition_organism_recognises_within_a_modality_not_across(tmp_path):
+    """On groups it never saw (another seed): unimodal contradictions recognised, cross-modal ones missed."""
+    from data_gen import ConflictData
+    from eval.recognition import RecognitionConfig, score_recognition
+    from models import load_vlm
+    generate("recognition", 8, seed=11, size=64, workers=1).save(tmp_path / "data")
+    data = ConflictData.load(tmp_path / "data")
+    table = score_recognition(load_vlm("organism:recognition", dtype="float32", device="cpu"), data,
+                              tmp_path / "run", RecognitionConfig(batch_size=64, attention=False))
+    res = analyze_recognition(table, n_boot=0)
+    assert res["unimodal"]["recognition"]["ci"][0] > res["cross_modal"]["recognition"]["ci"][1]
+    assert res["unimodal"]["balanced_accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_recognition_organism_builder_extends_the_vocabulary_and_keeps_old_ids(tmp_path):
+    from align.organism.recognition import RecognitionOrganismConfig, build_recognition
+    from models import load_vlm
+    out = build_recognition(RecognitionOrganismConfig(groups=10, steps=4, train_batch_size=4), tmp_path / "org")
+    built, base = load_vlm(str(out), dtype="float32", device="cpu"), load_vlm("organism", dtype="float32", device="cpu")
+    assert {"yes", "no", "contradiction"} <= set(built.tokenizer.get_vocab())
+    assert all(built.tokenizer.get_vocab()[w] == i for w, i in base.tokenizer.get_vocab().items())
+    assert built.model.get_output_embeddings().weight.shape[0] == len(built.tokenizer)
+    # the tower and projector were frozen: identical to the starting organism's
+    for name, p in base.model.named_parameters():
+        if "vision_tower" in name or "multi_modal_projector" in name:
+            assert torch.equal(p, dict(built.model.named_parameters())[name]), name
