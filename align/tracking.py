@@ -123,7 +123,7 @@ def log_result(run, result: dict, base: dict, aligned: dict, release_dir: Path) 
     run.log({"following_curve": wandb.plot.line(table, "d_rel", "text_following_rate", stroke="model",
                                                 title="P(text-following) vs dH_rel, before and after"),
              "following_curve_table": table,
-             **{f"report/{png.stem}": wandb.Image(str(png)) for png in sorted((release_dir / "report").glob("*.png"))}})
+             **{f"report/{png.stem}": wandb.Image(str(png)) for png in sorted((release_dir / "report").rglob("*.png"))}})
     artifact = wandb.Artifact(f"adapter-{run.id}", type="model", metadata={
         "target_balance_point": result["target_balance_point"], "base_model": result["config"]["model"]["model_name_or_path"],
         "before": result["base"]["balance_point"]["description"],

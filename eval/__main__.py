@@ -68,6 +68,9 @@ def load_split(path: str, split: str) -> ConflictData:
 
 def score(model: ModelArguments, args: ScoreArguments, seed: int | None = None):
     data = load_split(args.data, args.split)
+    if "evidence" in data.samples.column_names:
+        raise ValueError(f"{args.data} is a conflict-recognition dataset; measure it with "
+                         f"`python -m eval recognition --data {args.data} ...`")
     config = ScoreConfig(batch_size=args.per_device_eval_batch_size, shard_inputs=args.shard_inputs, lens=args.lens)
     return score_dataset(load_from_args(model), data, args.output_dir, config, seed=seed)
 

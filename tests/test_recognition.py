@@ -170,3 +170,13 @@ def test_recognition_organism_builder_extends_the_vocabulary_and_keeps_old_ids(t
     for name, p in base.model.named_parameters():
         if "vision_tower" in name or "multi_modal_projector" in name:
             assert torch.equal(p, dict(built.model.named_parameters())[name]), name
+
+
+def test_each_kind_of_dataset_is_refused_by_the_other_command(recognition_data, tiny_data, tmp_path, capsys):
+    from eval.__main__ import main
+    assert main(["measure", "--model", "organism", "--data", recognition_data.info["path"],
+                 "--output_dir", str(tmp_path / "a")]) == 2
+    assert "python -m eval recognition" in capsys.readouterr().err
+    assert main(["recognition", "--model", "organism", "--data", tiny_data.info["path"],
+                 "--output_dir", str(tmp_path / "b")]) == 2
+    assert "python -m data_gen recognition" in capsys.readouterr().err
