@@ -76,23 +76,31 @@ def retention_examples(train_table: pd.DataFrame, n_trained: int, retention_shar
 def mixed_examples(recognition_rows: pd.DataFrame, train_table: pd.DataFrame, vlm, retention_share: float,
                    seed: int) -> tuple[list[dict], dict]:
     """Modality-mixed training instances (docs/method.md, "Conflict recognition"): each holds an image and a text
-    that must be reconciled, the image_text recognition rows, trained to answer whether they contradict each
-    other; the soft loss with p* = 1 on "yes" for contradictions and 0 for consistent twins is their
-    cross-entropy. Plus retention examples of the colour task's unimodal answers."""
+    that must be reconciled, the image_text recognition rows whose image the base model reads right, trained to
+    answer whether they contradict each other; the soft loss with p* = 1 on "yes" for contradictions and 0 for
+    consistent twins is their cross-entropy. The unimodal recognition rows keep what the model could already
+    do, and retention examples keep the colour task's unimodal answers."""
     from data_gen.recognition import ANSWERS
     cross = recognition_rows[recognition_rows.evidence == "image_text"]
-    if cross.empty:
-        raise ValueError("the recognition data has no image_text rows in the training split; generate it with "
-                         "`python -m data_gen recognition`")
+    # a contradiction with an image the model cannot read is not there for it to recognise: training on those
+    # teaches a guess ("yes" half the time), so only images the base model answers right on their own are used
+    seen = train_table.loc[train_table.pred_v.astype(str) == train_table.answer_visual.astype(str), "image_id"]
+    perceivable = cross[cross.image_id.isin(set(seen))]
+    if perceivable.empty:
+        raise ValueError("no image_text recognition rows in the training split whose image the base model reads "
+                         "right on its own; generate more groups or easier visual tiers")
     yes, no = vlm.first_token(ANSWERS[True]), vlm.first_token(ANSWERS[False])
+    # the unimodal rows keep the recognition the model already has, as retention keeps its answers
+    unimodal = recognition_rows[recognition_rows.evidence != "image_text"]
     examples = [
-        {"question": r.question, "context": r.text_context, "image_id": r.image_id, "token_text": yes,
-         "token_visual": no, "p_text": float(r.contradiction), "weight": 1.0, "is_conflict": 1.0,
+        {"question": r.question, "context": r.text_context, "image_id": None if pd.isna(r.image_id) else r.image_id,
+         "token_text": yes, "token_visual": no, "p_text": float(r.contradiction), "weight": 1.0, "is_conflict": 1.0,
          "answer_token": yes if r.contradiction else no, "answer": r.answer, "other": ANSWERS[not r.contradiction]}
-        for r in cross.itertuples()]
+        for r in pd.concat([perceivable, unimodal]).itertuples()]
     retention = retention_examples(train_table, len(examples), retention_share, seed)
-    stats = {"mixed_examples": len(examples), "contradictions": int(cross.contradiction.sum()),
-             "retention_examples": len(retention)}
+    stats = {"mixed_examples": len(perceivable), "unimodal_recognition_examples": len(unimodal),
+             "unreadable_images_left_out": int(len(cross) - len(perceivable)),
+             "contradictions": int(perceivable.contradiction.sum()), "retention_examples": len(retention)}
     return examples + retention, stats
 
 
