@@ -80,6 +80,10 @@ class Recipe:
         rows = recognition.split(self.align.train_split).samples.to_pandas()
         examples, stats = mixed_examples(rows, train_table, base, self.align.retention_share, self.training.seed)
         log.info("training on modality-mixed instances: %s", stats)
+        if self.state.is_main:  # scores of an earlier adapter would be resumed as this one's
+            for stale in ("aligned", "aligned_recognition"):
+                shutil.rmtree(self.out / "runs" / stale, ignore_errors=True)
+        self.state.wait()
         return stats, [], self.train_adapter(base, recognition, examples, self.out / "checkpoints")
 
     def load(self, adapter: Path | None = None) -> VLM:

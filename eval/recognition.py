@@ -74,9 +74,15 @@ def score_recognition(vlm, data: ConflictData, out: str | Path, cfg: Recognition
     cands = Candidates.of(vlm, list(ANSWERS.values()))
     # image rows and text-only rows in separate batches: each batch then pads to its own kind's length
     rows = rows.assign(_text_only=rows.image_id.isna()).sort_values(["_text_only", "id"], kind="stable")
-    (out / "run.json").write_text(json.dumps({"model": vlm.name, "architecture": vlm.arch,
-                                              "dataset": data.info.get("path"), "dataset_fingerprint": data.fingerprint,
-                                              "config": asdict(cfg), "num_layers": len(vlm.layers)}, indent=2))
+    info = {"model": vlm.name, "architecture": vlm.arch, "dataset": data.info.get("path"),
+            "dataset_fingerprint": data.fingerprint, "rows": len(rows), "config": asdict(cfg), "num_layers": len(vlm.layers)}
+    if (out / "run.json").exists():  # finished shards are resumed: they must be this run's
+        old = json.loads((out / "run.json").read_text())
+        for key in ("model", "dataset_fingerprint", "rows", "config"):
+            if old.get(key) != info[key]:
+                raise ValueError(f"{out} holds a recognition run with a different {key} ({old.get(key)!r} vs "
+                                 f"{info[key]!r}); use a new --output_dir or delete {out}")
+    (out / "run.json").write_text(json.dumps(info, indent=2))
     shards = [rows.iloc[k:k + cfg.shard_rows] for k in range(0, len(rows), cfg.shard_rows)]
     with tqdm(total=len(rows), desc="recognition", unit="row") as bar:
         for k, shard in enumerate(shards):

@@ -11,6 +11,12 @@ from eval.recognition import analyze_recognition, balanced_accuracy, recognition
 
 
 @pytest.fixture(scope="module")
+def tiny_model_dir_llava(tmp_path_factory):
+    from tests.fixtures import tiny_model_dir
+    return tiny_model_dir("llava", tmp_path_factory.mktemp("llava") / "model")
+
+
+@pytest.fixture(scope="module")
 def recognition_data(tmp_path_factory):
     from data_gen import ConflictData
     path = tmp_path_factory.mktemp("recognition") / "data"
@@ -180,3 +186,18 @@ def test_each_kind_of_dataset_is_refused_by_the_other_command(recognition_data, 
     assert main(["recognition", "--model", "organism", "--data", tiny_data.info["path"],
                  "--output_dir", str(tmp_path / "b")]) == 2
     assert "python -m data_gen recognition" in capsys.readouterr().err
+
+
+def test_a_recognition_run_resumes_only_itself(tiny_model_dir_llava, recognition_data, tmp_path):
+    from eval.recognition import RecognitionConfig, score_recognition
+    from models import load_vlm
+    vlm = load_vlm(str(tiny_model_dir_llava), dtype="float32", device="cpu")
+    data = recognition_data.split("test")
+    first = score_recognition(vlm, data, tmp_path / "run", RecognitionConfig(attention=False, shard_rows=64))
+    (tmp_path / "run" / "samples.parquet").unlink()
+    shards = sorted((tmp_path / "run" / "shards").glob("*.parquet"))
+    shards[-1].unlink()  # as if killed during the last shard
+    again = score_recognition(vlm, data, tmp_path / "run", RecognitionConfig(attention=False, shard_rows=64))
+    pd.testing.assert_frame_equal(first, again)
+    with pytest.raises(ValueError, match="different config"):
+        score_recognition(vlm, data, tmp_path / "run", RecognitionConfig(attention=True, shard_rows=64))
