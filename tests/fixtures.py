@@ -7,6 +7,7 @@ import torch
 
 from data_gen import ConflictData, generate
 from data_gen.palette import COLOR_NAMES
+from data_gen.recognition import ANSWERS, CAPTION, QUESTION
 from models.tiny import build_tiny, dataset_tokenizer
 
 IMAGE_SIZE, PATCH = 32, 8
@@ -23,7 +24,9 @@ def tiny_model_dir(arch: str, path: Path, extra_words=(), answering: ConflictDat
     answering: data to make the random model answer with colours (`answer_with_colours`), so its conflicts
     can be text- or vision-following and the recipe has samples to analyse and runs end to end."""
     torch.manual_seed(0)
-    model, processor = build_tiny(arch, dataset_tokenizer(extra_words), IMAGE_SIZE, PATCH)
+    # the recognition question's words too (the organism builds keep the datasets' vocabulary, and their weights)
+    words = [*extra_words, QUESTION, CAPTION, *ANSWERS.values()]
+    model, processor = build_tiny(arch, dataset_tokenizer(words), IMAGE_SIZE, PATCH)
     if answering is not None:
         answer_with_colours(model, processor, answering)
     for part in (model, processor):
