@@ -14,6 +14,7 @@ import torch
 from transformers import TrainingArguments
 
 from data_gen import ConflictData, generate
+from data_gen.recognition import recognition_from
 from eval.analysis import analyze
 from eval.recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
 from eval.recognition_report import write_recognition_report
@@ -52,13 +53,12 @@ class Recipe:
                              f"set train_split / eval_split / calibration_split to splits it has")
         return data
 
-    def prepare_recognition(self) -> ConflictData:
-        """Recognition data from the same groups, seed and canvas as the colour data, so its images are the same
-        and one dataset serves the mixed instances and the colour retention examples."""
-        a = self.align
+    def prepare_recognition(self, data: ConflictData) -> ConflictData:
+        """Recognition data derived from the colour data (its groups, splits and images), so one dataset serves
+        the mixed instances and the colour retention examples."""
         path = self.out / "recognition"
         if self.state.is_main and not (path / "info.json").exists():
-            generate("recognition", a.groups, a.dataset_seed, a.image_size).save(path)
+            recognition_from(data).save(path)
         self.state.wait()
         return ConflictData.load(path)
 
@@ -203,7 +203,7 @@ class Recipe:
     def _run(self, run, t0: float) -> dict | None:
         a, state, out = self.align, self.state, self.out
         data = self.prepare_data()
-        recognition = self.prepare_recognition() if a.loss_type == "mixed" else None
+        recognition = self.prepare_recognition(data) if a.loss_type == "mixed" else None
         base = self.load()
         test, train = data.split(a.eval_split), data.split(a.train_split)
 

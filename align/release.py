@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from huggingface_hub import ModelCard, ModelCardData
 
+from eval.recognition import format_rate
 from models.vlm import is_organism, looks_local
 
 log = logging.getLogger(__name__)
@@ -96,10 +97,6 @@ python -m eval measure --model {model_name} --adapter {adapter} --data data/colo
 ```"""
 
 
-def _rate(cell: dict) -> str:
-    return "–" if cell["rate"] is None else f"{cell['rate']:.3f} [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}]"
-
-
 def _mean_r(recognition: dict) -> str:
     means = [c["mean"] for c in (recognition.get("imbalance") or {}).get("imbalance", []) if c["mean"] is not None]
     return f"{np.mean(means):.3f}" if means else "–"
@@ -117,7 +114,7 @@ def model_card(result: dict, align, model, training) -> ModelCard:
             ("oscillation, clear region", _osc(before, "clear"), _osc(after, "clear"))]
     if "recognition" in result:  # loss mixed: what it trained for, beside what else moved
         rb, ra = result["recognition"]["base"], result["recognition"]["aligned"]
-        rows = [(f"recognition, {k.replace('_', '-')} [95% CI]", _rate(rb[k]["recognition"]), _rate(ra[k]["recognition"]))
+        rows = [(f"recognition, {k.replace('_', '-')} [95% CI]", format_rate(rb[k]["recognition"]), format_rate(ra[k]["recognition"]))
                 for k in ("unimodal", "cross_modal")] + [
             ("cross-modal balanced accuracy", _pct(rb["cross_modal"]["balanced_accuracy"]),
              _pct(ra["cross_modal"]["balanced_accuracy"])),

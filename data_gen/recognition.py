@@ -8,7 +8,7 @@ The first two are unimodal (all text, no image); the third is cross-modal. Every
 control of the same kind and tiers, its statement naming the image's colour, so a model that always answers
 "yes" scores no better than chance. The statement keeps the text tiers of the base task (direct, indirect,
 knowledge, spatial); the cross-modal rows keep the visual tiers. Unimodal rows have no image, so one per text
-tier and group.
+tier and group. `recognition_from` derives it from a generated colour or attribute dataset, sharing its images.
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ ANSWERS = {True: "yes", False: "no"}
 EVIDENCE = ("text_text", "caption_text", "image_text")  # where the two pieces of evidence sit
 UNIMODAL_EVIDENCE = ("text_text", "caption_text")
 CAPTION = "Caption:"
-# base task: (sample_group, render_group, rows of one image)
+# base task: (sample_group, rows of one image)
 BASE_TASKS = {
-    "colors": (colors.sample_group, colors.render_color_group, colors.color_rows),
-    "attributes": (attributes.sample_group, attributes.render_attribute_group, attributes.attribute_rows),
+    "colors": (colors.sample_group, colors.color_rows),
+    "attributes": (attributes.sample_group, attributes.attribute_rows),
 }
 
 
@@ -64,12 +64,29 @@ def recognition_rows(task: str, contradicting: list[dict], consistent: list[dict
     return rows
 
 
-def render_recognition_group(args: tuple[str, int, int, int]) -> tuple[list[dict], list[dict]]:
-    """Images and recognition rows of one group of base task `task` (a picklable unit of work)."""
-    task, group, seed, canvas = args
-    sample_group, render_group, image_rows = BASE_TASKS[task]
-    images, contradicting = render_group((group, seed, canvas))
-    same = consistent_group(sample_group(group, seed), seed)
-    tiers = dict.fromkeys((r["image_id"], r["d_v"]) for r in contradicting)
-    consistent = [r for image_id, d_v in tiers for r in image_rows(same, d_v, image_id)]
-    return images, recognition_rows(task, contradicting, consistent)
+def recognition_from(base):
+    """The recognition dataset (a ConflictData) of a generated colour or attribute ConflictData: its groups, splits
+    and images (the images table is shared, nothing is rendered again)."""
+    import datasets
+    task, seed = base.info.get("task"), base.info.get("seed")
+    if task not in BASE_TASKS or seed is None:
+        raise ValueError(f"{base.info.get('path', 'the dataset')} is not a generated colour or attribute dataset "
+                         f"(task {task!r}); recognition data is built from `python -m data_gen colors` output")
+    sample_group, image_rows = BASE_TASKS[task]
+    by_group: dict[int, list[dict]] = {}
+    for row in base.samples.to_list():
+        by_group.setdefault(row["group"], []).append(row)
+    rows = []
+    for group, contradicting in by_group.items():
+        same = consistent_group(sample_group(group, seed), seed)
+        tiers = dict.fromkeys((r["image_id"], r["d_v"]) for r in contradicting)
+        consistent = [r for image_id, d_v in tiers for r in image_rows(same, d_v, image_id)]
+        split = contradicting[0]["split"]
+        rows += [{**r, "split": split} for r in recognition_rows(task, contradicting, consistent)]
+    # the base rows' columns, less `condition`, plus the evidence kind, whether it contradicts itself, yes/no
+    features = datasets.Features({**{k: v for k, v in base.samples.features.items() if k != "condition"},
+                                  "evidence": datasets.Value("string"), "contradiction": datasets.Value("bool"),
+                                  "answer": datasets.Value("string")})
+    samples = datasets.Dataset.from_dict({k: [r.get(k) for r in rows] for k in features}, features=features)
+    info = {k: v for k, v in base.info.items() if k in ("groups", "seed", "size")}
+    return type(base)(samples, base.images, {**info, "task": "recognition" if task == "colors" else f"recognition-{task}"})

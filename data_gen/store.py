@@ -41,13 +41,6 @@ SAMPLE_FEATURES = datasets.Features({
     "knowledge_object": datasets.Value("string"),
     "text_ambiguity": datasets.Value("float64"),
 })
-# conflict-recognition rows (data_gen/recognition.py): the evidence kind, whether it contradicts itself, yes/no
-RECOGNITION_FEATURES = datasets.Features({
-    **{k: v for k, v in SAMPLE_FEATURES.items() if k != "condition"},
-    "evidence": datasets.Value("string"),
-    "contradiction": datasets.Value("bool"),
-    "answer": datasets.Value("string"),
-})
 IMAGE_FEATURES = datasets.Features({
     "image_id": datasets.Value("string"),
     "image": datasets.Image(),
@@ -150,21 +143,22 @@ def _render(job):
 
 def generate(task: str, groups: int, seed: int = 0, size: int = 224, workers: int | None = None) -> ConflictData:
     """Render `groups` groups of the task with a progress bar: 'colors', 'attributes', or conflict recognition
-    built from either ('recognition' = from colours, 'recognition-attributes')."""
+    derived from either ('recognition' = from colours, 'recognition-attributes'; data_gen/recognition.py)."""
     from .attributes import render_attribute_group
     from .colors import render_color_group
-    from .recognition import render_recognition_group
-    render = {"colors": render_color_group, "attributes": render_attribute_group,
-              "recognition": render_recognition_group, "recognition-attributes": render_recognition_group}
+    if task.startswith("recognition"):
+        from .recognition import recognition_from
+        base = {"recognition": "colors", "recognition-attributes": "attributes"}.get(task)
+        if base is None:
+            raise ValueError(f"unknown task {task!r}; use recognition or recognition-attributes")
+        return recognition_from(generate(base, groups, seed, size, workers))
+    render = {"colors": render_color_group, "attributes": render_attribute_group}
     if task not in render:
-        raise ValueError(f"unknown task {task!r}; use one of {sorted(render)}")
+        raise ValueError(f"unknown task {task!r}; use one of {sorted(render)} or recognition[-attributes]")
     if groups < 1:
         raise ValueError(f"--groups must be >= 1, got {groups}")
     splits = assign_splits(list(range(groups)), seed)
-    recognition = task.startswith("recognition")
-    base = (task.split("-", 1)[1] if "-" in task else "colors",) if recognition else ()
-    jobs = [(render[task], (*base, g, seed, size)) for g in range(groups)]
-    features = RECOGNITION_FEATURES if recognition else SAMPLE_FEATURES
+    jobs = [(render[task], (g, seed, size)) for g in range(groups)]
     workers = workers or min(os.cpu_count() or 1, groups)
     images, rows = [], []
     bar = dict(total=groups, desc=f"rendering {task}", unit="group")
@@ -178,7 +172,7 @@ def generate(task: str, groups: int, seed: int = 0, size: int = 224, workers: in
         rows += [{**r, "split": splits[r["group"]]} for r in rs]
     image_cols = {k: [im.get(k) for im in images] for k in IMAGE_FEATURES}
     return ConflictData(
-        datasets.Dataset.from_dict({k: [r.get(k) for r in rows] for k in features}, features=features),
+        datasets.Dataset.from_dict({k: [r.get(k) for r in rows] for k in SAMPLE_FEATURES}, features=SAMPLE_FEATURES),
         datasets.Dataset.from_dict(image_cols, features=IMAGE_FEATURES),
         {"task": task, "groups": groups, "seed": seed, "size": size},
     )

@@ -37,7 +37,8 @@ class ScoreArguments:
 
 @dataclass
 class ReportArguments:
-    runs: list[str] = field(metadata={"help": "run directories written by `eval measure` (or `eval score`)"})
+    runs: list[str] = field(metadata={
+        "help": "run directories written by `eval measure` or `eval score` (`eval recognition` for recognition-report)"})
     output_dir: str = field(metadata={"help": "where report.html, the PNGs and summary.json go"})
     names: list[str] | None = field(default=None, metadata={"help": "display names, one per run"})
 
@@ -54,11 +55,9 @@ class RecognitionArguments:
 
 
 @dataclass
-class RecognitionReportArguments:
-    runs: list[str] = field(metadata={"help": "run directories written by `eval recognition`"})
-    output_dir: str = field(metadata={"help": "where report.html, the PNGs and summary.json go"})
-    names: list[str] | None = field(default=None, metadata={"help": "display names, one per run"})
-    n_boot: int = 1000
+class RecognitionReportArguments(ReportArguments):
+    """ReportArguments over runs written by `eval recognition`."""
+    n_boot: int = field(default=1000, metadata={"help": "group-bootstrap resamples of the balanced accuracy (0: none)"})
 
 
 def load_split(path: str, split: str) -> ConflictData:

@@ -101,9 +101,9 @@ def capture_attention(vlm, batch: dict) -> list[tuple[torch.Tensor, torch.Tensor
 
 
 @torch.no_grad()
-def attention_by_modality(vlm, prompts: list[str], images: list | None, contexts: list[str]) -> np.ndarray:
-    """U_m per row and decoder layer for the answer position: (batch, layers, modalities)."""
-    batch = vlm.encode(prompts, images)
+def attention_by_modality(vlm, batch: dict, contexts: list[str]) -> np.ndarray:
+    """U_m per row and decoder layer for the answer position of encoded prompts (`vlm.encode`), each holding its
+    context: (batch, layers, modalities)."""
     masks = context_masks(vlm, batch, contexts)
     layers = [modality_contributions(w, v, w_o, masks) for w, v, w_o in capture_attention(vlm, batch)]
     return torch.stack(layers, 1).cpu().numpy()

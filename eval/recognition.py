@@ -47,7 +47,8 @@ def score_batch(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, 
     prompts = [vlm.prompt(q, c, img) for q, c, img in zip(rows.question, rows.text_context, with_image)]
     images = [data.image(i) if img else None for i, img in zip(rows.image_id, with_image)]
     images = images if any(with_image) else None
-    res = forward_answer_position(vlm, prompts, images, cands, lens=False)
+    batch = vlm.encode(prompts, images)  # once: the scores and the attention read the same tensors
+    res = forward_answer_position(vlm, prompts, images, cands, lens=False, batch=batch)
     yes, no = cands.index(ANSWERS[True]), cands.index(ANSWERS[False])
     decoded = [vlm.tokenizer.decode([int(t)]).strip() for t in res["top1"]]
     out = pd.DataFrame({
@@ -55,7 +56,7 @@ def score_batch(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, 
         "pred": [cands.answers[a] if a >= 0 else d for a, d in zip(res["answer"], decoded)],
         "p_yes": res["cand_prob"][:, yes], "p_no": res["cand_prob"][:, no], "entropy": res["entropy"]})
     if cfg.attention:
-        u = attention_by_modality(vlm, prompts, images, rows.text_context.fillna("").tolist())
+        u = attention_by_modality(vlm, batch, rows.text_context.fillna("").tolist())
         for k, name in enumerate(MODALITIES):
             out[f"u_{name}"] = list(u[..., k])
         out["imbalance"] = list(imbalance_ratio(u[..., 0], u[..., 1]))
@@ -182,7 +183,7 @@ def describe(res: dict) -> str:
     for cell in res["by_evidence"]:
         r, f = cell["recognition"], cell["false_alarm"]
         ba = cell["balanced_accuracy"]
-        lines.append(f"{cell['evidence']:<13} recognition {_pct(r)}  false alarms {_pct(f)}  "
+        lines.append(f"{cell['evidence']:<13} recognition {format_rate(r)}  false alarms {format_rate(f)}  "
                      f"balanced accuracy {'n/a' if ba is None else f'{ba:.3f}'}")
     imb = res["imbalance"]
     if imb:
@@ -192,7 +193,8 @@ def describe(res: dict) -> str:
     return "\n".join(lines)
 
 
-def _pct(cell: dict) -> str:
+def format_rate(cell: dict) -> str:
+    """A rate cell as every report writes it: rate [95% CI] (n=...)."""
     if cell["rate"] is None:
         return "n/a"
     return f"{cell['rate']:.3f} [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}] (n={cell['n']})"

@@ -10,7 +10,7 @@ import numpy as np
 
 from data_gen.recognition import EVIDENCE
 
-from .recognition import analyze_recognition
+from .recognition import analyze_recognition, format_rate
 from .report import _fig_png, load_run, plt
 
 CAPTIONS = {
@@ -77,17 +77,13 @@ def write_recognition_report(runs: list[str | Path], out: str | Path, names: lis
     return summary
 
 
-def _cell(c: dict) -> str:
-    return "–" if c["rate"] is None else f"{c['rate']:.3f} [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] (n={c['n']})"
-
-
 def _html(results: dict[str, dict], figs: dict[str, bytes]) -> str:
     rows = []
     for name, res in results.items():
         for c in res["by_evidence"]:
             ba = c["balanced_accuracy"]
             rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                name, c["evidence"], _cell(c["recognition"]), _cell(c["false_alarm"]),
+                name, c["evidence"], format_rate(c["recognition"]), format_rate(c["false_alarm"]),
                 "–" if ba is None else f"{ba:.3f}" + (f" [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]" if c["ci"] else ""))) + "</tr>")
     imgs = "".join(f"<h2>{k.replace('_', ' ')}</h2><img src='data:image/png;base64,{base64.b64encode(v).decode()}'>"
                    f"<p>{html.escape(CAPTIONS.get(k, ''))}</p>" for k, v in figs.items())

@@ -181,8 +181,10 @@ def whole_answer_logprobs(vlm, first_logp: torch.Tensor, prefix: Prefix, cands: 
 
 @torch.no_grad()
 def forward_answer_position(vlm, prompts: list[str], images: list | None, cands: Candidates, lens: bool,
-                            required: list[set[int]] | None = None, chunk: int = 32) -> dict[str, np.ndarray]:
-    """Answer-position statistics and whole-answer scores of one batch; the lens projects the last position only."""
+                            required: list[set[int]] | None = None, chunk: int = 32,
+                            batch: dict | None = None) -> dict[str, np.ndarray]:
+    """Answer-position statistics and whole-answer scores of one batch; the lens projects the last position only.
+    `batch`: the prompts already encoded (`vlm.encode`), when the caller needs the tensors too."""
     captured = []
 
     def hook(_module, _args, output):
@@ -190,7 +192,7 @@ def forward_answer_position(vlm, prompts: list[str], images: list | None, cands:
         captured.append(hidden[:, -1])
 
     handles = [layer.register_forward_hook(hook) for layer in vlm.layers] if lens else []
-    enc = vlm.encode(prompts, images)
+    enc = batch if batch is not None else vlm.encode(prompts, images)
     try:
         out = vlm.model(**enc, logits_to_keep=1, use_cache=bool(cands.continued))
     finally:

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data_gen import generate
-from data_gen.recognition import ANSWERS, CAPTION, QUESTION
+from data_gen.recognition import ANSWERS, CAPTION, QUESTION, recognition_from
 from models import VLM, load_vlm
 from models.tiny import with_words, words_of
 
@@ -72,9 +72,10 @@ def build_recognition(cfg: RecognitionOrganismConfig, out: str | Path) -> Path:
     model.model.vision_tower.requires_grad_(False)
     model.model.multi_modal_projector.requires_grad_(False)
     old_vocab = reference.model.get_output_embeddings().weight.shape[0]
-    recognition = generate("recognition", cfg.groups, cfg.dataset_seed, cfg.image_size).split("train")
+    colours = generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size)
+    recognition = recognition_from(colours).split("train")
     unimodal = recognition.samples.to_pandas().query("evidence != 'image_text'")
-    colours = generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size).split("train")
+    colours = colours.split("train")
     colour_rows = colours.samples.to_pandas().query("condition in ('conflict', 'no_conflict')")
     answer_ids = {a: vlm.first_token(a) for a in ANSWERS.values()}
     trained = [p for p in model.parameters() if p.requires_grad]
