@@ -116,7 +116,8 @@ class Recipe:
             if args.activation_checkpointing:
                 model.enable_input_require_grads()  # PEFT + reentrant checkpointing needs grads on the inputs
             trainer = SoftTargetTrainer(model=model, args=args, train_dataset=ExampleDataset(examples),
-                                        data_collator=AlignmentCollator(base, data, dtype),
+                                        data_collator=AlignmentCollator(base, data, dtype,
+                                                                        reference_inputs=a.retention == "distill"),
                                         retention_weight=a.retention_weight, retention=a.retention)
         elif a.loss_type == "hard":
             from trl import SFTConfig, SFTTrainer

@@ -150,10 +150,12 @@ class ExampleDataset(torch.utils.data.Dataset):
 
 
 class AlignmentCollator:
-    """Prompts through the processor's chat template (left padding) + the target tensors."""
+    """Prompts through the processor's chat template (left padding) + the target tensors. With
+    `reference_inputs`, the unimodal (retention) rows are also encoded on their own, so the distillation
+    reference runs on them only, not on the whole batch."""
 
-    def __init__(self, vlm, data, dtype: torch.dtype = torch.float32):
-        self.vlm, self.data, self.dtype = vlm, data, dtype
+    def __init__(self, vlm, data, dtype: torch.dtype = torch.float32, reference_inputs: bool = False):
+        self.vlm, self.data, self.dtype, self.reference_inputs = vlm, data, dtype, reference_inputs
 
     def __call__(self, examples: list[dict]) -> dict:
         vlm = self.vlm
@@ -163,6 +165,10 @@ class AlignmentCollator:
         for key in TARGET_KEYS:
             kind = torch.long if key in ("token_text", "token_visual", "answer_token") else torch.float32
             batch[key] = torch.tensor([e[key] for e in examples], dtype=kind)
+        retained = [i for i, e in enumerate(examples) if not e["is_conflict"] > 0]
+        if self.reference_inputs and retained:
+            batch["reference_inputs"] = vlm.inputs([prompts[i] for i in retained], [images[i] for i in retained],
+                                                   self.dtype)
         return batch
 
 
@@ -196,12 +202,18 @@ class SoftTargetTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         targets = {k: inputs.pop(k) for k in TARGET_KEYS}
+        reference_inputs = inputs.pop("reference_inputs", None)
+        outputs = model(**inputs, logits_to_keep=1)
+        logits = outputs.logits[:, -1]
         reference = None
-        if self.retention == "distill" and bool((targets["is_conflict"] == 0).any()):
+        if self.retention == "distill" and reference_inputs is not None:
+            # the base's answer distribution on the retention rows only (the collator encoded them apart);
+            # conflict rows keep zeros, which the loss never reads
             peft_model = self.accelerator.unwrap_model(model)
             with torch.no_grad(), peft_model.disable_adapter():
-                reference = peft_model(**inputs, logits_to_keep=1).logits[:, -1]
-        outputs = model(**inputs, logits_to_keep=1)
-        loss = soft_target_loss(outputs.logits[:, -1], **targets, retention_weight=self.retention_weight,
+                retained = peft_model(**reference_inputs, logits_to_keep=1).logits[:, -1]
+            reference = logits.detach().new_zeros(logits.shape)
+            reference[targets["is_conflict"] == 0] = retained.to(reference.dtype)
+        loss = soft_target_loss(logits, **targets, retention_weight=self.retention_weight,
                                 reference_logits=reference)
         return (loss, outputs) if return_outputs else loss

@@ -33,6 +33,9 @@ class ScoreArguments:
     shard_inputs: int = field(default=256, metadata={
         "help": "distinct inputs per resumable shard (about): the most a crash can lose"})
     lens: bool = field(default=True, metadata={"help": "record the logit lens (--no_lens skips it)"})
+    share_prefix: bool = field(default=True, metadata={
+        "help": "run each image's prefix once for all its prompts where the template puts the image first "
+                "(docs/method.md, 'Shared image prefixes'); results equal whole prompts'"})
 
 
 @dataclass
@@ -70,7 +73,8 @@ def score(model: ModelArguments, args: ScoreArguments, seed: int | None = None):
     if "evidence" in data.samples.column_names:
         raise ValueError(f"{args.data} is a conflict-recognition dataset; measure it with "
                          f"`python -m eval recognition --data {args.data} ...`")
-    config = ScoreConfig(batch_size=args.per_device_eval_batch_size, shard_inputs=args.shard_inputs, lens=args.lens)
+    config = ScoreConfig(batch_size=args.per_device_eval_batch_size, shard_inputs=args.shard_inputs, lens=args.lens,
+                         share_prefix=args.share_prefix)
     return score_dataset(load_from_args(model), data, args.output_dir, config, seed=seed)
 
 

@@ -1,11 +1,14 @@
-"""Benchmark: the scoring engine against a naive per-sample reference, on the same inputs.
+"""Benchmark: the scoring engine with and without shared image prefixes, against a naive per-sample reference,
+on the same inputs.
 
-    python -m eval.bench [--models organism tiny-llava] [--groups 4]
+    python -m eval.bench [--models organism tiny-llava tiny-llava-576] [--groups 4]
 
 The reference runs `generate(output_scores=True, output_hidden_states=True)` one sample at a
 time and applies the logit lens to every position of every layer, as a first implementation
-would. Both must agree (entropies and predictions within 1e-4); the script prints the
-throughput and peak-memory ratios measured in this one run.
+would. The engine runs twice: whole prompts (`share_prefix=False`) and each image's prefix once
+(eval/prefix.py). All must agree (the two engines' entropies within 1e-5, predictions and lens
+identical; the reference within 1e-4); the script prints the throughput and peak-memory ratios
+measured in this one run, and the FLOP/s the prefix engine achieves against a large matmul's.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import psutil
 import torch
 
@@ -28,10 +32,14 @@ from models.tiny import build_tiny, dataset_tokenizer
 
 @dataclass
 class BenchArguments:
-    models: list[str] = field(default_factory=lambda: ["organism", "tiny-llava"], metadata={
-        "help": "models to compare on: organism names, paths, hub ids, or tiny-llava (a random tiny LLaVA)"})
+    models: list[str] = field(default_factory=lambda: ["organism", "tiny-llava", "tiny-llava-576"], metadata={
+        "help": "models to compare on: organism names, paths, hub ids, tiny-llava (the tests' random tiny LLaVA, 16 "
+                "image tokens) or tiny-llava-576 (the same with LLaVA-1.5's 576 image tokens per image)"})
     groups: int = field(default=3, metadata={"help": "colour groups scored (14 visual tiers x 8 rows each)"})
     per_device_eval_batch_size: int = 32
+    reference: bool = field(default=True, metadata={"help": "run the naive per-sample reference too (slow on big models)"})
+    dtype: str = field(default="float32", metadata={"help": "float32 (the agreement check's), or bfloat16 on GPUs"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
 
 
 @torch.no_grad()
@@ -81,49 +89,148 @@ class PeakRSS:
         self.extra = max(self.peak - self.base, 1)
 
 
-def main(argv=None) -> int:
-    (args,) = parse([BenchArguments], list(argv) if argv is not None else None, "python -m eval.bench", __doc__)
-    torch.manual_seed(0)
-    tmp = Path(tempfile.mkdtemp())
-    for name in args.models:
-        if name == "tiny-llava":  # a random tiny llava of the shape transformers' own tests use
-            for part in build_tiny("llava", dataset_tokenizer(), 32, 8):
-                part.save_pretrained(tmp / "tiny")
-            path, size = str(tmp / "tiny"), 32
-        else:
-            path, size = name, 64
-        vlm = load_vlm(path, dtype="float32", device="cpu")
-        data = generate("colors", args.groups, seed=123, size=size, workers=1)
-        rows = list(data.samples)
+class PeakMemory:
+    """Peak device memory of the block on a GPU, peak resident memory on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def __enter__(self):
         gc.collect()
-        with PeakRSS() as mem_ref:
+        if self.cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.rss = PeakRSS().__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.extra = max(torch.cuda.max_memory_allocated() - self.base, 1)
+        else:
+            self.rss.__exit__(*exc)
+            self.extra = self.rss.extra
+
+
+class DecoderTokens:
+    """Counts the tokens the language model runs (padding included: it is computed) by a hook on its embedding."""
+
+    def __init__(self, vlm):
+        self.vlm, self.count = vlm, 0
+
+    def __enter__(self):
+        self.handle = self.vlm.model.get_input_embeddings().register_forward_hook(
+            lambda _m, args, _out: setattr(self, "count", self.count + args[0].numel()))
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 10) -> float:
+    """FLOP/s of a large square matmul in the model's dtype: the reachable peak, measured in the same run."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    a @ b  # warm-up
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t0)
+
+
+def decoder_parameters(vlm) -> int:
+    """Parameters a token passes through in the language model (2 FLOPs each), without the embedding table."""
+    decoder = vlm.model.get_decoder()
+    return sum(p.numel() for p in decoder.parameters()) - vlm.model.get_input_embeddings().weight.numel() \
+        + vlm.head.weight.numel()
+
+
+def bench_model(vlm, data, args, tmp: Path) -> bool:
+    """One model: reference (optional), whole-prompt engine, prefix engine; prints the figures, True if all agree."""
+    rows = list(data.samples)
+    ok, runs = True, {}
+    ref, t_ref, mem_ref = None, None, None
+    if args.reference:
+        with PeakMemory(vlm.device) as mem_ref:
             t0 = time.perf_counter()
             ref = naive_reference(vlm, data, rows)
             t_ref = time.perf_counter() - t0
-        gc.collect()
-        with PeakRSS() as mem_eng:
+    for engine, share in (("whole prompts", False), ("shared prefix", True)):
+        config = ScoreConfig(batch_size=args.per_device_eval_batch_size, share_prefix=share)
+        with PeakMemory(vlm.device) as mem, DecoderTokens(vlm) as tokens:
             t0 = time.perf_counter()
-            table = score_dataset(vlm, data, tmp / f"run-{len(list(tmp.iterdir()))}", ScoreConfig(batch_size=args.per_device_eval_batch_size))
-            t_eng = time.perf_counter() - t0
-        worst, mismatched = 0.0, 0
-        for r in table.itertuples():
+            table = score_dataset(vlm, data, tmp / f"run-{len(list(tmp.iterdir()))}", config)
+            elapsed = time.perf_counter() - t0
+        runs[engine] = (table, elapsed, mem.extra, tokens.count)
+    whole, prefix = runs["whole prompts"][0], runs["shared prefix"][0]
+    print(f"\n== {vlm.name}: {len(rows)} rows, {len(whole)} scored")
+    worst = max(float(np.nanmax(np.abs(whole[c].to_numpy(float) - prefix[c].to_numpy(float))))
+                for c in ("entropy_v", "entropy_t", "entropy_m"))
+    same = all(whole[c].equals(prefix[c]) for c in ("top1_v", "top1_t", "top1_m", "pred_v", "pred_t", "pred_m"))
+    same &= all(list(a) == list(b) for a, b in zip(whole.lens_top1.dropna(), prefix.lens_top1.dropna()))
+    print(f"shared prefix vs whole prompts: max |entropy difference| {worst:.2e}, predictions and lens "
+          f"{'identical' if same else 'DIFFER'}")
+    ok &= worst <= 1e-5 and same
+    if ref is not None:
+        worst_ref, mismatched = 0.0, 0
+        for r in prefix.itertuples():
             for c in ("v", "t", "m"):
                 e = ref.get((r.id, c))
                 if e is None:
                     continue
-                worst = max(worst, abs(e["entropy"] - getattr(r, f"entropy_{c}")))
+                worst_ref = max(worst_ref, abs(e["entropy"] - getattr(r, f"entropy_{c}")))
                 mismatched += e["top1"] != getattr(r, f"top1_{c}")
                 if c == "m" and r.condition != "no_conflict":
                     mismatched += list(e["lens_top1"]) != list(r.lens_top1)
-        print(f"\n== {name}: {len(rows)} rows, {len(ref)} (row, condition) scores")
-        print(f"max |entropy difference| {worst:.2e}  prediction/lens mismatches {mismatched}")
-        print(f"naive reference {t_ref:.2f}s, engine {t_eng:.2f}s -> throughput ratio {t_ref / t_eng:.1f}x")
-        print(f"peak extra memory: reference {mem_ref.extra / 2**20:.0f} MiB, engine {mem_eng.extra / 2**20:.0f} MiB "
-              f"-> ratio {mem_ref.extra / mem_eng.extra:.2f}x")
-        if worst > 1e-4 or mismatched:
-            print("RESULTS DIFFER")
-            return 1
-    return 0
+        print(f"shared prefix vs naive reference: max |entropy difference| {worst_ref:.2e}, "
+              f"prediction/lens mismatches {mismatched}")
+        ok &= worst_ref <= 1e-4 and not mismatched
+    t_whole, t_prefix = runs["whole prompts"][1], runs["shared prefix"][1]
+    for engine, (_, elapsed, extra, tokens) in runs.items():
+        print(f"{engine:>15}: {elapsed:7.2f}s  {len(rows) / elapsed:8.1f} rows/s  {tokens:9d} decoder tokens  "
+              f"peak extra memory {extra / 2**20:.0f} MiB")
+    if ref is not None:
+        print(f"naive reference: {t_ref:7.2f}s  {len(rows) / t_ref:8.1f} rows/s  peak extra memory "
+              f"{mem_ref.extra / 2**20:.0f} MiB")
+        print(f"throughput ratios: shared prefix / naive {t_ref / t_prefix:.1f}x, whole prompts / naive "
+              f"{t_ref / t_whole:.1f}x")
+    print(f"throughput ratio shared prefix / whole prompts: {t_whole / t_prefix:.2f}x "
+          f"(decoder tokens {runs['whole prompts'][3] / max(runs['shared prefix'][3], 1):.2f}x fewer)")
+    peak = matmul_peak_flops(vlm.device, next(vlm.model.parameters()).dtype)
+    achieved = 2 * decoder_parameters(vlm) * runs["shared prefix"][3] / t_prefix
+    print(f"model FLOP/s (decoder, 2 x parameters per token run, attention scores not counted): {achieved:.3g}, "
+          f"{100 * achieved / peak:.1f} % of a {peak:.3g} FLOP/s matmul measured here")
+    return ok
+
+
+def bench_path(name: str, tmp: Path) -> tuple[str, int]:
+    """The model to load for a --models entry, and the image size to render at."""
+    tiny = {"tiny-llava": (32, 8), "tiny-llava-576": (336, 14)}  # (image size, patch): 16 or 576 image tokens
+    if name not in tiny:
+        return name, 64
+    size, patch = tiny[name]
+    for part in build_tiny("llava", dataset_tokenizer(), size, patch, max_positions=1024):
+        part.save_pretrained(tmp / name)
+    return str(tmp / name), size
+
+
+def main(argv=None) -> int:
+    (args,) = parse([BenchArguments], list(argv) if argv is not None else None, "python -m eval.bench", __doc__)
+    torch.manual_seed(0)
+    tmp = Path(tempfile.mkdtemp())
+    ok = True
+    for name in args.models:
+        path, size = bench_path(name, tmp)
+        vlm = load_vlm(path, dtype=args.dtype, device=args.device)
+        data = generate("colors", args.groups, seed=123, size=size, workers=1)
+        ok &= bench_model(vlm, data, args, tmp)
+    if not ok:
+        print("RESULTS DIFFER")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

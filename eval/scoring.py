@@ -3,8 +3,10 @@
 For each row and condition (image only "v", text only "t", image + text "m") it records, at
 the answer position, the full-vocabulary entropy and the other uncertainty indices, the top-1
 token and the first answer tokens' probabilities and logits; for "m" also the logit lens at
-that position only. Each distinct (image, question) and (text, question) input is scored once.
-Results go to shards written atomically, so a killed run resumes where it stopped.
+that position only. Each distinct (image, question) and (text, question) input is scored once, and
+where the chat template puts the image first, each image's shared prefix (vision tower and image tokens)
+runs once for all its prompts (eval/prefix.py). Results go to shards written atomically, so a killed run
+resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import logging
 import os
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +29,8 @@ from tqdm.auto import tqdm
 from data_gen import ConflictData
 
 from . import uncertainty
+from .prefix import (ImagePrefixBatch, encode_prefixes, matches_whole_prompts, prefix_starts,
+                     split_at_image, suffix_inputs)
 
 log = logging.getLogger(__name__)
 CONDITIONS = ("v", "t", "m")  # image only, text only, image + text
@@ -37,6 +42,7 @@ class ScoreConfig:
     shard_inputs: int = 256  # distinct inputs per shard (about): the most a crash can lose
     lens: bool = True
     conditions: tuple[str, ...] = CONDITIONS  # e.g. ("v", "t") when only unimodal scores are needed
+    share_prefix: bool = True  # each image's prefix runs once for all its prompts, where the template allows
 
     def __post_init__(self):
         if self.batch_size < 1 or self.shard_inputs < 1:
@@ -179,12 +185,9 @@ def whole_answer_logprobs(vlm, first_logp: torch.Tensor, prefix: Prefix, cands: 
             scores[rows, cols] = first_logp[rows, first_of[cols]] + rest
 
 
-@torch.no_grad()
-def forward_answer_position(vlm, prompts: list[str], images: list | None, cands: Candidates, lens: bool,
-                            required: list[set[int]] | None = None, chunk: int = 32,
-                            batch: dict | None = None) -> dict[str, np.ndarray]:
-    """Answer-position statistics and whole-answer scores of one batch; the lens projects the last position only.
-    `batch`: the prompts already encoded (`vlm.encode`), when the caller needs the tensors too."""
+@contextmanager
+def hidden_at_answer(vlm, lens: bool):
+    """Collects each decoder layer's output at the last position (the answer position) during a forward."""
     captured = []
 
     def hook(_module, _args, output):
@@ -192,20 +195,54 @@ def forward_answer_position(vlm, prompts: list[str], images: list | None, cands:
         captured.append(hidden[:, -1])
 
     handles = [layer.register_forward_hook(hook) for layer in vlm.layers] if lens else []
-    enc = batch if batch is not None else vlm.encode(prompts, images)
     try:
-        out = vlm.model(**enc, logits_to_keep=1, use_cache=bool(cands.continued))
+        yield captured
     finally:
         for h in handles:
             h.remove()
-    logits = out.logits[:, -1].float()
+
+
+@torch.no_grad()
+def forward_answer_position(vlm, prompts: list[str], images: list | None, cands: Candidates, lens: bool,
+                            required: list[set[int]] | None = None, chunk: int = 32,
+                            batch: dict | None = None) -> dict[str, np.ndarray]:
+    """Answer-position statistics and whole-answer scores of one batch; the lens projects the last position only.
+    `batch`: the prompts already encoded (`vlm.encode`), when the caller needs the tensors too."""
+    enc = batch if batch is not None else vlm.encode(prompts, images)
+    with hidden_at_answer(vlm, lens) as captured:
+        out = vlm.model(**enc, logits_to_keep=1, use_cache=bool(cands.continued))
+    prefix = Prefix(out.past_key_values, enc["attention_mask"],
+                    vlm.family.next_positions(vlm.model, enc) if cands.continued else None)
+    return answer_statistics(vlm, out.logits[:, -1], captured, prefix, cands, required, chunk)
+
+
+@torch.no_grad()
+def forward_shared_prefix(vlm, split: ImagePrefixBatch, cands: Candidates, lens: bool,
+                          required: list[set[int]] | None = None, chunk: int = 32,
+                          prefix: dict | None = None) -> dict[str, np.ndarray]:
+    """`forward_answer_position` for prompts that share their image prefix: the prefixes run once (one row per
+    image), then every prompt's suffix over a copy of its image's KV cache. `prefix`: `encode_prefixes(split)`."""
+    pre = prefix if prefix is not None else encode_prefixes(vlm, split)
+    cache = vlm.model(**pre, use_cache=True, logits_to_keep=1).past_key_values
+    suffix = suffix_inputs(vlm, split, pre, prefix_starts(vlm, pre))
+    cache.batch_select_indices(suffix["rows"])  # one cache row per suffix (an image's row repeated)
+    with hidden_at_answer(vlm, lens) as captured:
+        out = vlm.model(input_ids=suffix["input_ids"], attention_mask=suffix["attention_mask"],
+                        position_ids=suffix["position_ids"], past_key_values=cache,
+                        use_cache=bool(cands.continued), logits_to_keep=1)
+    continuation = Prefix(out.past_key_values, suffix["attention_mask"], suffix["next_positions"])
+    return answer_statistics(vlm, out.logits[:, -1], captured, continuation, cands, required, chunk)
+
+
+def answer_statistics(vlm, logits: torch.Tensor, captured: list[torch.Tensor], prefix: Prefix, cands: Candidates,
+                      required: list[set[int]] | None, chunk: int) -> dict[str, np.ndarray]:
+    """Everything the table records at the answer position, from its logits and (lens) each layer's hidden state."""
+    logits = logits.float()
     first = torch.tensor(cands.first_tokens, device=logits.device)
     res = {name: index(logits) for name, index in uncertainty.INDICES.items()}
     logp = torch.log_softmax(logits, dim=-1)
     top1 = logits.argmax(-1)
-    prefix = Prefix(out.past_key_values, enc["attention_mask"],
-                    vlm.family.next_positions(vlm.model, enc) if cands.continued else None)
-    answer_logp = whole_answer_logprobs(vlm, logp, prefix, cands, required or [set() for _ in prompts], chunk)
+    answer_logp = whole_answer_logprobs(vlm, logp, prefix, cands, required or [set() for _ in logits], chunk)
     # the model's answer: the candidate with the highest whole-answer probability, if its top-1 token begins
     # that candidate; otherwise the model starts to write something else ("other")
     best = torch.nan_to_num(answer_logp, nan=-float("inf")).argmax(1)
@@ -213,7 +250,7 @@ def forward_answer_position(vlm, prompts: list[str], images: list | None, cands:
     res.update(candidate_entropy=uncertainty.candidate_entropy(logits[:, cands.distinct_first_tokens]), top1=top1,
                cand_logit=logits[:, first], cand_prob=logp.exp()[:, first], answer_logprob=answer_logp,
                answer=torch.where(starts_best, best, -1))
-    if lens:
+    if captured:
         hidden = torch.stack(captured)  # (layers, batch, dim): the answer position after each layer
         lens_logits = vlm.head(vlm.final_norm(hidden)).float()
         res["lens_top1"] = lens_logits.argmax(-1).T  # (batch, layers)
@@ -244,9 +281,10 @@ def score_rows(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, c
     """Score the distinct inputs of `rows` once each, then assemble the per-row table."""
     jobs = _jobs(rows, cfg.conditions)
     results: dict[tuple, dict] = {}
+    pending = _score_shared_prefixes(vlm, data, jobs, cands, cfg, results, progress) if cfg.share_prefix else jobs
     # batch like with like (image or not, lens or not) and sort by length to limit padding
     for kind in CONDITIONS:
-        keys = sorted((k for k in jobs if k[0] == kind), key=lambda k: len(k[2]) + len(k[3]))
+        keys = sorted((k for k in pending if k[0] == kind), key=lambda k: len(k[2]) + len(k[3]))
         for i in range(0, len(keys), cfg.batch_size):
             chunk = keys[i:i + cfg.batch_size]
             prompts = [vlm.prompt(q, ctx, with_image=img is not None) for _, img, ctx, q in chunk]
@@ -259,6 +297,44 @@ def score_rows(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, c
             if progress is not None:
                 progress.update(len(chunk))
     return assemble(rows, results, cands, vlm)
+
+
+LENS_OUTPUTS = ("lens_top1", "lens_cand_logit", "final_logits", "lens_last_logits")
+
+
+def _score_shared_prefixes(vlm, data: ConflictData, jobs: dict, cands: Candidates, cfg: ScoreConfig,
+                           results: dict, progress: tqdm | None) -> dict:
+    """Score the image prompts (image only and image + text) image by image, each image's prefix once; about
+    `cfg.batch_size` prompts per forward. Returns the jobs left for the whole-prompt path: text-only ones, and
+    all of them where the prompts cannot share their image prefix (checked on the first batch)."""
+    by_image: dict[str, list[tuple]] = {}
+    for key in jobs:
+        if key[0] in ("v", "m"):
+            by_image.setdefault(key[1], []).append(key)
+    batches, current = [], []
+    for keys in by_image.values():
+        if current and len(current) + len(keys) > cfg.batch_size:
+            batches.append(current)
+            current = []
+        current += keys
+    batches += [current] if current else []
+    for n, chunk in enumerate(batches):
+        images = {img: data.image(img) for img in dict.fromkeys(k[1] for k in chunk)}
+        prompts = [vlm.prompt(q, ctx, with_image=True) for _, _, ctx, q in chunk]
+        split = split_at_image(vlm, prompts, [images[k[1]] for k in chunk])
+        prefix = encode_prefixes(vlm, split) if split is not None else None
+        if n == 0 and (split is None or not matches_whole_prompts(vlm, split, prefix, prompts)):
+            log.info("%s: prompts do not share an image prefix (text before the image, or a family that cannot "
+                     "reuse one); scoring whole prompts", vlm.name)
+            return jobs
+        lens = cfg.lens and any(k[0] == "m" for k in chunk)
+        required = [{cands.index(a) for a in jobs[key]} for key in chunk]
+        out = forward_shared_prefix(vlm, split, cands, lens, required, cfg.batch_size, prefix)
+        for j, key in enumerate(chunk):
+            results[key] = {k: v[j] for k, v in out.items() if key[0] == "m" or k not in LENS_OUTPUTS}
+        if progress is not None:
+            progress.update(len(chunk))
+    return {k: v for k, v in jobs.items() if k[0] == "t"}
 
 
 def assemble(rows: pd.DataFrame, results: dict, cands: Candidates, vlm) -> pd.DataFrame:

@@ -52,6 +52,14 @@ class Family(ABC):
     def attention_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
         return [layer.self_attn for layer in self.decoder_layers(model)]
 
+    # ---- shared image prefixes (eval/prefix.py): a plain causal mask over position ids lets an image's prefix
+    # run once and every prompt's suffix continue over its KV cache
+    shares_image_prefix: ClassVar[bool] = True
+
+    def image_placeholder(self, processor) -> str:
+        """The token the chat template writes for an image and the processor expands into the image's tokens."""
+        return processor.image_token
+
     # ---- whole-answer continuations over the prompt's KV cache (eval/scoring.py)
     def next_positions(self, model: torch.nn.Module, batch: dict) -> torch.Tensor | None:
         """Per row, the position id of the first token after the prompt, where the model's default for a

@@ -129,7 +129,13 @@ def test_each_distinct_input_scored_once(tiny_model, tiny_data, tmp_path, monkey
         seen.extend(zip(prompts, [None] * len(prompts) if images is None else [im.tobytes() for im in images]))
         return real(vlm_, prompts, images, cands, lens, **kwargs)
 
+    def counting_shared(vlm_, split, cands, lens, *args, **kwargs):  # a suffix + its image: one prompt
+        seen.extend((tuple(s), split.images[r].tobytes()) for s, r in zip(split.suffixes, split.rows))
+        return real_shared(vlm_, split, cands, lens, *args, **kwargs)
+
+    real_shared = scoring.forward_shared_prefix
     monkeypatch.setattr(scoring, "forward_answer_position", counting)
+    monkeypatch.setattr(scoring, "forward_shared_prefix", counting_shared)
     data = tiny_data.split("test")
     table = score_dataset(vlm, data, tmp_path / "run", ScoreConfig(shard_inputs=10**6))
     assert len(seen) == len(set(seen))  # nothing twice
@@ -372,3 +378,50 @@ def test_adapter_loads_by_name_and_scores_like_the_peft_model(tiny_model, tiny_d
     np.testing.assert_allclose(cli.entropy_m, direct.entropy_m, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
         load_vlm(str(tiny_model), device="cpu", adapter=str(tmp_path))
+
+
+def test_shared_image_prefix_scores_like_whole_prompts(tiny_model, tiny_data, tmp_path, monkeypatch):
+    """Each image's prefix runs once and every prompt continues over its cache: the table is the whole-prompt
+    engine's (entropies within 1e-5, identical predictions and lens), on every family that allows it."""
+    from eval import prefix as prefix_module
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    data = tiny_data.split("test")
+    encoded = []
+    real = prefix_module.encode_prefixes
+    monkeypatch.setattr(scoring, "encode_prefixes", lambda v, split: encoded.extend(
+        im.tobytes() for im in split.images) or real(v, split))
+    whole = score_dataset(vlm, data, tmp_path / "whole", ScoreConfig(batch_size=8, share_prefix=False))
+    assert not encoded
+    shared = score_dataset(vlm, data, tmp_path / "shared", ScoreConfig(batch_size=8))
+    if vlm.family.shares_image_prefix:
+        rows = data.samples.to_pandas()
+        assert len(encoded) == len(set(encoded)) == rows.image_id.nunique()  # each image's prefix once
+    else:
+        assert not encoded  # Gemma 3: sliding windows and bidirectional image attention need whole prompts
+    for col in ("entropy_v", "entropy_t", "entropy_m", "p_text_m", "p_visual_v", "logp_text_m", "candidate_entropy_m"):
+        np.testing.assert_allclose(whole[col].to_numpy(float), shared[col].to_numpy(float), atol=1e-5, equal_nan=True)
+    for col in ("top1_v", "top1_t", "top1_m", "pred_v", "pred_m"):
+        pd.testing.assert_series_equal(whole[col], shared[col])
+    assert whole.lens_top1.isna().equals(shared.lens_top1.isna())
+    assert all(list(a) == list(b) for a, b in zip(whole.lens_top1.dropna(), shared.lens_top1.dropna()))
+    np.testing.assert_allclose(np.stack(whole.lens_diff.dropna()), np.stack(shared.lens_diff.dropna()), atol=1e-5)
+
+
+def test_prompts_with_text_before_the_image_take_the_whole_prompt_path(tiny_data):
+    """The organism's template asks the question before the image: nothing is shared, and the split says so;
+    a processor whose tokens differ from prefix + suffix is caught before any score is written."""
+    from eval.prefix import encode_prefixes, matches_whole_prompts, split_at_image
+    organism = load_vlm("organism", dtype="float32", device="cpu")
+    image = tiny_data.image(tiny_data.samples[0]["image_id"])
+    prompts = [organism.prompt("What color is the star?", ctx) for ctx in ("", "The star is red.")]
+    assert split_at_image(organism, prompts, [image, image]) is None
+    from tests.fixtures import tiny_model_dir
+    import tempfile
+    vlm = load_vlm(str(tiny_model_dir("llava", Path(tempfile.mkdtemp()) / "m")), dtype="float32", device="cpu")
+    prompts = [vlm.prompt("What color is the star?", ctx) for ctx in ("", "The star is red.")]
+    split = split_at_image(vlm, prompts, [image, image])
+    assert split is not None and split.rows == [0, 0] and len(split.images) == 1
+    prefix = encode_prefixes(vlm, split)
+    assert matches_whole_prompts(vlm, split, prefix, prompts)
+    split.suffixes[1] = split.suffixes[1][1:]  # as if the processor merged a token across the image's end
+    assert not matches_whole_prompts(vlm, split, prefix, prompts)

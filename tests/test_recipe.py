@@ -392,3 +392,41 @@ def test_push_uploads_the_release_folder_in_one_commit(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     push(tmp_path, "me/llava-balance-0")
     assert calls == [("create_repo", "me/llava-balance-0"), ("upload_folder", str(tmp_path), "me/llava-balance-0")]
+
+
+def test_distillation_reference_runs_on_the_retention_rows_only(tiny_model, tiny_data, tmp_path):
+    """The base's reference distribution is computed for the unimodal (retention) rows alone, and the loss is the
+    one a reference over the whole batch gives."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import TrainingArguments
+    from models import load_vlm
+    from align.training import TARGET_KEYS, AlignmentCollator, SoftTargetTrainer
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    torch.manual_seed(0)
+    model = get_peft_model(vlm.model, LoraConfig(r=4, target_modules=vlm.lora_target_modules, init_lora_weights=False))
+    rows = tiny_data.split("train").samples.to_pandas().query("condition == 'conflict'").iloc[:3]
+    first = lambda a: vlm.first_token(a)
+    example = lambda r, image, context, conflict: {
+        "question": r.question, "context": context, "image_id": image, "token_text": first(r.answer_text),
+        "token_visual": first(r.answer_visual), "p_text": 0.7, "weight": 1.0, "is_conflict": float(conflict),
+        "answer_token": first(r.answer_text if context else r.answer_visual)}
+    r = list(rows.itertuples())
+    examples = [example(r[0], r[0].image_id, r[0].text_context, True), example(r[1], None, r[1].text_context, False),
+                example(r[2], r[2].image_id, r[2].text_context, True), example(r[2], r[2].image_id, "", False)]
+    batch = AlignmentCollator(vlm, tiny_data, reference_inputs=True)(examples)
+    assert batch["reference_inputs"]["input_ids"].shape[0] == 2
+    seen = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda _m, a, _o: seen.append(a[0].shape[0]))
+    trainer = SoftTargetTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True),
+                                retention_weight=0.5)
+    loss = trainer.compute_loss(model, dict(batch))
+    handle.remove()
+    assert sorted(seen) == [2, 4]  # the adapted batch, and the reference on the two retention rows
+    inputs = {k: v for k, v in batch.items() if k not in TARGET_KEYS and k != "reference_inputs"}
+    with torch.no_grad():
+        with model.disable_adapter():
+            reference = model(**inputs, logits_to_keep=1).logits[:, -1]
+        expected = soft_target_loss(model(**inputs, logits_to_keep=1).logits[:, -1],
+                                    **{k: batch[k] for k in TARGET_KEYS}, retention_weight=0.5,
+                                    reference_logits=reference)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -20,6 +20,9 @@ IMAGE_TOKENS = {"image_token": "<image_soft_token>", "boi_token": "<start_of_ima
 @register_family
 class Gemma3(Family):
     model_type = "gemma3"
+    # sliding-window layers count keys by cache slot, not position (a padded suffix would shift the window), and
+    # image tokens attend bidirectionally: the whole prompt runs every time
+    shares_image_prefix = False
 
     def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, hidden: int = 32,
                    layers: int = 2, heads: int = 4, soft_tokens: int = 4, **_):
