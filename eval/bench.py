@@ -25,7 +25,7 @@ import torch
 
 from data_gen import generate
 from data_gen.cli import parse
-from eval.scoring import ScoreConfig, score_dataset
+from eval.scoring import Candidates, ScoreConfig, score_dataset, score_rows
 from models import load_vlm
 from models.tiny import build_tiny, dataset_tokenizer
 
@@ -34,7 +34,9 @@ from models.tiny import build_tiny, dataset_tokenizer
 class BenchArguments:
     models: list[str] = field(default_factory=lambda: ["organism", "tiny-llava", "tiny-llava-576"], metadata={
         "help": "models to compare on: organism names, paths, hub ids, tiny-llava (the tests' random tiny LLaVA, 16 "
-                "image tokens) or tiny-llava-576 (the same with LLaVA-1.5's 576 image tokens per image)"})
+                "image tokens), tiny-llava-576 (the same with LLaVA-1.5's 576 image tokens per image), or "
+                "llava-1.5-7b-shape (random weights of LLaVA-1.5-7B's shape, for GPUs: --device cuda --dtype bfloat16 "
+                "--reference false)"})
     groups: int = field(default=3, metadata={"help": "colour groups scored (14 visual tiers x 8 rows each)"})
     per_device_eval_batch_size: int = 32
     reference: bool = field(default=True, metadata={"help": "run the naive per-sample reference too (slow on big models)"})
@@ -159,8 +161,12 @@ def bench_model(vlm, data, args, tmp: Path) -> bool:
             t0 = time.perf_counter()
             ref = naive_reference(vlm, data, rows)
             t_ref = time.perf_counter() - t0
+    table = data.samples.to_pandas()
+    first_group = table[table.group == table.group.iloc[0]]
+    cands = Candidates.of(vlm, [a for a in (*table.answer_visual, *table.answer_text) if isinstance(a, str)])
     for engine, share in (("whole prompts", False), ("shared prefix", True)):
         config = ScoreConfig(batch_size=args.per_device_eval_batch_size, share_prefix=share)
+        score_rows(vlm, data, first_group, cands, config)  # warm-up: the first forwards of a shape are slower
         with PeakMemory(vlm.device) as mem, DecoderTokens(vlm) as tokens:
             t0 = time.perf_counter()
             table = score_dataset(vlm, data, tmp / f"run-{len(list(tmp.iterdir()))}", config)
@@ -207,15 +213,22 @@ def bench_model(vlm, data, args, tmp: Path) -> bool:
     return ok
 
 
-def bench_path(name: str, tmp: Path) -> tuple[str, int]:
-    """The model to load for a --models entry, and the image size to render at."""
-    tiny = {"tiny-llava": (32, 8), "tiny-llava-576": (336, 14)}  # (image size, patch): 16 or 576 image tokens
+def bench_model_named(name: str, args, tmp: Path):
+    """The VLM for a --models entry and the image size to render at: a random LLaVA of the tests' shape (16 image
+    tokens), of LLaVA-1.5's 576 image tokens, of LLaVA-1.5-7B's whole shape (built on the device), or any name
+    `load_vlm` takes."""
+    from models.families.llava import llava_1_5_7b_shape
+    from models.vlm import VLM, resolve_dtype
+    tiny = {"tiny-llava": (32, 8), "tiny-llava-576": (336, 14)}  # (image size, patch)
+    if name == "llava-1.5-7b-shape":
+        model, processor = llava_1_5_7b_shape(dataset_tokenizer(), args.device, resolve_dtype(args.dtype, args.device))
+        return VLM(model, processor, name), 336
     if name not in tiny:
-        return name, 64
+        return load_vlm(name, dtype=args.dtype, device=args.device), 64
     size, patch = tiny[name]
     for part in build_tiny("llava", dataset_tokenizer(), size, patch, max_positions=1024):
         part.save_pretrained(tmp / name)
-    return str(tmp / name), size
+    return load_vlm(str(tmp / name), dtype=args.dtype, device=args.device), size
 
 
 def main(argv=None) -> int:
@@ -224,8 +237,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp())
     ok = True
     for name in args.models:
-        path, size = bench_path(name, tmp)
-        vlm = load_vlm(path, dtype=args.dtype, device=args.device)
+        vlm, size = bench_model_named(name, args, tmp)
         data = generate("colors", args.groups, seed=123, size=size, workers=1)
         ok &= bench_model(vlm, data, args, tmp)
     if not ok:

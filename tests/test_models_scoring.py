@@ -425,3 +425,13 @@ def test_prompts_with_text_before_the_image_take_the_whole_prompt_path(tiny_data
     assert matches_whole_prompts(vlm, split, prefix, prompts)
     split.suffixes[1] = split.suffixes[1][1:]  # as if the processor merged a token across the image's end
     assert not matches_whole_prompts(vlm, split, prefix, prompts)
+
+
+def test_bench_checks_agreement_and_prints_the_ratios(capsys):
+    """`python -m eval.bench` on the tests' tiny LLaVA: the two engines agree, and every figure is printed."""
+    from eval.bench import main
+    assert main(["--models", "tiny-llava", "--groups", "1", "--reference", "false"]) == 0
+    out = capsys.readouterr().out
+    assert "predictions and lens identical" in out
+    for figure in ("rows/s", "throughput ratio shared prefix / whole prompts", "% of a", "decoder tokens"):
+        assert figure in out

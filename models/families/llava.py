@@ -1,6 +1,7 @@
 """LLaVA-1.5 (`llava`): CLIP tower + projector + Llama-style decoder."""
 from __future__ import annotations
 
+import torch
 from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                           LlavaForConditionalGeneration, LlavaProcessor)
 
@@ -38,7 +39,30 @@ class Llava(Family):
 
     def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, **sizes):
         model = LlavaForConditionalGeneration(LlavaConfig(**clip_llama_configs(tokenizer, image_size, patch_size, **sizes)))
-        processor = LlavaProcessor(CLIPImageProcessorPil(**image_sizes(image_size)), tokenizer, patch_size=patch_size,
-                                   vision_feature_select_strategy="default", chat_template=chat_template,
-                                   num_additional_image_tokens=1)
-        return model, processor
+        return model, llava_processor(tokenizer, image_size, patch_size, chat_template)
+
+
+def llava_processor(tokenizer, image_size: int, patch_size: int, chat_template: str = CHAT_TEMPLATE) -> LlavaProcessor:
+    return LlavaProcessor(CLIPImageProcessorPil(**image_sizes(image_size)), tokenizer, patch_size=patch_size,
+                          vision_feature_select_strategy="default", chat_template=chat_template,
+                          num_additional_image_tokens=1)
+
+
+def llava_1_5_7b_shape(tokenizer, device: str, dtype: torch.dtype, **overrides) -> tuple[torch.nn.Module, LlavaProcessor]:
+    """A random model of LLaVA-1.5-7B's shape (CLIP ViT-L/14 at 336 px: 576 image tokens; Llama-2-7B; a
+    32064-row head), built on `device` in `dtype` without a download: the GPU benchmarks' model.
+    `overrides` shrink it (tests)."""
+    shape = dict(hidden=4096, layers=32, heads=32, vision_hidden=1024, vision_layers=24, max_positions=4096)
+    shape.update(overrides)
+    parts = clip_llama_configs(tokenizer, 336, 14, **shape)
+    parts["vision_config"].num_attention_heads = 16 if "vision_hidden" not in overrides else shape["heads"]
+    parts["text_config"].intermediate_size = 11008 if "hidden" not in overrides else 4 * shape["hidden"]
+    parts["text_config"].vocab_size = max(32064, len(tokenizer))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlavaForConditionalGeneration(LlavaConfig(**parts))
+    finally:
+        torch.set_default_dtype(default)
+    return model.eval(), llava_processor(tokenizer, 336, 14)
