@@ -15,7 +15,7 @@ from transformers import TrainingArguments
 
 from data_gen import ConflictData, generate
 from data_gen.recognition import recognition_from
-from eval.analysis import analyze
+from eval.analysis import alignment_guarantee, analyze, describe_guarantee
 from eval.recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
 from eval.recognition_report import write_recognition_report
 from eval.report import write_report
@@ -209,7 +209,8 @@ class Recipe:
         test, train = data.split(a.eval_split), data.split(a.train_split)
 
         log.info("1/5 measuring the base model on the %s groups", a.eval_split)
-        base_result = analyze(self.measure(base, test, "base"), a.analysis)
+        base_table = self.measure(base, test, "base")
+        base_result = analyze(base_table, a.analysis)
         tracking.log_measurement(run, "before", base_result)
         if recognition:
             base_recognition = self.measure_recognition(base, recognition.split(a.eval_split), "base_recognition")
@@ -245,6 +246,9 @@ class Recipe:
                   "training_examples": example_stats, "calibration": calibration,
                   "seconds": round(time.time() - t0, 1), "config": self.config_record(),
                   "warnings": summary["warnings"]}
+        if not recognition:
+            guarantee = alignment_guarantee(base_table, after_table, after_result, target, a.analysis)
+            result["guarantee"] = {**guarantee, "description": describe_guarantee(guarantee)}
         if recognition:
             write_recognition_report([out / "runs" / "base_recognition", out / "runs" / "aligned_recognition"],
                                      out / "report" / "recognition", ["base", "aligned"],

@@ -136,6 +136,8 @@ beside the balance point, so you see what else moved.""" if "recognition" in res
 equally likely to follow the image or the text, to **{result['target_balance_point']:+.2f}**. It was trained with
 uncertainty-aware soft targets p*(x) = sigmoid((b* - dH_rel(x)) / tau), tau = {align.tau}
 (loss `{align.loss_type}`, boundary-weighted, retention share {align.retention_share}).""")
+    guarantee = (f"**What this run guarantees** (95 % group-bootstrap intervals on the held-out groups): "
+                 f"{result['guarantee']['description']}.\n\n" if result.get("guarantee") else "")
     body = f"""
 # Modality-alignment LoRA adapter for `{base_reference(name)}`
 
@@ -149,7 +151,7 @@ uncertainty-aware soft targets p*(x) = sigmoid((b* - dH_rel(x)) / tau), tau = {a
 
 ![following curve](following_curve.png)
 
-The full report is in `report/report.html`; every number above is in `alignment.json`.
+{guarantee}The full report is in `report/report.html`; every number above is in `alignment.json`.
 
 ## Training
 - data: {data}; targets from the base model's scores on the `{align.train_split}` groups, evaluation on `{align.eval_split}`

@@ -115,6 +115,13 @@ def log_result(run, result: dict, base: dict, aligned: dict, release_dir: Path) 
             table.add_data(*row)
     summary = {"balance_point/target": result["target_balance_point"],
                **_flat("before", result["base"]), **_flat("after", result["aligned"])}
+    guarantee = result.get("guarantee") or {}
+    for key in ("realized", "target_in_interval", "miss", "shift"):
+        if guarantee.get(key) is not None:
+            summary[f"guarantee/{key}"] = guarantee[key]
+    for key in ("realized_ci", "shift_ci"):
+        if guarantee.get(key):
+            summary[f"guarantee/{key}_low"], summary[f"guarantee/{key}_high"] = guarantee[key]
     for i, r in enumerate(result.get("calibration") or []):
         summary[f"calibration/round_{i}/trained_at"] = r["trained_at"]
         summary[f"calibration/round_{i}/realized"] = r["realized"]

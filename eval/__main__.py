@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_gen import ConflictData
+from data_gen import ConflictData, generate
 from data_gen.cli import Command, run_commands
 from models import ModelArguments, load_from_args
 
@@ -21,13 +21,19 @@ from .analysis import AnalysisConfig, analyze
 from .recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
 from .recognition_report import write_recognition_report
 from .report import write_report
-from .scoring import ScoreConfig, score_dataset
+from .scoring import ScoreConfig, processes, score_dataset
 
 
 @dataclass
 class ScoreArguments:
-    data: str = field(metadata={"help": "a dataset written by `python -m data_gen`"})
     output_dir: str = field(metadata={"help": "run directory (re-running the same command resumes it)"})
+    data: str | None = field(default=None, metadata={
+        "help": "a dataset written by `python -m data_gen`; default: --groups fresh colour groups of --dataset_seed, "
+                "generated into OUTPUT_DIR/data"})
+    groups: int = field(default=100, metadata={"help": "colour groups to generate when no --data is given"})
+    dataset_seed: int = field(default=0, metadata={
+        "aliases": ["--data_seed"], "help": "seed of the generated groups (another seed than training's: all unseen)"})
+    image_size: int = field(default=64, metadata={"help": "pixels of the generated images"})
     split: str = field(default="test", metadata={"help": "split(s), comma-separated, or 'all'"})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "inputs per forward pass"})
     shard_inputs: int = field(default=256, metadata={
@@ -68,8 +74,18 @@ def load_split(path: str, split: str) -> ConflictData:
     return data if split == "all" else data.split(split.split(","))
 
 
+def generated_data(args: ScoreArguments) -> str:
+    """Fresh colour groups in OUTPUT_DIR/data (kept: a re-run resumes on the same data), written by one process."""
+    path = Path(args.output_dir) / "data"
+    state = processes()
+    if state.is_main and not (path / "info.json").exists():
+        generate("colors", args.groups, args.dataset_seed, args.image_size).save(path)
+    state.wait()
+    return str(path)
+
+
 def score(model: ModelArguments, args: ScoreArguments, seed: int | None = None):
-    data = load_split(args.data, args.split)
+    data = load_split(args.data or generated_data(args), args.split)
     if "evidence" in data.samples.column_names:
         raise ValueError(f"{args.data} is a conflict-recognition dataset; measure it with "
                          f"`python -m eval recognition --data {args.data} ...`")

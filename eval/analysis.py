@@ -185,3 +185,37 @@ def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
     result["difficulty"] = difficulty_views(table)
     result["tfr_cells"] = tfr_cells(t) if "d_v" in t and t.d_v.notna().all() else []
     return result
+
+
+def following_samples(table: pd.DataFrame, cfg: AnalysisConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dH_rel, follows text, group) of the text- or vision-following conflicts the balance point is fitted on."""
+    t, _ = conflict_samples(table, cfg)
+    decided = t[t.following.isin(["text", "vision"])]
+    return (decided[f"d_rel_{cfg.index}"].to_numpy(), (decided.following == "text").to_numpy(float),
+            decided.group.to_numpy())
+
+
+def alignment_guarantee(before: pd.DataFrame, after: pd.DataFrame, after_result: dict, target: float,
+                        cfg: AnalysisConfig) -> dict:
+    """What an alignment run can claim (docs/method.md, "What a run guarantees"): the realized balance point
+    with its interval, whether the target lies inside it, and the shift after - before with its paired interval."""
+    bp = after_result["balance_point"]
+    ci = bp.get("ci")
+    shift = stats.balance_point_shift(following_samples(before, cfg), following_samples(after, cfg),
+                                      cfg.n_boot, cfg.seed)
+    return {"target": target, "realized": bp.get("estimate"), "realized_ci": ci,
+            "target_in_interval": bool(ci is not None and ci[0] <= target <= ci[1]),
+            "miss": None if bp.get("estimate") is None else bp["estimate"] - target,
+            "shift": shift["estimate"], "shift_ci": shift["ci"], "groups": shift["n_groups"]}
+
+
+def describe_guarantee(g: dict) -> str:
+    if g["realized"] is None:
+        return f"the adapted curve does not cross 0.5: no realized balance point (target {g['target']:+.2f})"
+    ci = g["realized_ci"]
+    inside = "inside" if g["target_in_interval"] else "OUTSIDE"
+    shift = (f"{g['shift']:+.3f} [{g['shift_ci'][0]:+.3f}, {g['shift_ci'][1]:+.3f}]" if g["shift_ci"]
+             else "not measured (the base curve does not cross)")
+    interval = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "(no interval)"
+    return (f"realized balance point {g['realized']:+.3f} {interval}, target {g['target']:+.2f} {inside} it "
+            f"(miss {g['miss']:+.3f}); shift after - before {shift} ({g['groups']} groups, paired bootstrap)")

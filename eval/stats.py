@@ -229,6 +229,41 @@ def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95, clu
                         float(1 / (1 + math.exp(-a))))
 
 
+def balance_point_shift(before: tuple, after: tuple, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict:
+    """after - before of two runs' balance points, each run given as (dH_rel, follows_text, group) arrays.
+
+    Both runs score the same groups, so one draw of groups resamples both (a paired cluster bootstrap): the
+    difference's interval is not the one two independent intervals would give. Estimate None where either
+    curve does not cross 0.5; the interval keeps the draws where both cross."""
+    runs = []
+    for x, y, g in (before, after):
+        x, y, g = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(g)
+        ok = ~np.isnan(x) & ~np.isnan(y)
+        runs.append((x[ok], y[ok], g[ok]))
+    estimates = [balance_point(x, y, n_boot=0).estimate for x, y, _ in runs]
+    if None in estimates:
+        return {"estimate": None, "ci": None, "n_groups": 0}
+    shared = np.intersect1d(runs[0][2], runs[1][2])
+    if len(shared) < 2:
+        raise ValueError("the two runs share fewer than 2 groups; a paired shift needs both scored on the same groups")
+    members = [{k: np.flatnonzero(g == k) for k in shared} for _, _, g in runs]
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        draw = shared[rng.integers(0, len(shared), len(shared))]
+        crossings = []
+        for (x, y, _), index in zip(runs, members):
+            i = np.concatenate([index[k] for k in draw])
+            a, b = logistic_fit(x[i], y[i])
+            crossings.append(np.clip(-a / b, -2.0, 2.0) if b != 0 else np.nan)
+        boots.append(crossings[1] - crossings[0])
+    boots = np.asarray(boots)
+    boots = boots[np.isfinite(boots)]
+    alpha = (1 - ci) / 2
+    interval = (float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha))) if len(boots) else None
+    return {"estimate": float(estimates[1] - estimates[0]), "ci": interval, "n_groups": int(len(shared))}
+
+
 def _cluster_members(clusters: np.ndarray) -> list[np.ndarray]:
     """Sample indices of each cluster, in order of first appearance (one sort, not a scan per cluster)."""
     _, first, inverse = np.unique(clusters, return_index=True, return_inverse=True)

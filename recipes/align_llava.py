@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     if result:
         b, a = result["base"]["balance_point"], result["aligned"]["balance_point"]
         print(f"balance point: {b['description']} -> {a['description']} (target {result['target_balance_point']:+.2f})")
+        if "guarantee" in result:
+            print(result["guarantee"]["description"])
         print(f"release bundle (adapter, model card, report) in {result['release']} ({result['seconds']:.0f}s)")
     return 0
 

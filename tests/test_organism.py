@@ -1,6 +1,8 @@
 """The model organism: reduced-budget rebuilds are reproducible and load with the standard classes."""
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -157,3 +159,21 @@ def test_evaluate_writes_under_the_working_directory(tmp_path, monkeypatch, tiny
     assert (tmp_path / "outputs" / "organism-evaluation" / "organism-text" / "samples.parquet").exists()
     assert sorted(p.name for p in (ORGANISMS_DIR / "organism-text").iterdir()) == before
     assert set(report["checks"]) and report["bars"]["n_conflicts_unimodal_correct"] >= 0
+
+
+def test_evaluate_and_score_on_fresh_groups_in_one_command(tmp_path, monkeypatch):
+    """`align.organism evaluate` and `eval score` take --dataset_seed (alias --data_seed) and --groups: fresh
+    groups, every one unseen when the seed is not the build's, generated and scored in one command."""
+    from align.organism.__main__ import main as organism_main
+    from data_gen import ConflictData
+    from eval.__main__ import main as eval_main
+    monkeypatch.chdir(tmp_path)
+    assert organism_main(["evaluate", "--groups", "6", "--data_seed", "7"]) in (0, 1)  # bars may fail on 6 groups
+    scored = pd.read_parquet(tmp_path / "outputs" / "organism-evaluation" / "organism-text-seed7-groups6" / "samples.parquet")
+    assert scored.group.nunique() == 6 and set(scored.split) == {"train", "validation", "test"}  # all unseen: all scored
+    assert eval_main(["score", "--model", "organism", "--groups", "6", "--dataset_seed", "7", "--split", "all",
+                      "--output_dir", "run", "--no_lens"]) == 0
+    data = ConflictData.load(tmp_path / "run" / "data")
+    assert data.info["seed"] == 7 and len(set(data.samples["group"])) == 6
+    again = pd.read_parquet(tmp_path / "run" / "samples.parquet")
+    np.testing.assert_allclose(again.set_index("id").loc[scored.id].entropy_v, scored.entropy_v.to_numpy(), atol=1e-5)

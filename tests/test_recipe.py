@@ -211,6 +211,13 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     assert len(rounds) == 2 and rounds[0]["trained_at"] == 0.0
     assert rounds[1]["trained_at"] == pytest.approx(next_training_target(0.0, [0.0], [rounds[0]["realized"]]))
     assert (out / "runs" / "calibration-1" / "samples.parquet").exists()
+    # what the run guarantees: the realized point's interval, whether b* is in it, the paired shift
+    g = result["guarantee"]
+    assert g["realized"] == pytest.approx(result["aligned"]["balance_point"]["estimate"])
+    if g["realized_ci"]:
+        assert g["target_in_interval"] == (g["realized_ci"][0] <= 0.0 <= g["realized_ci"][1])
+    assert g["description"] in res.stdout and "paired bootstrap" in g["description"]
+    assert "What this run guarantees" in card.text
     # one W&B (offline) run, opened by the recipe: named, with the method's settings, the measurements, training,
     # the figures and the adapter artifact
     runs = list(tmp_path.glob("wandb/offline-run-*"))
@@ -219,7 +226,7 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     for key in (b"balance_point/target", b"before/balance_point", b"after/balance_point_ci_low", b"before/tfr",
                 b"after/vfr", b"after/unimodal_accuracy_visual", b"after/oscillation_ambiguous", b"following_curve",
                 b"train/loss", b"target_balance_point", b"boundary_sigma", b"calibration_rounds", b"lora_r",
-                b"modality-alignment", b"organism-b+0.00-soft-r16", b"adapter-"):
+                b"modality-alignment", b"organism-b+0.00-soft-r16", b"adapter-", b"guarantee/realized"):
         assert key in records, key
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/**/*.png"))
     from safetensors.torch import load_file

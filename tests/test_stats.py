@@ -202,3 +202,38 @@ def test_binned_rates_widen_with_groups_and_never_collapse():
     assert (grouped["ci_hi"] - grouped["ci_lo"] > plain["ci_hi"] - plain["ci_lo"]).all()
     one_sided = stats.binned_rate(x, np.zeros(len(y)), edges, clusters=groups)
     assert (one_sided["ci_hi"] > 0).all()  # all-zero bins still get an interval above 0
+
+
+def _planted_run(crossing: float, groups: int, seed: int, per_group: int = 20, slope: float = -3.0):
+    """dH_rel, follows-text draws of a logistic curve crossing 0.5 at `crossing`, and each sample's group."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, groups * per_group)
+    y = (rng.random(len(x)) < 1 / (1 + np.exp(-slope * (x - crossing)))).astype(float)
+    return x, y, np.repeat(np.arange(groups), per_group)
+
+
+def test_balance_point_shift_recovers_a_planted_shift_and_pairs_the_groups():
+    before, after = _planted_run(0.8, 60, seed=1), _planted_run(0.0, 60, seed=2)
+    shift = stats.balance_point_shift(before, after, n_boot=300)
+    lo, hi = shift["ci"]
+    assert shift["estimate"] == pytest.approx(-0.8, abs=0.2) and lo < shift["estimate"] < hi < 0
+    assert shift["n_groups"] == 60
+    assert shift["estimate"] == pytest.approx(stats.balance_point(*after[:2], n_boot=0).estimate
+                                              - stats.balance_point(*before[:2], n_boot=0).estimate)
+    # paired: the same table twice moves by exactly 0 in every draw, where two independent intervals would be wide
+    same = stats.balance_point_shift(before, before, n_boot=100)
+    assert same["estimate"] == 0 and same["ci"] == (0.0, 0.0)
+    # a curve that never crosses has no shift
+    flat = (before[0], np.ones_like(before[1]), before[2])
+    assert stats.balance_point_shift(before, flat, n_boot=10)["estimate"] is None
+    with pytest.raises(ValueError, match="same groups"):
+        stats.balance_point_shift(before, (after[0], after[1], after[2] + 1000), n_boot=10)
+
+
+def test_guarantee_says_whether_the_target_is_inside_the_interval():
+    from eval.analysis import describe_guarantee
+    g = {"target": 0.0, "realized": 0.12, "realized_ci": (-0.05, 0.3), "target_in_interval": True, "miss": 0.12,
+         "shift": -0.7, "shift_ci": (-0.9, -0.5), "groups": 40}
+    assert "target +0.00 inside it" in describe_guarantee(g) and "-0.700 [-0.900, -0.500]" in describe_guarantee(g)
+    g.update(realized_ci=(0.05, 0.3), target_in_interval=False)
+    assert "OUTSIDE" in describe_guarantee(g)

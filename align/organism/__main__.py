@@ -26,6 +26,11 @@ class EvaluateArguments:
     output_dir: str | None = field(default=None, metadata={
         "help": "where the scores go (default: outputs/organism-evaluation/NAME under the working directory)"})
     per_device_eval_batch_size: int = 64
+    groups: int | None = field(default=None, metadata={"help": "colour groups to generate (default: the build's)"})
+    dataset_seed: int | None = field(default=None, metadata={
+        "aliases": ["--data_seed"],
+        "help": "seed of the generated groups (default: the build's, whose test split is held out; another seed: "
+                "every group is unseen, all are scored)"})
 
 
 def run_build(args: BuildArguments, cfg: OrganismConfig) -> int:
@@ -39,7 +44,8 @@ def run_recognition(args: BuildArguments, cfg: RecognitionOrganismConfig) -> int
 
 
 def run_evaluate(model: ModelArguments, args: EvaluateArguments) -> int:
-    report = evaluate(model.model_name_or_path, args.data, args.output_dir, args.per_device_eval_batch_size)
+    report = evaluate(model.model_name_or_path, args.data, args.output_dir, args.per_device_eval_batch_size,
+                      args.groups, args.dataset_seed)
     return 0 if print_quality(report) else 1
 
 

@@ -50,25 +50,31 @@ def quality_bars(table: pd.DataFrame) -> dict:
             "text_tiers": t.reset_index().to_dict("records")}
 
 
-def default_output_dir(name_or_path: str) -> Path:
+def default_output_dir(name_or_path: str, fresh: str = "") -> Path:
     """Under the working directory, never inside the (installed) organism's folder."""
-    return Path("outputs") / "organism-evaluation" / Path(resolve_path(name_or_path)).name
+    return Path("outputs") / "organism-evaluation" / (Path(resolve_path(name_or_path)).name + fresh)
 
 
 def evaluate(name_or_path: str = "organism", data: str | None = None, output_dir: str | Path | None = None,
-             batch_size: int = 64) -> dict:
-    """Score an organism's held-out test groups (regenerated from its organism.json, or `data`'s test split)."""
+             batch_size: int = 64, groups: int | None = None, dataset_seed: int | None = None) -> dict:
+    """Score an organism's held-out groups: its build's test split regenerated from organism.json, `groups` /
+    `dataset_seed` fresh groups (another seed than the build's: every split unseen, all scored), or `data`'s
+    test split."""
+    fresh = ""
     if data:
         test = ConflictData.load(data).split("test")
-    else:  # the organism's own held-out groups
+    else:
         meta_path = Path(resolve_path(name_or_path)) / "organism.json"
         if not meta_path.exists():
             raise FileNotFoundError(f"{meta_path} not found: {name_or_path!r} is not an organism build; "
                                     f"pass --data with a dataset to evaluate it on")
         cfg = OrganismConfig(**json.loads(meta_path.read_text())["config"])
-        test = generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size, cfg.workers).split("test")
+        seed = cfg.dataset_seed if dataset_seed is None else dataset_seed
+        generated = generate("colors", groups or cfg.groups, seed, cfg.image_size, cfg.workers)
+        test = generated if seed != cfg.dataset_seed else generated.split("test")
+        fresh = f"-seed{seed}-groups{groups or cfg.groups}" if (groups, dataset_seed) != (None, None) else ""
     vlm = load_vlm(name_or_path, dtype="float32")
-    table = score_dataset(vlm, test, Path(output_dir or default_output_dir(name_or_path)),
+    table = score_dataset(vlm, test, Path(output_dir or default_output_dir(name_or_path, fresh)),
                           ScoreConfig(batch_size=batch_size, lens=False))
     return quality_bars(table)
 
