@@ -1,7 +1,8 @@
-"""python -m data_gen {colors,attributes,recognition,...,import,sheet,show}: build and inspect conflict datasets.
+"""python -m data_gen {colors,attributes,recognition,...,av,import,sheet,show}: build and inspect conflict datasets.
 
     python -m data_gen colors --output_dir data/colors --groups 400 --image_size 224
     python -m data_gen recognition --output_dir data/recognition --groups 200 --image_size 64
+    python -m data_gen av --output_dir data/av --groups 200 --image_size 32
     python -m data_gen import --jsonl my_conflicts.jsonl --output_dir data/mine
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from .av import generate_av
 from .cli import Command, run_commands
 from .contact_sheet import contact_sheet
 from .store import ConflictData, generate
@@ -57,6 +59,15 @@ def generator(task: str):
     return run
 
 
+def run_av(args: GenerateArguments) -> int:
+    t0 = time.time()
+    data = generate_av(args.groups, args.dataset_seed, args.image_size)
+    data.save(args.output_dir)
+    print(f"wrote {len(data.clips)} clips, {len(data.samples)} rows to {args.output_dir} in {time.time() - t0:.1f}s "
+          f"(splits {data.info['splits']}, fingerprint {data.info['fingerprint']})")
+    return 0
+
+
 def run_import(args: ImportArguments) -> int:
     data = import_jsonl(args.jsonl, args.images, args.skip_invalid)
     data.save(args.output_dir)
@@ -95,6 +106,8 @@ COMMANDS = {
                            [GenerateArguments], generator("recognition")),
     "recognition-attributes": Command("the same from attribute groups", [GenerateArguments],
                                       generator("recognition-attributes")),
+    "av": Command("render audio-visual conflict clips (frames + sound; six conditions, two asked modalities)",
+                  [GenerateArguments], run_av),
     "import": Command("import a JSONL + image folder of your own conflicts", [ImportArguments], run_import),
     "sheet": Command("write a PNG contact sheet, one sample per visual tier", [SheetArguments], run_sheet),
     "show": Command("print a few conflict rows of a saved dataset", [ShowArguments], run_show),

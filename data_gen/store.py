@@ -106,31 +106,39 @@ class ConflictData:
         return self.info.get("fingerprint", "")
 
     def save(self, out: str | os.PathLike) -> Path:
-        out = Path(out)
-        (out / "parquet").mkdir(parents=True, exist_ok=True)
-        self.samples.save_to_disk(str(out / "samples"))
-        self.images.save_to_disk(str(out / "images"))
-        self.samples.to_parquet(str(out / "parquet" / "samples.parquet"))
-        self.images.to_parquet(str(out / "parquet" / "images.parquet"))
-        digest = hashlib.sha256()
-        for name in ("samples.parquet", "images.parquet"):
-            digest.update((out / "parquet" / name).read_bytes())
-        self.info["fingerprint"] = digest.hexdigest()[:16]
-        self.info["rows"] = len(self.samples)
-        self.info["images"] = len(self.images)
-        self.info["splits"] = {s: self.samples["split"].count(s) for s in SPLIT_SHARES}
-        (out / "info.json").write_text(json.dumps(self.info, indent=2))
-        return out
+        return save_tables(out, {"samples": self.samples, "images": self.images}, self.info)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ConflictData":
-        path = Path(path)
-        if not (path / "samples").exists() or not (path / "images").exists():
-            raise FileNotFoundError(f"{path} is not a conflict dataset (no samples/ and images/); "
-                                    f"create one with `python -m data_gen colors --output_dir {path}`")
-        info = json.loads((path / "info.json").read_text()) if (path / "info.json").exists() else {}
-        info["path"] = str(path.resolve())
-        return cls(datasets.load_from_disk(str(path / "samples")), datasets.load_from_disk(str(path / "images")), info)
+        tables, info = load_tables(path, ("samples", "images"),
+                                   f"create one with `python -m data_gen colors --output_dir {path}`")
+        return cls(tables["samples"], tables["images"], info)
+
+
+def save_tables(out: str | os.PathLike, tables: dict[str, datasets.Dataset], info: dict) -> Path:
+    """Each table with `save_to_disk` and as Parquet beside it; info.json gets the Parquet files' fingerprint,
+    the row counts and the split sizes (of `samples`)."""
+    out = Path(out)
+    (out / "parquet").mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    for name, table in tables.items():
+        table.save_to_disk(str(out / name))
+        table.to_parquet(str(out / "parquet" / f"{name}.parquet"))
+        digest.update((out / "parquet" / f"{name}.parquet").read_bytes())
+    info["fingerprint"] = digest.hexdigest()[:16]
+    info.update({"rows" if name == "samples" else name: len(table) for name, table in tables.items()})
+    info["splits"] = {s: tables["samples"]["split"].count(s) for s in SPLIT_SHARES}
+    (out / "info.json").write_text(json.dumps(info, indent=2))
+    return out
+
+
+def load_tables(path: str | os.PathLike, names: tuple[str, ...], hint: str) -> tuple[dict, dict]:
+    path = Path(path)
+    if not all((path / name).exists() for name in names):
+        raise FileNotFoundError(f"{path} is not a conflict dataset (no {'/, '.join(names)}/); {hint}")
+    info = json.loads((path / "info.json").read_text()) if (path / "info.json").exists() else {}
+    info["path"] = str(path.resolve())
+    return {name: datasets.load_from_disk(str(path / name)) for name in names}, info
 
 
 def _render(job):

@@ -106,14 +106,6 @@ def score_recognition(vlm, data: ConflictData, out: str | Path, cfg: Recognition
 
 
 # ---- statistics on the per-sample table ----------------------------------------------------------------------
-def rate_with_interval(hits, groups) -> dict:
-    hits = np.asarray(hits, dtype=float)
-    if not len(hits):
-        return {"rate": None, "ci": None, "n": 0}
-    lo, hi = stats.rate_interval(hits, groups)
-    return {"rate": float(hits.mean()), "ci": (max(lo, 0.0), min(hi, 1.0)), "n": int(len(hits))}  # round-off
-
-
 def balanced_accuracy(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
     """(P(yes | contradiction) + P(no | consistent)) / 2, with a group-bootstrap percentile interval."""
     said_yes, contradiction = table.said_yes.to_numpy(bool), table.contradiction.to_numpy(bool)
@@ -144,8 +136,8 @@ def recognition_rates(table: pd.DataFrame, by: tuple[str, ...] = ("evidence",), 
         key = key if isinstance(key, tuple) else (key,)
         c = t[t.contradiction]
         s = t[~t.contradiction]
-        cells.append({**dict(zip(by, key)), "recognition": rate_with_interval(c.said_yes, c.group),
-                      "false_alarm": rate_with_interval(s.said_yes, s.group), **balanced_accuracy(t, n_boot)})
+        cells.append({**dict(zip(by, key)), "recognition": stats.rate_with_interval(c.said_yes, c.group),
+                      "false_alarm": stats.rate_with_interval(s.said_yes, s.group), **balanced_accuracy(t, n_boot)})
     return cells
 
 

@@ -300,6 +300,7 @@ def score_rows(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, c
 
 
 LENS_OUTPUTS = ("lens_top1", "lens_cand_logit", "final_logits", "lens_last_logits")
+_WHOLE_PROMPTS_LOGGED: set[str] = set()
 
 
 def _score_shared_prefixes(vlm, data: ConflictData, jobs: dict, cands: Candidates, cfg: ScoreConfig,
@@ -324,8 +325,10 @@ def _score_shared_prefixes(vlm, data: ConflictData, jobs: dict, cands: Candidate
         split = split_at_image(vlm, prompts, [images[k[1]] for k in chunk])
         prefix = encode_prefixes(vlm, split) if split is not None else None
         if n == 0 and (split is None or not matches_whole_prompts(vlm, split, prefix, prompts)):
-            log.info("%s: prompts do not share an image prefix (text before the image, or a family that cannot "
-                     "reuse one); scoring whole prompts", vlm.name)
+            if vlm.name not in _WHOLE_PROMPTS_LOGGED:  # once per model, not once per shard
+                _WHOLE_PROMPTS_LOGGED.add(vlm.name)
+                log.info("%s: prompts do not share an image prefix (text before the image, or a family that "
+                         "cannot reuse one); scoring whole prompts", vlm.name)
             return jobs
         lens = cfg.lens and any(k[0] == "m" for k in chunk)
         required = [{cands.index(a) for a in jobs[key]} for key in chunk]

@@ -85,6 +85,28 @@ def rate_interval(successes, clusters=None, bins=None, n_bins: int | None = None
     return (lo, hi) if per_bin else (float(lo[0]), float(hi[0]))
 
 
+def rate_with_interval(hits, groups) -> dict:
+    """A rate, its group-clustered 95 % interval (`rate_interval`) and n; rate None where there are no samples."""
+    hits = np.asarray(hits, dtype=float)
+    if not len(hits):
+        return {"rate": None, "ci": None, "n": 0}
+    lo, hi = rate_interval(hits, groups)
+    return {"rate": float(hits.mean()), "ci": (max(lo, 0.0), min(hi, 1.0)), "n": int(len(hits))}  # round-off
+
+
+def cohens_d(a, b) -> float:
+    """(mean a - mean b) / pooled standard deviation (ddof 1 in each group); NaN with fewer than 2 per group
+    or where both groups are constant and equal, +-inf where they are constant and differ."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    pooled = math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+    diff = float(a.mean() - b.mean())
+    if pooled == 0:
+        return float("nan") if diff == 0 else math.copysign(math.inf, diff)
+    return diff / pooled
+
+
 def wilson_interval(k, n, z: float = Z95):
     """Wilson score interval of a binomial proportion (vectorised; NaN where n = 0)."""
     k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)

@@ -171,3 +171,41 @@ def test_cli_generate_and_contact_sheet(tmp_path):
     assert len(ConflictData.load(tmp_path / "d").images) == 3 * len(ATTRIBUTE_TIERS)
     assert data_gen_main(["sheet", "--task", "colors", "--output_dir", str(tmp_path / "sheet.png"), "--image-size", "64"]) == 0
     assert Image.open(tmp_path / "sheet.png").size[0] >= 7 * 64
+
+
+def test_av_clips_conditions_targets_and_determinism(tmp_path):
+    """Six conditions x two asked modalities per group; the asked modality's class is the target and is absent
+    where that modality is; misaligned audio is another class; sounds are class-specific; deterministic."""
+    import numpy as np
+    from data_gen.av import (CLASSES, CONDITIONS, SAMPLING_RATE, AVData, class_sound, generate_av, noisy_sound)
+    data = generate_av(12, seed=3, size=32)
+    rows = data.samples.to_pandas()
+    assert len(rows) == 12 * len(CONDITIONS) * 2 and rows.groupby("group").split.nunique().max() == 1
+    by = rows.set_index(["group", "condition", "asked"])
+    for g in range(12):
+        v = by.loc[(g, "aligned", "visual")]
+        assert v.target == v.answer_visual == by.loc[(g, "aligned", "audio")].target != ""
+        mis = by.loc[(g, "misaligned", "audio")]
+        assert mis.answer_audio != mis.answer_visual == v.answer_visual and mis.target == mis.answer_audio
+        assert by.loc[(g, "audio_removed", "audio")].target == "" and by.loc[(g, "frames_zeroed", "visual")].target == ""
+        lead = by.loc[(g, "misleading_text", "visual")]
+        assert lead.misleading_class not in ("", lead.answer_visual) and lead.misleading_class in lead.caption
+        assert by.loc[(g, "long_context", "audio")].appendix and not v.caption and not v.appendix
+    frames, audio = data.clip(by.loc[(0, "aligned", "visual")].clip_id)
+    assert len(frames) == 4 and frames[0].size == (32, 32) and audio.shape == (SAMPLING_RATE,)
+    assert data.clip(by.loc[(0, "audio_removed", "visual")].clip_id)[1] is None
+    zeroed, _ = data.clip(by.loc[(0, "frames_zeroed", "audio")].clip_id)
+    assert all(not np.asarray(f).any() for f in zeroed)
+    # sounds differ by class: spectral centroids far apart; noise grows with the audio tier
+    rng = np.random.default_rng(0)
+    centroid = lambda w: float((np.fft.rfftfreq(len(w), 1 / SAMPLING_RATE) * np.abs(np.fft.rfft(w)) ** 2).sum()
+                               / (np.abs(np.fft.rfft(w)) ** 2).sum())
+    centroids = sorted(centroid(class_sound(c, rng)) for c in CLASSES)
+    assert min(np.diff(centroids)) > 50
+    clean = class_sound("bell", np.random.default_rng(1)) * 0.1
+    errors = [np.sqrt(np.mean((noisy_sound("bell", d, np.random.default_rng(1)) - clean) ** 2)) for d in range(5)]
+    assert errors == sorted(errors)
+    data.save(tmp_path / "av")
+    generate_av(12, seed=3, size=32).save(tmp_path / "av2")  # the same groups again: the same bytes
+    assert AVData.load(tmp_path / "av").info["fingerprint"] == AVData.load(tmp_path / "av2").info["fingerprint"]
+    assert AVData.load(tmp_path / "av").split("test").samples["split"] == ["test"] * 36

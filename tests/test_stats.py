@@ -237,3 +237,37 @@ def test_guarantee_says_whether_the_target_is_inside_the_interval():
     assert "target +0.00 inside it" in describe_guarantee(g) and "-0.700 [-0.900, -0.500]" in describe_guarantee(g)
     g.update(realized_ci=(0.05, 0.3), target_in_interval=False)
     assert "OUTSIDE" in describe_guarantee(g)
+
+
+def test_cohens_d_by_hand():
+    # means 2 and 3.5; variances (ddof 1) 1 and 5/3; pooled variance (2 * 1 + 3 * 5/3) / 5 = 1.4
+    assert stats.cohens_d([1, 2, 3], [2, 3, 4, 5]) == pytest.approx(-1.5 / math.sqrt(1.4))
+    assert stats.cohens_d([1, 2, 3], [1, 2, 3]) == 0
+    assert math.isnan(stats.cohens_d([1], [1, 2])) and math.isnan(stats.cohens_d([2, 2], [2, 2]))
+    assert stats.cohens_d([3, 3], [2, 2]) == math.inf
+
+
+def test_av_accuracy_and_attention_effect_on_a_planted_table():
+    import pandas as pd
+    from eval.av import accuracy_by_condition, attention_effect_by_layer
+    rows = []
+    for g in range(10):
+        for asked in ("visual", "audio"):
+            # misaligned: the model answers the visual class whatever is asked (a visual-dominant model)
+            rows.append(dict(group=g, condition="misaligned", asked=asked, answer_visual="dog", answer_audio="bell",
+                             target="dog" if asked == "visual" else "bell", misleading_class="", pred="dog",
+                             mass_video=[0.6, 0.8] if asked == "visual" else [0.6, 0.2],
+                             mass_audio=[0.4, 0.2] if asked == "visual" else [0.4, 0.8]))
+            rows.append(dict(group=g, condition="audio_removed", asked=asked, answer_visual="dog", answer_audio="",
+                             target="dog" if asked == "visual" else "", misleading_class="", pred="dog",
+                             mass_video=[1.0, 1.0], mass_audio=[0.0, 0.0]))
+    rows[0]["mass_video"] = [0.5, 0.7]  # some spread, so d is finite
+    cells = {(c["condition"], c["asked"]): c for c in accuracy_by_condition(pd.DataFrame(rows))}
+    assert cells["misaligned", "visual"]["accuracy"]["rate"] == 1.0
+    assert cells["misaligned", "audio"]["accuracy"]["rate"] == 0.0
+    assert cells["misaligned", "audio"]["other_modality"]["rate"] == 1.0  # answered from the frames
+    assert cells["audio_removed", "audio"]["accuracy"]["n"] == 0  # no audio: no target
+    assert cells["audio_removed", "audio"]["other_modality"]["rate"] == 1.0
+    layers = attention_effect_by_layer(pd.DataFrame(rows))
+    assert layers[1]["video_share_visual_asked"] > layers[1]["video_share_audio_asked"]
+    assert layers[1]["cohens_d"] > 5 and abs(layers[0]["cohens_d"]) < 1  # only layer 1 follows the question
