@@ -38,17 +38,19 @@ def split_at_image(vlm, prompts: list[str], images: list) -> ImagePrefixBatch | 
     forbids it, a template that puts text before the image, or not exactly one image per prompt)."""
     if not vlm.family.shares_image_prefix:
         return None
-    mark = image_placeholder(vlm)
-    mark_id = vlm.tokenizer.convert_tokens_to_ids(mark)
-    heads = {p[:p.find(mark) + len(mark)] for p in prompts if p.count(mark) == 1}
-    if len(heads) != 1 or any(p.count(mark) != 1 for p in prompts):
+    mark, end = image_placeholder(vlm), vlm.family.image_block_end(vlm.processor)
+    if any(p.count(mark) != 1 or end not in p[p.find(mark):] for p in prompts):
         return None
-    # the suffix's tokens as the whole prompt has them: the processor tokenises the text after the image's last
-    # (special) token exactly as after the unexpanded placeholder, so no boundary merges are missed
+    heads = {p[:p.find(end, p.find(mark)) + len(end)] for p in prompts}
+    if len(heads) != 1:
+        return None
+    # the suffix's tokens as the whole prompt has them: the processor tokenises the text after the image block's
+    # last (special) token exactly as after the unexpanded placeholder, so no boundary merges are missed
+    mark_id, end_id = (vlm.tokenizer.convert_tokens_to_ids(t) for t in (mark, end))
     ids = vlm.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    if any(row.count(mark_id) != 1 for row in ids):
+    if any(row.count(mark_id) != 1 or end_id not in row[row.index(mark_id):] for row in ids):
         return None
-    suffixes = [row[row.index(mark_id) + 1:] for row in ids]
+    suffixes = [row[row.index(end_id, row.index(mark_id)) + 1:] for row in ids]
     if not all(suffixes):
         return None
     order: dict[int, int] = {}

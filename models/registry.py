@@ -60,6 +60,11 @@ class Family(ABC):
         """The token the chat template writes for an image and the processor expands into the image's tokens."""
         return processor.image_token
 
+    def image_block_end(self, processor) -> str:
+        """The token that closes an image in the prompt, where the shared prefix ends: the placeholder itself, or
+        an end-of-image token the model's positions count on (Qwen2.5-Omni's)."""
+        return self.image_placeholder(processor)
+
     # ---- whole-answer continuations over the prompt's KV cache (eval/scoring.py)
     def next_positions(self, model: torch.nn.Module, batch: dict) -> torch.Tensor | None:
         """Per row, the position id of the first token after the prompt, where the model's default for a

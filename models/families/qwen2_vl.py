@@ -21,16 +21,20 @@ IMAGE_TOKENS = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
 IMAGE_MARKER = "<|vision_start|><|image_pad|><|vision_end|>"  # as Qwen's chat template writes an image
 
 
-def rope_positions(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+def rope_positions(model: torch.nn.Module, batch: dict, rope_index=None) -> torch.Tensor:
     """Per row, the position id after the prompt: one past the largest M-RoPE position (an image's grid makes its
-    tokens share positions), or the padded length for text-only prompts, whose positions count every token."""
-    if batch.get("image_grid_thw") is None:
+    tokens share positions), or the padded length for text-only prompts, whose positions count every token.
+    `rope_index(base_model, batch)`: the model's own position ids (default: Qwen-VL's `get_rope_index`)."""
+    if batch.get("image_grid_thw") is None and batch.get("input_features") is None:
         return torch.full((batch["input_ids"].shape[0],), batch["input_ids"].shape[1], device=batch["input_ids"].device)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT adapter
-    positions, _ = base.model.get_rope_index(batch["input_ids"], batch["mm_token_type_ids"],
-                                             image_grid_thw=batch["image_grid_thw"],
-                                             attention_mask=batch["attention_mask"])
+    positions = (rope_index or vl_rope_index)(base, batch)
     return positions.amax(dim=(0, 2)) + 1
+
+
+def vl_rope_index(base: torch.nn.Module, batch: dict) -> torch.Tensor:
+    return base.model.get_rope_index(batch["input_ids"], batch["mm_token_type_ids"], image_grid_thw=batch["image_grid_thw"],
+                                     attention_mask=batch["attention_mask"])[0]
 
 
 def tiny_qwen_parts(tokenizer, image_size: int, patch_size: int, chat_template: str, processor_class: type,

@@ -1,0 +1,68 @@
+"""Qwen2.5-Omni thinker (`qwen2_5_omni_thinker`): the text-writing half of Qwen2.5-Omni, a windowed ViT, a
+Whisper-style audio encoder and a Qwen2 decoder with time-aligned multimodal RoPE.
+
+Image-text conflicts score as Qwen2.5-VL's do: image tokens, and continuations placed after the largest
+M-RoPE position, read off the thinker's own `get_rope_index` (which also counts audio). The audio-visual
+conflicts of data_gen/av.py are why it is here. Its processor carries a Whisper feature extractor and a
+video processor (torchvision); where torchvision is missing it loads without the video part.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import (Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
+                          Qwen2VLImageProcessorPil, WhisperFeatureExtractor)
+
+from ..image_only import image_only
+from ..registry import Family, register_family
+from ..tiny import CHAT_TEMPLATE, decoder_sizes, with_special_tokens
+from .llava import PIXEL_NORM
+from .qwen2_vl import rope_positions
+
+OMNI_TOKENS = {"image_token": "<|IMAGE|>", "audio_token": "<|AUDIO|>", "video_token": "<|VIDEO|>",
+               "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
+               "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>"}
+IMAGE_MARKER = "<|vision_bos|><|IMAGE|><|vision_eos|>"  # as Qwen2.5-Omni's chat template writes an image
+AUDIO_MARKER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
+
+
+def omni_rope_index(base: torch.nn.Module, batch: dict) -> torch.Tensor:
+    mask = batch.get("feature_attention_mask")
+    return base.get_rope_index(batch["input_ids"], batch.get("image_grid_thw"), None, batch["attention_mask"], False,
+                               mask.sum(-1) if mask is not None else None)[0]
+
+
+@register_family
+class Qwen25OmniThinker(Family):
+    model_type = "qwen2_5_omni_thinker"
+    video_processor_class = Qwen2_5OmniProcessor
+
+    def image_block_end(self, processor) -> str:
+        return processor.vision_eos_token  # its get_rope_index expects an image's end token after the image
+
+    def next_positions(self, model, batch):
+        return rope_positions(model, batch, omni_rope_index)
+
+    def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, hidden: int = 32,
+                   heads: int = 4, mel_bins: int = 32, **_):
+        tokenizer = with_special_tokens(tokenizer, named=OMNI_TOKENS)
+        merged = 2 * patch_size
+        processor = image_only(Qwen2_5OmniProcessor)(
+            image_processor=Qwen2VLImageProcessorPil(patch_size=patch_size, merge_size=2, temporal_patch_size=2,
+                                                     min_pixels=merged * merged, max_pixels=4 * image_size * image_size,
+                                                     **PIXEL_NORM),
+            feature_extractor=WhisperFeatureExtractor(feature_size=mel_bins, sampling_rate=16_000, chunk_length=2),
+            tokenizer=tokenizer, chat_template=chat_template.replace("<image>", IMAGE_MARKER))
+        text = dict(**decoder_sizes(tokenizer, hidden, 2, heads), num_key_value_heads=heads // 2,
+                    rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 10000.0})
+        config = Qwen2_5OmniThinkerConfig(
+            audio_config=dict(num_mel_bins=mel_bins, encoder_layers=2, encoder_attention_heads=heads,
+                              encoder_ffn_dim=2 * hidden, d_model=hidden, output_dim=hidden, max_source_positions=200,
+                              n_window=50),
+            vision_config=dict(depth=2, hidden_size=hidden, intermediate_size=2 * hidden, num_heads=heads,
+                               patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2,
+                               out_hidden_size=hidden, fullatt_block_indexes=[1], window_size=4 * patch_size),
+            text_config=text, image_token_id=tokenizer.image_token_id, audio_token_id=tokenizer.audio_token_id,
+            video_token_id=tokenizer.video_token_id, vision_start_token_id=tokenizer.vision_bos_token_id,
+            vision_end_token_id=tokenizer.vision_eos_token_id, audio_start_token_id=tokenizer.audio_bos_token_id,
+            audio_end_token_id=tokenizer.audio_eos_token_id)
+        return Qwen2_5OmniThinkerForConditionalGeneration(config), processor
