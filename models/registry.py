@@ -78,6 +78,19 @@ class Family(ABC):
         content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": text}]
         return [{"role": "user", "content": content}]
 
+    # ---- audio-visual rows (data_gen/av.py): a clip's frames as images, its sound, then the text
+    reads_audio: ClassVar[bool] = False
+
+    def av_messages(self, question: str, frames: int, with_audio: bool, caption: str = "",
+                    appendix: str = "") -> list[dict]:
+        if not self.reads_audio:
+            raise ValueError(f"the {self.model_type} family reads no audio; audio-visual conflicts need a family that "
+                             f"does (qwen2_5_omni_thinker)")
+        text = " ".join(t for t in (caption, question, appendix) if t)
+        content = [{"type": "image"}] * frames + ([{"type": "audio"}] if with_audio else []) + [
+            {"type": "text", "text": text}]
+        return [{"role": "user", "content": content}]
+
     # ---- offline test models: every family has one, so the tests cover every family
     @abstractmethod
     def build_tiny(self, tokenizer, image_size: int, patch_size: int, **sizes) -> tuple[torch.nn.Module, object]:

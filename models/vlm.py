@@ -139,6 +139,25 @@ class VLM:
         return self.processor.apply_chat_template(self.family.messages(question, context, with_image),
                                                   add_generation_prompt=True, tokenize=False)
 
+    def av_prompt(self, question: str, frames: int, with_audio: bool, caption: str = "", appendix: str = "") -> str:
+        """The chat-templated prompt of an audio-visual row (data_gen/av.py): frames, sound, caption, question,
+        appendix; the answer follows its last token."""
+        return self.processor.apply_chat_template(
+            self.family.av_messages(question, frames, with_audio, caption, appendix),
+            add_generation_prompt=True, tokenize=False)
+
+    def av_inputs(self, prompts: list[str], frames: list[list], audio: list, dtype: torch.dtype | None = None) -> dict:
+        """The processor's tensors for audio-visual prompts: each row's frames, and its waveform or None where the
+        row has no sound (its prompt then has no audio token)."""
+        if not len(prompts) == len(frames) == len(audio):
+            raise ValueError(f"{len(prompts)} prompts, {len(frames)} frame lists and {len(audio)} waveforms: give one "
+                             f"of each per prompt (None: no sound)")
+        batch = dict(self.processor(text=prompts, images=[f for row in frames for f in row],
+                                    audio=[a for a in audio if a is not None] or None, padding=True, return_tensors="pt"))
+        if dtype is not None and "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        return batch
+
     def inputs(self, prompts: list[str], images: list | None = None, dtype: torch.dtype | None = None) -> dict:
         """The processor's tensors on the CPU; `images` holds one image per prompt, None for a text-only prompt
         (a batch may mix both), and pixel values come in `dtype`."""

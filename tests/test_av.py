@@ -1,4 +1,5 @@
 """Audio-visual groundwork: a tiny Qwen2.5-Omni thinker and its processor read the AV clips, offline, on CPU."""
+import pytest
 import torch
 
 from data_gen.av import ASKED, CLASSES, LONG_CONTEXT, generate_av
@@ -42,3 +43,32 @@ def test_omni_thinker_reads_frames_and_sound_of_a_clip(tmp_path):
     assert torch.isfinite(same).all()
     assert not torch.allclose(same, swapped, atol=1e-4)  # the sound reaches the answer position
     torch.testing.assert_close(same, answer_logits(sound))  # and nothing else varies
+
+
+def test_av_rows_batch_like_single_rows_and_other_families_refuse_audio(tmp_path):
+    """An aligned row and an audio-removed row of one clip go through the processor in one batch; each row's
+    answer logits equal those of the row alone. A family without audio says which one has it."""
+    import tempfile
+    from pathlib import Path
+    from models import load_vlm
+    from tests.fixtures import tiny_model_dir
+    model, processor = tiny_omni()
+    for part in (model, processor):
+        part.save_pretrained(tmp_path / "omni")
+    vlm = load_vlm(str(tmp_path / "omni"), dtype="float32", device="cpu")
+    data = generate_av(1, seed=0, size=32)
+    rows = data.samples.to_pandas().set_index(["condition", "asked"])
+    aligned, removed = rows.loc[("misleading_text", "visual")], rows.loc[("audio_removed", "visual")]
+    clips = [data.clip(r.clip_id) for r in (aligned, removed)]
+    prompts = [vlm.av_prompt(r.question, len(f), a is not None, r.caption, r.appendix)
+               for r, (f, a) in zip((aligned, removed), clips)]
+    assert prompts[0].count(FRAME) == 4 and SOUND in prompts[0] and aligned.caption in prompts[0]
+    assert SOUND not in prompts[1]
+    last = lambda batch: vlm.model(**batch).logits[:, -1]
+    with torch.no_grad():
+        both = last(vlm.av_inputs(prompts, [f for f, _ in clips], [a for _, a in clips]))
+        alone = torch.cat([last(vlm.av_inputs([p], [f], [a])) for p, (f, a) in zip(prompts, clips)])
+    torch.testing.assert_close(both, alone, atol=1e-4, rtol=1e-4)
+    llava = load_vlm(str(tiny_model_dir("llava", Path(tempfile.mkdtemp()) / "m")), dtype="float32", device="cpu")
+    with pytest.raises(ValueError, match="qwen2_5_omni_thinker"):
+        llava.av_prompt(aligned.question, 4, True)

@@ -31,10 +31,19 @@ def omni_rope_index(base: torch.nn.Module, batch: dict) -> torch.Tensor:
                                mask.sum(-1) if mask is not None else None)[0]
 
 
+def with_audio_items(chat_template: str) -> str:
+    """The tiny template with a branch for audio content items (Qwen2.5-Omni's own template has one)."""
+    image_branch = "{% if item['type'] == 'image' %}"
+    if image_branch not in chat_template:
+        raise ValueError("the chat template has no image branch to put an audio branch beside")
+    return chat_template.replace(image_branch, "{% if item['type'] == 'audio' %}" + AUDIO_MARKER + "\n{% elif item['type'] == 'image' %}", 1)
+
+
 @register_family
 class Qwen25OmniThinker(Family):
     model_type = "qwen2_5_omni_thinker"
     video_processor_class = Qwen2_5OmniProcessor
+    reads_audio = True
 
     def image_block_end(self, processor) -> str:
         return processor.vision_eos_token  # its get_rope_index expects an image's end token after the image
@@ -51,7 +60,7 @@ class Qwen25OmniThinker(Family):
                                                      min_pixels=merged * merged, max_pixels=4 * image_size * image_size,
                                                      **PIXEL_NORM),
             feature_extractor=WhisperFeatureExtractor(feature_size=mel_bins, sampling_rate=16_000, chunk_length=2),
-            tokenizer=tokenizer, chat_template=chat_template.replace("<image>", IMAGE_MARKER))
+            tokenizer=tokenizer, chat_template=with_audio_items(chat_template).replace("<image>", IMAGE_MARKER))
         text = dict(**decoder_sizes(tokenizer, hidden, 2, heads), num_key_value_heads=heads // 2,
                     rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 10000.0})
         config = Qwen2_5OmniThinkerConfig(
