@@ -1,4 +1,4 @@
-"""python -m eval {score,measure,report,recognition,recognition-report}: score a model on a conflict dataset and
+"""python -m eval {score,measure,report,recognition,recognition-report,av}: score a model on a conflict dataset and
 analyse it.
 
     python -m eval measure --model organism --data data/colors --output_dir runs/base
@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_gen import ConflictData, generate
+from data_gen.av import AVData
 from data_gen.cli import Command, run_commands
 from models import ModelArguments, load_from_args
 
 from .analysis import AnalysisConfig, analyze
-from .recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
+from .av import accuracy_by_condition, attention_effect_by_layer
+from .av_scoring import AVScoreConfig, score_av
+from .recognition import RecognitionConfig, analyze_recognition, describe, format_rate, score_recognition
 from .recognition_report import write_recognition_report
 from .report import write_report
 from .scoring import ScoreConfig, processes, score_dataset
@@ -61,6 +64,16 @@ class RecognitionArguments:
     attention: bool = field(default=True, metadata={
         "help": "attention imbalance R per layer (one more forward with eager attention; --no_attention skips it)"})
     n_boot: int = field(default=1000, metadata={"help": "group-bootstrap resamples of the balanced accuracy (0: none)"})
+
+
+@dataclass
+class AVArguments:
+    data: str = field(metadata={"help": "a dataset written by `python -m data_gen av`"})
+    output_dir: str = field(metadata={"help": "run directory: samples.parquet, analysis.json"})
+    split: str = field(default="test", metadata={"help": "split(s), comma-separated, or 'all'"})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "rows per forward pass"})
+    attention: bool = field(default=True, metadata={
+        "help": "attention mass on frames and sound per layer (one more forward, eager attention; --no_attention skips it)"})
 
 
 @dataclass
@@ -150,6 +163,26 @@ def run_recognition(model: ModelArguments, args: RecognitionArguments) -> int:
     return 0
 
 
+def run_av(model: ModelArguments, args: AVArguments) -> int:
+    data = AVData.load(args.data)
+    data = data if args.split == "all" else data.split(args.split.split(","))
+    table = score_av(load_from_args(model), data, args.output_dir,
+                     AVScoreConfig(batch_size=args.per_device_eval_batch_size, attention=args.attention))
+    res = {"accuracy": accuracy_by_condition(table),
+           "attention": attention_effect_by_layer(table) if args.attention else None}
+    (Path(args.output_dir) / "analysis.json").write_text(json.dumps(res, indent=2, default=float))
+    for cell in res["accuracy"]:
+        acc = cell["accuracy"]
+        print(f"{cell['condition']:<16} asked {cell['asked']:<6} accuracy "
+              + (format_rate(acc) if acc["n"] else "-  (no target)")
+              + f"  answers the other modality {format_rate(cell['other_modality'])}")
+    for layer in res["attention"] or []:
+        print(f"layer {layer['layer']}: video share visual-asked {layer['video_share_visual_asked']:.3f} vs "
+              f"audio-asked {layer['video_share_audio_asked']:.3f}, Cohen's d {layer['cohens_d']:+.2f}")
+    print(f"{len(table)} rows -> {Path(args.output_dir) / 'samples.parquet'}")
+    return 0
+
+
 def run_recognition_report(args: RecognitionReportArguments) -> int:
     summary = write_recognition_report(args.runs, args.output_dir, args.names, n_boot=args.n_boot)
     for name, res in summary["runs"].items():
@@ -166,6 +199,8 @@ COMMANDS = {
                       run_report),
     "recognition": Command("ask whether the evidence contradicts itself; recognition by evidence kind and "
                            "attention imbalance R by layer", [ModelArguments, RecognitionArguments], run_recognition),
+    "av": Command("audio-visual conflicts: accuracy per condition x asked modality, attention mass on frames vs "
+                  "sound per layer (Cohen's d)", [ModelArguments, AVArguments], run_av),
     "recognition-report": Command("figures, report.html and summary.json for recognition runs (e.g. before/after)",
                                   [RecognitionReportArguments], run_recognition_report),
 }

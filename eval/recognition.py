@@ -9,14 +9,12 @@ accuracy (mean of the two correct rates, 0.5 for a model that always says "yes")
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from data_gen import ConflictData
 from data_gen.recognition import ANSWERS
@@ -24,6 +22,7 @@ from data_gen.recognition import ANSWERS
 from . import stats
 from .attention import MODALITIES, attention_by_modality, imbalance_ratio
 from .scoring import Candidates, _atomic_parquet, forward_answer_position
+from .sharded import score_resumably
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +66,6 @@ def score_recognition(vlm, data: ConflictData, out: str | Path, cfg: Recognition
     """Score every row into out/samples.parquet (+ run.json); re-running resumes from the finished shards."""
     check_recognition_data(data)
     cfg = cfg or RecognitionConfig()
-    out = Path(out)
-    (out / "shards").mkdir(parents=True, exist_ok=True)
     rows = data.samples.to_pandas()
     if rows.empty:
         raise ValueError("the dataset has no rows to score; check the split you selected")
@@ -77,31 +74,11 @@ def score_recognition(vlm, data: ConflictData, out: str | Path, cfg: Recognition
     rows = rows.assign(_text_only=rows.image_id.isna()).sort_values(["_text_only", "id"], kind="stable")
     info = {"model": vlm.name, "architecture": vlm.arch, "dataset": data.info.get("path"),
             "dataset_fingerprint": data.fingerprint, "rows": len(rows), "config": asdict(cfg), "num_layers": len(vlm.layers)}
-    if (out / "run.json").exists():  # finished shards are resumed: they must be this run's
-        old = json.loads((out / "run.json").read_text())
-        for key in ("model", "dataset_fingerprint", "rows", "config"):
-            if old.get(key) != info[key]:
-                raise ValueError(f"{out} holds a recognition run with a different {key} ({old.get(key)!r} vs "
-                                 f"{info[key]!r}); use a new --output_dir or delete {out}")
-    (out / "run.json").write_text(json.dumps(info, indent=2))
-    shards = [rows.iloc[k:k + cfg.shard_rows] for k in range(0, len(rows), cfg.shard_rows)]
-    with tqdm(total=len(rows), desc="recognition", unit="row") as bar:
-        for k, shard in enumerate(shards):
-            path = out / "shards" / f"shard-{k:05d}.parquet"
-            if not path.exists():
-                parts = []
-                for text_only, kind in shard.groupby("_text_only", sort=False):
-                    for i in range(0, len(kind), cfg.batch_size):
-                        parts.append(score_batch(vlm, data, kind.iloc[i:i + cfg.batch_size], cands, cfg))
-                        bar.update(len(parts[-1]))
-                _atomic_parquet(pd.concat(parts), path)
-            else:
-                bar.update(len(shard))
-    scored = pd.concat(pd.read_parquet(out / "shards" / f"shard-{k:05d}.parquet") for k in range(len(shards)))
-    table = rows.drop(columns="_text_only").merge(scored, on="id", validate="one_to_one")
+    table = score_resumably(out, rows, info, lambda batch: score_batch(vlm, data, batch, cands, cfg), cfg.batch_size,
+                            cfg.shard_rows, "recognition", batch_by="_text_only").drop(columns="_text_only")
     table["said_yes"] = table.pred == ANSWERS[True]
     table["correct"] = table.pred == table.answer
-    _atomic_parquet(table, out / "samples.parquet")
+    _atomic_parquet(table, Path(out) / "samples.parquet")
     return table
 
 

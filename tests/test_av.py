@@ -1,4 +1,8 @@
 """Audio-visual groundwork: a tiny Qwen2.5-Omni thinker and its processor read the AV clips, offline, on CPU."""
+import json
+
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -72,3 +76,35 @@ def test_av_rows_batch_like_single_rows_and_other_families_refuse_audio(tmp_path
     llava = load_vlm(str(tiny_model_dir("llava", Path(tempfile.mkdtemp()) / "m")), dtype="float32", device="cpu")
     with pytest.raises(ValueError, match="qwen2_5_omni_thinker"):
         llava.av_prompt(aligned.question, 4, True)
+
+
+def test_av_scoring_table_attention_mass_and_analysis(tmp_path):
+    """`score_av` writes one row per (clip, condition, asked) with the answer, p(target) and the answer
+    position's attention mass on frame and sound tokens per layer; the analysis reads that table."""
+    from eval.av import accuracy_by_condition, attention_effect_by_layer
+    from eval.av_scoring import AVScoreConfig, score_av
+    from models import load_vlm
+    model, processor = tiny_omni()
+    for part in (model, processor):
+        part.save_pretrained(tmp_path / "omni")
+    vlm = load_vlm(str(tmp_path / "omni"), dtype="float32", device="cpu")
+    data = generate_av(2, seed=0, size=32)
+    data.save(tmp_path / "av")
+    from data_gen.av import AVData
+    data = AVData.load(tmp_path / "av")
+    table = score_av(vlm, data, tmp_path / "run", AVScoreConfig(batch_size=5, shard_rows=10))
+    assert len(table) == 24 and set(table.pred) <= set(CLASSES) | set(vlm.tokenizer.get_vocab())
+    video, audio = np.stack(table.mass_video), np.stack(table.mass_audio)
+    assert video.shape == (24, len(vlm.layers)) and (video > 0).all() and (video + audio <= 1 + 1e-5).all()
+    silent = (table.condition == "audio_removed").to_numpy()
+    assert (audio[silent] == 0).all() and (audio[~silent] > 0).all()
+    assert table.p_target.isna().sum() == 4  # audio removed asked about the sound, frames zeroed asked about them
+    again = score_av(vlm, data, tmp_path / "run", AVScoreConfig(batch_size=5, shard_rows=10))  # resumed from shards
+    pd.testing.assert_frame_equal(table, again)
+    from eval.__main__ import main  # the command: the table, analysis.json, a printed summary
+    assert main(["av", "--model", str(tmp_path / "omni"), "--data", str(tmp_path / "av"), "--split", "all",
+                 "--output_dir", str(tmp_path / "cli"), "--per_device_eval_batch_size", "5", "--dtype", "float32"]) == 0
+    assert len(json.loads((tmp_path / "cli" / "analysis.json").read_text())["attention"]) == len(vlm.layers)
+    cells = accuracy_by_condition(table)
+    assert len(cells) == 12 and all(0 <= c["accuracy"]["rate"] <= 1 for c in cells if c["accuracy"]["n"])
+    assert len(attention_effect_by_layer(table)) == len(vlm.layers)

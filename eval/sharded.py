@@ -1,0 +1,42 @@
+"""Resumable row-by-row scoring: shards written atomically, a re-run goes on from the finished ones."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .scoring import _atomic_parquet
+
+
+def score_resumably(out: Path, rows: pd.DataFrame, info: dict, score_batch: Callable[[pd.DataFrame], pd.DataFrame],
+                    batch_size: int, shard_rows: int, desc: str, batch_by: str | None = None) -> pd.DataFrame:
+    """`rows` merged (by id) with `score_batch`'s columns, scored in batches of `batch_size` (rows of one
+    `batch_by` value per batch, so each pads to its own kind) and shards of `shard_rows` under out/shards.
+    Finished shards are resumed only if out/run.json matches `info` (the model, the data, the settings)."""
+    out = Path(out)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    if (out / "run.json").exists():
+        old = json.loads((out / "run.json").read_text())
+        for key, value in info.items():
+            if old.get(key) != value:
+                raise ValueError(f"{out} holds a run with a different {key} ({old.get(key)!r} vs {value!r}); "
+                                 f"use a new --output_dir or delete {out}")
+    (out / "run.json").write_text(json.dumps(info, indent=2))
+    shards = [rows.iloc[k:k + shard_rows] for k in range(0, len(rows), shard_rows)]
+    with tqdm(total=len(rows), desc=desc, unit="row") as bar:
+        for k, shard in enumerate(shards):
+            path = out / "shards" / f"shard-{k:05d}.parquet"
+            if path.exists():
+                bar.update(len(shard))
+                continue
+            parts = []
+            for _, kind in (shard.groupby(batch_by, sort=False) if batch_by else [(None, shard)]):
+                for i in range(0, len(kind), batch_size):
+                    parts.append(score_batch(kind.iloc[i:i + batch_size]))
+                    bar.update(len(parts[-1]))
+            _atomic_parquet(pd.concat(parts), path)
+    scored = pd.concat(pd.read_parquet(out / "shards" / f"shard-{k:05d}.parquet") for k in range(len(shards)))
+    return rows.merge(scored, on="id", validate="one_to_one")
