@@ -1,4 +1,4 @@
-"""Shared image-prefix reuse (docs/method.md, "Scoring engine: shared image prefixes").
+"""Shared image-prefix reuse (docs/method.md, "Shared image prefixes").
 
 Every prompt about one image (its image-only prompt and its image + text prompts of every text tier) starts with
 the same tokens up to and including the image's tokens when the chat template puts the image first, as LLaVA's
@@ -20,7 +20,7 @@ import torch
 
 @dataclass
 class ImagePrefixBatch:
-    """Prompts that share their image prefix: the prefix text (up to and including the image placeholder), the
+    """Prompts that share their image prefix: the prefix text (up to and including the image block), the
     image of each prefix row, and per prompt its prefix row and suffix token ids."""
     head: str
     images: list
