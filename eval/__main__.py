@@ -20,6 +20,7 @@ from models import ModelArguments, load_from_args
 
 from .analysis import AnalysisConfig, analyze
 from .av import accuracy_by_condition, attention_effect_by_layer
+from .av_report import write_av_figure
 from .av_scoring import AVScoreConfig, score_av
 from .recognition import RecognitionConfig, analyze_recognition, describe, format_rate, score_recognition
 from .recognition_report import write_recognition_report
@@ -171,6 +172,7 @@ def run_av(model: ModelArguments, args: AVArguments) -> int:
     res = {"accuracy": accuracy_by_condition(table),
            "attention": attention_effect_by_layer(table) if args.attention else None}
     (Path(args.output_dir) / "analysis.json").write_text(json.dumps(res, indent=2, default=float))
+    figure = write_av_figure(res, args.output_dir)  # av.png: accuracy per condition x asked, d per layer
     for cell in res["accuracy"]:
         acc = cell["accuracy"]
         print(f"{cell['condition']:<16} asked {cell['asked']:<6} accuracy "
@@ -179,7 +181,7 @@ def run_av(model: ModelArguments, args: AVArguments) -> int:
     for layer in res["attention"] or []:
         print(f"layer {layer['layer']}: video share visual-asked {layer['video_share_visual_asked']:.3f} vs "
               f"audio-asked {layer['video_share_audio_asked']:.3f}, Cohen's d {layer['cohens_d']:+.2f}")
-    print(f"{len(table)} rows -> {Path(args.output_dir) / 'samples.parquet'}")
+    print(f"{len(table)} rows -> {Path(args.output_dir) / 'samples.parquet'}; figure {figure}")
     return 0
 
 

@@ -105,6 +105,7 @@ def test_av_scoring_table_attention_mass_and_analysis(tmp_path):
     assert main(["av", "--model", str(tmp_path / "omni"), "--data", str(tmp_path / "av"), "--split", "all",
                  "--output_dir", str(tmp_path / "cli"), "--per_device_eval_batch_size", "5", "--dtype", "float32"]) == 0
     assert len(json.loads((tmp_path / "cli" / "analysis.json").read_text())["attention"]) == len(vlm.layers)
+    assert (tmp_path / "cli" / "av.png").stat().st_size > 1000
     cells = accuracy_by_condition(table)
     assert len(cells) == 12 and all(0 <= c["accuracy"]["rate"] <= 1 for c in cells if c["accuracy"]["n"])
     assert len(attention_effect_by_layer(table)) == len(vlm.layers)
