@@ -13,13 +13,13 @@ import pandas as pd
 import torch
 from transformers import TrainingArguments
 
-from data_gen import ConflictData, generate
+from data_gen import ConflictData
 from data_gen.recognition import recognition_from
 from eval.analysis import alignment_guarantee, analyze, describe_guarantee
 from eval.recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
 from eval.recognition_report import write_recognition_report
 from eval.report import write_report
-from eval.scoring import ScoreConfig, processes, score_dataset
+from eval.scoring import ScoreConfig, generate_once, processes, score_dataset
 from models import VLM, ModelArguments, load_from_args
 
 from . import tracking
@@ -41,10 +41,7 @@ class Recipe:
     # ---- pieces
     def prepare_data(self) -> ConflictData:
         a = self.align
-        path = Path(a.data) if a.data else self.out / "data"
-        if not a.data and self.state.is_main and not (path / "info.json").exists():
-            generate("colors", a.groups, a.dataset_seed, a.image_size).save(path)
-        self.state.wait()
+        path = Path(a.data) if a.data else generate_once(self.out / "data", a.groups, a.dataset_seed, a.image_size)
         data = ConflictData.load(path)
         needed = {a.train_split, a.eval_split} | ({a.calibration_split} if a.calibration_rounds else set())
         present = set(data.samples.unique("split"))

@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .raster import polygon_mask
-from .store import SPLIT_SHARES, assign_splits, load_tables, png_bytes, save_tables
+from .store import SPLIT_SHARES, assign_splits, load_tables, png_bytes, save_tables, select_splits
 
 SAMPLING_RATE = 16_000
 SECONDS = 1.0
@@ -199,11 +199,7 @@ class AVData:
         return [im.convert("RGB") for im in row["frames"]], (audio if len(audio) else None)
 
     def split(self, name: str | list[str]) -> "AVData":
-        names = [name] if isinstance(name, str) else list(name)
-        unknown = set(names) - set(self.samples.unique("split"))
-        if unknown:
-            raise ValueError(f"split(s) {sorted(unknown)} not in this dataset; it has {sorted(self.samples.unique('split'))}")
-        return AVData(self.samples.filter(lambda s: s in names, input_columns="split"), self.clips, self.info)
+        return AVData(select_splits(self.samples, name), self.clips, self.info)
 
     def save(self, out) -> object:
         return save_tables(out, {"samples": self.samples, "clips": self.clips}, self.info)

@@ -79,12 +79,7 @@ class ConflictData:
         self._decoded: dict[str, Image.Image] = {}
 
     def split(self, name: str | list[str]) -> "ConflictData":
-        names = [name] if isinstance(name, str) else list(name)
-        unknown = set(names) - set(self.samples.unique("split"))
-        if unknown:
-            raise ValueError(f"split(s) {sorted(unknown)} not in this dataset; it has {sorted(self.samples.unique('split'))}")
-        rows = self.samples.filter(lambda s: s in names, input_columns="split")
-        sub = ConflictData(rows, self.images, self.info)
+        sub = ConflictData(select_splits(self.samples, name), self.images, self.info)
         sub._image_index, sub._decoded = self._image_index, self._decoded
         return sub
 
@@ -113,6 +108,15 @@ class ConflictData:
         tables, info = load_tables(path, ("samples", "images"),
                                    f"create one with `python -m data_gen colors --output_dir {path}`")
         return cls(tables["samples"], tables["images"], info)
+
+
+def select_splits(samples: datasets.Dataset, name: str | list[str]) -> datasets.Dataset:
+    """The rows of the named split(s); an unknown name is an error that lists the splits there are."""
+    names = [name] if isinstance(name, str) else list(name)
+    unknown = set(names) - set(samples.unique("split"))
+    if unknown:
+        raise ValueError(f"split(s) {sorted(unknown)} not in this dataset; it has {sorted(samples.unique('split'))}")
+    return samples.filter(lambda s: s in names, input_columns="split")
 
 
 def save_tables(out: str | os.PathLike, tables: dict[str, datasets.Dataset], info: dict) -> Path:

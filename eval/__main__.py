@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_gen import ConflictData, generate
+from data_gen import ConflictData
 from data_gen.av import AVData
 from data_gen.cli import Command, run_commands
 from models import ModelArguments, load_from_args
@@ -25,7 +25,7 @@ from .av_scoring import AVScoreConfig, score_av
 from .recognition import RecognitionConfig, analyze_recognition, describe, format_rate, score_recognition
 from .recognition_report import write_recognition_report
 from .report import write_report
-from .scoring import ScoreConfig, processes, score_dataset
+from .scoring import ScoreConfig, generate_once, score_dataset
 
 
 @dataclass
@@ -83,23 +83,15 @@ class RecognitionReportArguments(ReportArguments):
     n_boot: int = field(default=1000, metadata={"help": "group-bootstrap resamples of the balanced accuracy (0: none)"})
 
 
-def load_split(path: str, split: str) -> ConflictData:
-    data = ConflictData.load(path)
+def load_split(path: str, split: str, kind: type = ConflictData):
+    """A saved dataset (`kind`: ConflictData or AVData), restricted to `split` (comma-separated, or 'all')."""
+    data = kind.load(path)
     return data if split == "all" else data.split(split.split(","))
 
 
-def generated_data(args: ScoreArguments) -> str:
-    """Fresh colour groups in OUTPUT_DIR/data (kept: a re-run resumes on the same data), written by one process."""
-    path = Path(args.output_dir) / "data"
-    state = processes()
-    if state.is_main and not (path / "info.json").exists():
-        generate("colors", args.groups, args.dataset_seed, args.image_size).save(path)
-    state.wait()
-    return str(path)
-
-
 def score(model: ModelArguments, args: ScoreArguments, seed: int | None = None):
-    data = load_split(args.data or generated_data(args), args.split)
+    data = load_split(args.data or str(generate_once(Path(args.output_dir) / "data", args.groups, args.dataset_seed,
+                                                     args.image_size)), args.split)
     if "evidence" in data.samples.column_names:
         raise ValueError(f"{args.data} is a conflict-recognition dataset; measure it with "
                          f"`python -m eval recognition --data {args.data} ...`")
@@ -165,8 +157,7 @@ def run_recognition(model: ModelArguments, args: RecognitionArguments) -> int:
 
 
 def run_av(model: ModelArguments, args: AVArguments) -> int:
-    data = AVData.load(args.data)
-    data = data if args.split == "all" else data.split(args.split.split(","))
+    data = load_split(args.data, args.split, AVData)
     table = score_av(load_from_args(model), data, args.output_dir,
                      AVScoreConfig(batch_size=args.per_device_eval_batch_size, attention=args.attention))
     res = {"accuracy": accuracy_by_condition(table),

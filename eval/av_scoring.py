@@ -32,7 +32,7 @@ def attention_mass(vlm, batch: dict) -> tuple[np.ndarray, np.ndarray]:
     """(rows, layers) attention mass of the answer position on image (frame) tokens and on audio tokens."""
     ids = batch["input_ids"]
     video = (ids == vlm.image_token_id).float()
-    audio = (ids == vlm.processor.tokenizer.audio_token_id).float()
+    audio = (ids == vlm.tokenizer.audio_token_id).float()
     layers = [weights.float().mean(1) for weights, _, _ in capture_attention(vlm, batch)]  # (rows, keys) each
     mass = lambda mask: np.stack([(w * mask).sum(-1).cpu().numpy() for w in layers], axis=1)
     return mass(video), mass(audio)

@@ -28,17 +28,12 @@ class ImagePrefixBatch:
     suffixes: list[list[int]]
 
 
-def image_placeholder(vlm) -> str:
-    """The string the chat template writes for an image, which the processor expands into the image's tokens."""
-    return vlm.family.image_placeholder(vlm.processor)
-
-
 def split_at_image(vlm, prompts: list[str], images: list) -> ImagePrefixBatch | None:
     """The prompts' shared image prefix and their suffixes; None where they cannot share one (a family that
     forbids it, a template that puts text before the image, or not exactly one image per prompt)."""
     if not vlm.family.shares_image_prefix:
         return None
-    mark, end = image_placeholder(vlm), vlm.family.image_block_end(vlm.processor)
+    mark, end = vlm.family.image_placeholder(vlm.processor), vlm.family.image_block_end(vlm.processor)
     if any(p.count(mark) != 1 or end not in p[p.find(mark):] for p in prompts):
         return None
     heads = {p[:p.find(end, p.find(mark)) + len(end)] for p in prompts}

@@ -435,3 +435,15 @@ def test_bench_checks_agreement_and_prints_the_ratios(capsys):
     assert "predictions and lens identical" in out
     for figure in ("rows/s", "throughput ratio shared prefix / whole prompts", "% of a", "decoder tokens"):
         assert figure in out
+
+
+def test_llava_7b_shape_builds_on_the_device_in_its_dtype():
+    """The GPU bench's model, shrunk: LLaVA-1.5's 576 image tokens and 32064-row head, built in bf16 directly."""
+    import torch
+    from models.families.llava import llava_1_5_7b_shape
+    from models.tiny import dataset_tokenizer
+    model, processor = llava_1_5_7b_shape(dataset_tokenizer(), "cpu", torch.bfloat16, hidden=64, layers=2, heads=4,
+                                          intermediate=128, vision_hidden=32, vision_layers=2, vision_heads=4)
+    assert next(model.parameters()).dtype == torch.bfloat16 and torch.get_default_dtype() == torch.float32
+    assert model.config.image_seq_length == 576 and model.get_output_embeddings().weight.shape[0] == 32064
+    assert model.config.text_config.intermediate_size == 128 and model.config.vision_config.num_attention_heads == 4

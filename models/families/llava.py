@@ -51,12 +51,14 @@ def llava_processor(tokenizer, image_size: int, patch_size: int, chat_template: 
 def llava_1_5_7b_shape(tokenizer, device: str, dtype: torch.dtype, **overrides) -> tuple[torch.nn.Module, LlavaProcessor]:
     """A random model of LLaVA-1.5-7B's shape (CLIP ViT-L/14 at 336 px: 576 image tokens; Llama-2-7B; a
     32064-row head), built on `device` in `dtype` without a download: the GPU benchmarks' model.
-    `overrides` shrink it (tests)."""
-    shape = dict(hidden=4096, layers=32, heads=32, vision_hidden=1024, vision_layers=24, max_positions=4096)
+    `overrides` replace entries of its size table (a test shrinks it)."""
+    shape = dict(hidden=4096, layers=32, heads=32, intermediate=11008, vision_hidden=1024, vision_layers=24,
+                 vision_heads=16, max_positions=4096)
     shape.update(overrides)
+    intermediate, vision_heads = shape.pop("intermediate"), shape.pop("vision_heads")
     parts = clip_llama_configs(tokenizer, 336, 14, **shape)
-    parts["vision_config"].num_attention_heads = 16 if "vision_hidden" not in overrides else shape["heads"]
-    parts["text_config"].intermediate_size = 11008 if "hidden" not in overrides else 4 * shape["hidden"]
+    parts["vision_config"].num_attention_heads = vision_heads
+    parts["text_config"].intermediate_size = intermediate
     parts["text_config"].vocab_size = max(32064, len(tokenizer))
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
