@@ -95,12 +95,17 @@ class Recipe:
         self.state.wait()
         return pd.read_parquet(out / "samples.parquet")
 
+    def collator(self, base: VLM, data: ConflictData, dtype: torch.dtype):
+        """What turns examples into the soft loss's batches (with the retention rows apart for distillation)."""
+        from .training import AlignmentCollator
+        return AlignmentCollator(base, data, dtype, reference_inputs=self.align.retention == "distill")
+
     def train_adapter(self, base: VLM, data: ConflictData, examples: list[dict], checkpoints: Path) -> Path:
         """LoRA on the language model; `soft` through SoftTargetTrainer, `hard` through TRL's SFTTrainer,
         `dpo` through TRL's DPOTrainer (reference = the base, adapter switched off). Returns the adapter folder."""
         from peft import LoraConfig, get_peft_model
         from transformers import set_seed
-        from .training import AlignmentCollator, ExampleDataset, SoftTargetTrainer, trl_dataset
+        from .training import ExampleDataset, SoftTargetTrainer, trl_dataset
         a = self.align
         lora = LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
                           target_modules=a.lora_target_modules or base.lora_target_modules, task_type="CAUSAL_LM")
@@ -113,8 +118,7 @@ class Recipe:
             if args.activation_checkpointing:
                 model.enable_input_require_grads()  # PEFT + reentrant checkpointing needs grads on the inputs
             trainer = SoftTargetTrainer(model=model, args=args, train_dataset=ExampleDataset(examples),
-                                        data_collator=AlignmentCollator(base, data, dtype,
-                                                                        reference_inputs=a.retention == "distill"),
+                                        data_collator=self.collator(base, data, dtype),
                                         retention_weight=a.retention_weight, retention=a.retention)
         elif a.loss_type == "hard":
             from trl import SFTConfig, SFTTrainer

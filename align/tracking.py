@@ -18,9 +18,7 @@ log = logging.getLogger(__name__)
 
 def run_name(align, model) -> str:
     model_name = Path(model.model_name_or_path.rstrip("/")).name.replace(":", "-")
-    target = ("recognition" if align.loss_type == "mixed" else f"b{align.target_balance_point:+.2f}"
-              if align.target_balance_point is not None else f"shift{align.balance_shift:+.2f}")
-    return f"{model_name}-{target}-{align.loss_type}-r{align.lora_r}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{model_name}-{align.run_label}-{align.loss_type}-r{align.lora_r}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def start_run(align, model, training):
@@ -87,11 +85,16 @@ def recognition_summary(prefix: str, analysis: dict) -> dict:
     return out
 
 
-def log_recognition(run, prefix: str, analysis: dict | None) -> None:
-    if run is None or analysis is None:
+def log_summary(run, values: dict | None) -> None:
+    """Flat headline numbers into the run summary (nothing without a run or values)."""
+    if run is None or not values:
         return
-    for key, value in recognition_summary(prefix, analysis).items():
+    for key, value in values.items():
         run.summary[key] = value
+
+
+def log_recognition(run, prefix: str, analysis: dict | None) -> None:
+    log_summary(run, analysis and recognition_summary(prefix, analysis))
 
 
 def _curve_table(analysis: dict, name: str):
@@ -131,12 +134,42 @@ def log_result(run, result: dict, base: dict, aligned: dict, release_dir: Path) 
                                                 title="P(text-following) vs dH_rel, before and after"),
              "following_curve_table": table,
              **{f"report/{png.stem}": wandb.Image(str(png)) for png in sorted((release_dir / "report").rglob("*.png"))}})
-    artifact = wandb.Artifact(f"adapter-{run.id}", type="model", metadata={
+    log_adapter(run, release_dir, {
         "target_balance_point": result["target_balance_point"], "base_model": result["config"]["model"]["model_name_or_path"],
         "before": result["base"]["balance_point"]["description"],
         "after": result["aligned"]["balance_point"]["description"]})
+
+
+def log_adapter(run, release_dir: Path, metadata: dict) -> None:
+    """The release folder as a model artifact of the run."""
+    import wandb
+    artifact = wandb.Artifact(f"adapter-{run.id}", type="model", metadata=metadata)
     artifact.add_dir(str(release_dir))
     run.log_artifact(artifact)
+
+
+def av_summary(prefix: str, analysis: dict) -> dict:
+    """Audio-visual headline numbers, flat: accuracy per condition (pooled and per asked modality), d per layer."""
+    out = {f"{prefix}/accuracy/{c['condition']}": c["accuracy"]["rate"] for c in analysis["by_condition"]}
+    out.update({f"{prefix}/accuracy/{c['condition']}_{c['asked']}_asked": c["accuracy"]["rate"]
+                for c in analysis["accuracy"] if c["accuracy"]["n"]})
+    out.update({f"{prefix}/cohens_d/layer_{l['layer']}": l["cohens_d"] for l in analysis.get("attention") or []})
+    return out
+
+
+def log_av(run, prefix: str, analysis: dict | None) -> None:
+    log_summary(run, analysis and av_summary(prefix, analysis))
+
+
+def log_av_result(run, result: dict, release_dir: Path) -> None:
+    """The change per condition, the report's figure, and the adapter artifact."""
+    if run is None:
+        return
+    import wandb
+    log_summary(run, {f"change/accuracy/{c['condition']}": c["change"] for c in result["change"]})
+    run.log({f"report/{png.stem}": wandb.Image(str(png)) for png in sorted((release_dir / "report").rglob("*.png"))})
+    log_adapter(run, release_dir, {"base_model": result["config"]["model"]["model_name_or_path"],
+                                   "change": {c["condition"]: c["change"] for c in result["change"]}})
 
 
 def finish(run, failed: bool = False) -> None:

@@ -19,10 +19,10 @@ from data_gen.cli import Command, run_commands
 from models import ModelArguments, load_from_args
 
 from .analysis import AnalysisConfig, analyze
-from .av import accuracy_by_condition, attention_effect_by_layer
-from .av_report import write_av_figure
+from .av import analyze_av, describe_av
+from .av_report import write_av_report
 from .av_scoring import AVScoreConfig, score_av
-from .recognition import RecognitionConfig, analyze_recognition, describe, format_rate, score_recognition
+from .recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
 from .recognition_report import write_recognition_report
 from .report import write_report
 from .scoring import ScoreConfig, generate_once, score_dataset
@@ -160,19 +160,11 @@ def run_av(model: ModelArguments, args: AVArguments) -> int:
     data = load_split(args.data, args.split, AVData)
     table = score_av(load_from_args(model), data, args.output_dir,
                      AVScoreConfig(batch_size=args.per_device_eval_batch_size, attention=args.attention))
-    res = {"accuracy": accuracy_by_condition(table),
-           "attention": attention_effect_by_layer(table) if args.attention else None}
+    res = analyze_av(table)
     (Path(args.output_dir) / "analysis.json").write_text(json.dumps(res, indent=2, default=float))
-    figure = write_av_figure(res, args.output_dir)  # av.png: accuracy per condition x asked, d per layer
-    for cell in res["accuracy"]:
-        acc = cell["accuracy"]
-        print(f"{cell['condition']:<16} asked {cell['asked']:<6} accuracy "
-              + (format_rate(acc) if acc["n"] else "-  (no target)")
-              + f"  answers the other modality {format_rate(cell['other_modality'])}")
-    for layer in res["attention"] or []:
-        print(f"layer {layer['layer']}: video share visual-asked {layer['video_share_visual_asked']:.3f} vs "
-              f"audio-asked {layer['video_share_audio_asked']:.3f}, Cohen's d {layer['cohens_d']:+.2f}")
-    print(f"{len(table)} rows -> {Path(args.output_dir) / 'samples.parquet'}; figure {figure}")
+    write_av_report({Path(args.output_dir).name: res}, args.output_dir)  # av.png, summary.json, report.html
+    print(describe_av(res))
+    print(f"{len(table)} rows -> {Path(args.output_dir) / 'samples.parquet'}; report {Path(args.output_dir) / 'report.html'}")
     return 0
 
 

@@ -57,3 +57,34 @@ def attention_effect_by_layer(table: pd.DataFrame) -> list[dict]:
                        "video_share_audio_asked": float(audio.mean()) if len(audio) else None,
                        "cohens_d": stats.cohens_d(visual, audio)})
     return layers
+
+
+def accuracy_pooled(table: pd.DataFrame) -> list[dict]:
+    """Per condition, both asked modalities together (rows that have a target), with group-clustered intervals."""
+    cells = []
+    for condition, t in table[table.target != ""].groupby("condition", sort=True):
+        cells.append({"condition": condition, "accuracy": stats.rate_with_interval(
+            (t.pred == t.target).to_numpy(), t.group.to_numpy())})
+    return cells
+
+
+def analyze_av(table: pd.DataFrame) -> dict:
+    """Everything `eval av` and the asked-modality recipe report from a scored AV table."""
+    return {"accuracy": accuracy_by_condition(table), "by_condition": accuracy_pooled(table),
+            "attention": attention_effect_by_layer(table) if "mass_video" in table else None}
+
+
+def describe_av(res: dict) -> str:
+    """The analysis as lines of text: accuracy per condition x asked modality, pooled per condition, d per layer."""
+    from .recognition import format_rate
+    lines = []
+    for cell in res["accuracy"]:
+        acc = cell["accuracy"]
+        lines.append(f"{cell['condition']:<16} asked {cell['asked']:<6} accuracy "
+                     + (format_rate(acc) if acc["n"] else "-  (no target)")
+                     + f"  answers the other modality {format_rate(cell['other_modality'])}")
+    lines += [f"{c['condition']:<16} both asked   accuracy {format_rate(c['accuracy'])}" for c in res["by_condition"]]
+    for layer in res["attention"] or []:
+        lines.append(f"layer {layer['layer']}: video share visual-asked {layer['video_share_visual_asked']:.3f} vs "
+                     f"audio-asked {layer['video_share_audio_asked']:.3f}, Cohen's d {layer['cohens_d']:+.2f}")
+    return "\n".join(lines)

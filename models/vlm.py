@@ -23,8 +23,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 ORGANISMS_DIR = Path(__file__).parent / "organisms"
 # the names that address a shipped organism, exactly (never a prefix: "organisms-of-mine/x" is a path or hub id)
 ORGANISM_NAMES = {"organism": "text", "organism:text": "text", "organism:vision": "vision",
-                  "organism:recognition": "recognition"}
-BUILD_HINTS = {"recognition": "python -m align.organism recognition --output_dir DIR"}  # from organism:text
+                  "organism:recognition": "recognition", "organism:av": "av"}
+BUILD_HINTS = {"recognition": "python -m align.organism recognition --output_dir DIR",  # from organism:text
+               "av": "python -m align.organism av --output_dir DIR"}
 BUILD_HINT = "python -m align.organism build --preference {preference} --output_dir DIR"
 
 
@@ -34,7 +35,8 @@ class ModelArguments:
     model_name_or_path: str = field(default="organism", metadata={
         "aliases": ["--model"],
         "help": "hub id, local directory, or a shipped model organism: organism (= organism:text), organism:vision, "
-                "organism:recognition (organism:text taught to recognise contradictions within one modality)"})
+                "organism:recognition (organism:text taught to recognise contradictions within one modality), "
+                "organism:av (a tiny Qwen2.5-Omni thinker for audio-visual conflicts)"})
     adapter: str | None = field(default=None, metadata={
         "help": "a PEFT adapter (local directory or hub id) to apply on top of the model"})
     model_revision: str | None = field(default=None, metadata={"help": "hub revision of the model"})
@@ -154,8 +156,9 @@ class VLM:
                              f"of each per prompt (None: no sound)")
         batch = dict(self.processor(text=prompts, images=[f for row in frames for f in row],
                                     audio=[a for a in audio if a is not None] or None, padding=True, return_tensors="pt"))
-        if dtype is not None and "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        for key in ("pixel_values", "input_features"):  # the sound's features run through the model's dtype too
+            if dtype is not None and key in batch:
+                batch[key] = batch[key].to(dtype)
         return batch
 
     def inputs(self, prompts: list[str], images: list | None = None, dtype: torch.dtype | None = None) -> dict:

@@ -106,6 +106,99 @@ def test_av_scoring_table_attention_mass_and_analysis(tmp_path):
                  "--output_dir", str(tmp_path / "cli"), "--per_device_eval_batch_size", "5", "--dtype", "float32"]) == 0
     assert len(json.loads((tmp_path / "cli" / "analysis.json").read_text())["attention"]) == len(vlm.layers)
     assert (tmp_path / "cli" / "av.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "cli" / "summary.json").read_text())["runs"]["cli"]
+    assert {c["condition"] for c in summary["by_condition"]} == set(table.condition)
+    assert "misleading_text" in (tmp_path / "cli" / "report.html").read_text()
     cells = accuracy_by_condition(table)
     assert len(cells) == 12 and all(0 <= c["accuracy"]["rate"] <= 1 for c in cells if c["accuracy"]["n"])
     assert len(attention_effect_by_layer(table)) == len(vlm.layers)
+
+
+def test_asked_modality_examples_train_the_asked_class(tmp_path):
+    """Every row of the chosen conditions whose asked modality is present is one example whose answer token is that
+    modality's class, misaligned and misleading rows included; the collator encodes each row's clip and prompt like
+    scoring does, and SoftTargetTrainer's loss on the batch is -ln q(asked class)."""
+    from align.asked_modality import AVCollator, asked_modality_examples
+    from align.training import soft_target_loss
+    from models import load_vlm
+    model, processor = tiny_omni()
+    for part in (model, processor):
+        part.save_pretrained(tmp_path / "omni")
+    vlm = load_vlm(str(tmp_path / "omni"), dtype="float32", device="cpu")
+    data = generate_av(3, seed=0, size=32)
+    rows = data.samples.to_pandas()
+    examples, stats = asked_modality_examples(rows, vlm, ["misaligned", "misleading_text", "audio_removed"])
+    assert stats == {"examples": 15, "audio_removed": 3, "misaligned": 6, "misleading_text": 6}  # no sound: no audio question
+    misaligned = [e for e, r in zip(examples, rows[rows.condition.isin(["misaligned", "misleading_text", "audio_removed"])
+                                                   & (rows.target != "")].itertuples()) if r.condition == "misaligned"]
+    assert {e["answer"] for e in misaligned} == set(rows[rows.condition == "misaligned"][["answer_visual", "answer_audio"]]
+                                                      .to_numpy().ravel())  # the frames' class, then the sound's
+    assert all(e["answer_token"] == vlm.first_token(e["answer"]) for e in examples)
+    batch = AVCollator(vlm, data)(examples[:4])
+    with torch.no_grad():
+        logits = vlm.model(**{k: v for k, v in batch.items() if k not in ("token_text", "token_visual", "p_text",
+                                                                           "weight", "is_conflict", "answer_token")}
+                           ).logits[:, -1]
+    targets = {k: batch[k] for k in ("token_text", "token_visual", "p_text", "weight", "is_conflict", "answer_token")}
+    expected = -torch.log_softmax(logits, -1).gather(1, batch["answer_token"][:, None]).mean()
+    torch.testing.assert_close(soft_target_loss(logits, **targets), expected)
+    with pytest.raises(ValueError, match="no rows of conditions"):
+        asked_modality_examples(rows[rows.condition == "aligned"], vlm, ["misaligned"])
+
+
+@pytest.mark.slow
+def test_asked_modality_recipe_zero2_two_processes(tmp_path):
+    """recipes/align_omni.py on the AV organism under ZeRO-2 with 2 CPU processes: before/after measurement with the
+    same code, the change per condition, the release bundle with its own card, and the W&B (offline) run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate_configs/zero2-cpu.yaml",
+           "recipes/align_omni.py", "--output_dir", str(out), "--groups", "12", "--max_steps", "4",
+           "--per_device_train_batch_size", "4", "--logging_steps", "1", "--dtype", "float32"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
+    assert res.returncode == 0, res.stderr[-4000:]
+    release = out / "release"
+    assert sorted(p.name for p in release.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                                                         "alignment.json", "report"]
+    assert {p.name for p in (release / "report").iterdir()} == {"av.png", "report.html", "summary.json"}
+    adapter = json.loads((release / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "organism:av" and adapter["r"] == 16
+    result = json.loads((release / "alignment.json").read_text())
+    assert {c["condition"] for c in result["change"]} == {"aligned", "misaligned", "misleading_text", "long_context",
+                                                          "audio_removed", "frames_zeroed"}
+    for c in result["change"]:
+        assert c["change"] == pytest.approx(c["after"]["rate"] - c["before"]["rate"])
+        assert f"{c['condition']:<16}" in res.stdout
+    assert (out / "runs" / "base" / "samples.parquet").exists() and (out / "runs" / "aligned" / "analysis.json").exists()
+    from huggingface_hub import ModelCard
+    card = ModelCard.load(release / "README.md")
+    assert "asked-modality" in card.data.tags and "misleading_text" in card.text and "python -m eval av" in card.text
+    records = b"".join(f.read_bytes() for f in tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    for key in (b"before/accuracy/misaligned", b"after/accuracy/aligned_visual_asked", b"after/cohens_d/layer_0",
+                b"change/accuracy/misleading_text", b"train/loss", b"organism-av-asked-modality-soft-r16", b"adapter-"):
+        assert key in records, key
+
+
+@pytest.mark.slow
+def test_av_organism_passes_its_bars_on_unseen_clips_and_ends_its_answer(tmp_path):
+    """The shipped AV organism on fresh clips (another seed than any it could have seen): good on aligned clips and on
+    either modality alone, brittle under misaligned sound and a misleading caption (intervals apart); greedy
+    generation writes one class word and stops."""
+    from align.organism.__main__ import main
+    from models import load_vlm
+    assert main(["evaluate", "--model", "organism:av", "--groups", "60", "--dataset_seed", "11",
+                 "--output_dir", str(tmp_path / "eval")]) == 0
+    assert (tmp_path / "eval" / "report.html").exists()
+    vlm = load_vlm("organism:av", dtype="float32", device="cpu")
+    data = generate_av(3, seed=11, size=32)
+    row = data.samples.to_pandas().query("condition == 'aligned' and asked == 'audio'").iloc[0]
+    frames, sound = data.clip(row.clip_id)
+    batch = vlm.av_inputs([vlm.av_prompt(row.question, len(frames), True)], [frames], [sound])
+    out = vlm.model.generate(**batch, max_new_tokens=4, do_sample=False)
+    new = out[0, batch["input_ids"].shape[1]:].tolist()
+    assert vlm.tokenizer.decode(new[:1]).strip() in CLASSES and new[1] == vlm.tokenizer.eos_token_id

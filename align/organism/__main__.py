@@ -1,13 +1,15 @@
-"""python -m align.organism {build,recognition,evaluate}: build a model organism, or check its quality bars."""
+"""python -m align.organism {build,recognition,av,evaluate}: build a model organism, or check its quality bars."""
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
 
 from data_gen.cli import Command, run_commands
-from models import ModelArguments
+from models import ModelArguments, family_for
+from models.vlm import check_model
 
 from . import __doc__ as PACKAGE_DOC
+from .av import AVOrganismConfig, build_av, evaluate_av
 from .build import build
 from .config import OrganismConfig
 from .quality import evaluate, print_quality
@@ -43,7 +45,19 @@ def run_recognition(args: BuildArguments, cfg: RecognitionOrganismConfig) -> int
     return 0
 
 
+def run_av(args: BuildArguments, cfg: AVOrganismConfig) -> int:
+    print(f"AV organism written to {build_av(cfg, args.output_dir)}")
+    return 0
+
+
 def run_evaluate(model: ModelArguments, args: EvaluateArguments) -> int:
+    if family_for(check_model(model.model_name_or_path)).reads_audio:  # the AV organism: fresh clips, its own bars
+        report = evaluate_av(model.model_name_or_path, args.groups or 200,
+                             7 if args.dataset_seed is None else args.dataset_seed, args.output_dir,
+                             args.per_device_eval_batch_size)
+        for name, ok in report["checks"].items():
+            print(f"[{'PASS' if ok else 'FAIL'}] {name}")
+        return 0 if all(report["checks"].values()) else 1
     report = evaluate(model.model_name_or_path, args.data, args.output_dir, args.per_device_eval_batch_size,
                       args.groups, args.dataset_seed)
     return 0 if print_quality(report) else 1
@@ -54,6 +68,8 @@ COMMANDS = {
                      run_build),
     "recognition": Command("teach an organism to recognise contradictions in unimodal contexts only (minutes)",
                            [BuildArguments, RecognitionOrganismConfig], run_recognition),
+    "av": Command("train the audio-visual organism (a tiny Qwen2.5-Omni thinker) from scratch (minutes)",
+                  [BuildArguments, AVOrganismConfig], run_av),
     "evaluate": Command("score an organism's held-out test groups and print its quality bars",
                         [ModelArguments, EvaluateArguments], run_evaluate),
 }

@@ -52,7 +52,7 @@ class Qwen25OmniThinker(Family):
         return rope_positions(model, batch, omni_rope_index)
 
     def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, hidden: int = 32,
-                   heads: int = 4, mel_bins: int = 32, **_):
+                   heads: int = 4, mel_bins: int = 32, layers: int = 2, encoder_layers: int = 2, **_):
         tokenizer = with_special_tokens(tokenizer, named=OMNI_TOKENS)
         merged = 2 * patch_size
         processor = image_only(Qwen2_5OmniProcessor)(
@@ -61,15 +61,17 @@ class Qwen25OmniThinker(Family):
                                                      **PIXEL_NORM),
             feature_extractor=WhisperFeatureExtractor(feature_size=mel_bins, sampling_rate=16_000, chunk_length=2),
             tokenizer=tokenizer, chat_template=with_audio_items(chat_template).replace("<image>", IMAGE_MARKER))
-        text = dict(**decoder_sizes(tokenizer, hidden, 2, heads), num_key_value_heads=heads // 2,
-                    rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 10000.0})
+        quarter = hidden // heads // 8  # M-RoPE splits half the head dimension over (time, height, width)
+        text = dict(**decoder_sizes(tokenizer, hidden, layers, heads), num_key_value_heads=heads // 2,
+                    rope_parameters={"rope_type": "default", "mrope_section": [quarter, quarter, 2 * quarter],
+                                     "rope_theta": 10000.0})
         config = Qwen2_5OmniThinkerConfig(
-            audio_config=dict(num_mel_bins=mel_bins, encoder_layers=2, encoder_attention_heads=heads,
+            audio_config=dict(num_mel_bins=mel_bins, encoder_layers=encoder_layers, encoder_attention_heads=heads,
                               encoder_ffn_dim=2 * hidden, d_model=hidden, output_dim=hidden, max_source_positions=200,
                               n_window=50),
-            vision_config=dict(depth=2, hidden_size=hidden, intermediate_size=2 * hidden, num_heads=heads,
+            vision_config=dict(depth=encoder_layers, hidden_size=hidden, intermediate_size=2 * hidden, num_heads=heads,
                                patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2,
-                               out_hidden_size=hidden, fullatt_block_indexes=[1], window_size=4 * patch_size),
+                               out_hidden_size=hidden, fullatt_block_indexes=[encoder_layers - 1], window_size=4 * patch_size),
             text_config=text, image_token_id=tokenizer.image_token_id, audio_token_id=tokenizer.audio_token_id,
             video_token_id=tokenizer.video_token_id, vision_start_token_id=tokenizer.vision_bos_token_id,
             vision_end_token_id=tokenizer.vision_eos_token_id, audio_start_token_id=tokenizer.audio_bos_token_id,
