@@ -154,6 +154,10 @@ def av_summary(prefix: str, analysis: dict) -> dict:
     out.update({f"{prefix}/accuracy/{c['condition']}_{c['asked']}_asked": c["accuracy"]["rate"]
                 for c in analysis["accuracy"] if c["accuracy"]["n"]})
     out.update({f"{prefix}/cohens_d/layer_{l['layer']}": l["cohens_d"] for l in analysis.get("attention") or []})
+    for name, curve in (analysis.get("audio_following") or {}).items():
+        if curve:
+            out[f"{prefix}/audio_following/{name}"] = curve["audio_following_rate"]
+            out[f"{prefix}/audio_following/{name}_balance_point"] = curve["balance_point"]["estimate"]
     return out
 
 

@@ -1,4 +1,4 @@
-"""python -m eval {score,measure,report,recognition,recognition-report,av}: score a model on a conflict dataset and
+"""python -m eval {score,measure,report,recognition,recognition-report,av,av-report}: score a model on a conflict dataset and
 analyse it.
 
     python -m eval measure --model organism --data data/colors --output_dir runs/base
@@ -24,7 +24,7 @@ from .av_report import write_av_report
 from .av_scoring import AVScoreConfig, score_av
 from .recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
 from .recognition_report import write_recognition_report
-from .report import write_report
+from .report import load_run, write_report
 from .scoring import ScoreConfig, generate_once, score_dataset
 
 
@@ -176,6 +176,18 @@ def run_recognition_report(args: RecognitionReportArguments) -> int:
     return 0
 
 
+def run_av_report(args: ReportArguments) -> int:
+    names = args.names or [Path(r).name for r in args.runs]
+    if len(names) != len(args.runs):
+        raise ValueError(f"{len(names)} names for {len(args.runs)} runs; give one name per run")
+    results = {name: analyze_av(load_run(run)[0]) for name, run in zip(names, args.runs)}
+    write_av_report(results, args.output_dir)
+    for name, res in results.items():
+        print(f"{name}:\n{describe_av(res)}")
+    print(f"report: {Path(args.output_dir) / 'report.html'}")
+    return 0
+
+
 COMMANDS = {
     "score": Command("score a dataset into a per-sample table", [ModelArguments, ScoreArguments], run_score),
     "measure": Command("score a dataset and analyse it (balance point, TFR/VFR, oscillation)",
@@ -188,6 +200,8 @@ COMMANDS = {
                   "sound per layer (Cohen's d)", [ModelArguments, AVArguments], run_av),
     "recognition-report": Command("figures, report.html and summary.json for recognition runs (e.g. before/after)",
                                   [RecognitionReportArguments], run_recognition_report),
+    "av-report": Command("av.png, report.html and summary.json for audio-visual runs side by side (e.g. before/after)",
+                         [ReportArguments], run_av_report),
 }
 
 

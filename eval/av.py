@@ -11,6 +11,8 @@ import pandas as pd
 
 from . import stats
 
+ASKED_MODALITIES = ("visual", "audio")
+
 
 def accuracy_by_condition(table: pd.DataFrame) -> list[dict]:
     """Per condition x asked modality, with group-clustered 95 % intervals:
@@ -68,10 +70,44 @@ def accuracy_pooled(table: pd.DataFrame) -> list[dict]:
     return cells
 
 
+def audio_following_samples(table: pd.DataFrame) -> pd.DataFrame:
+    """Misaligned rows answered with one of the two classes, with dH_rel of the sound against the frames.
+
+    H_video is the entropy of the group's frames alone (audio removed, asked visual: the same frames) and H_audio
+    that of its sound alone (frames zeroed, asked audio). The latter is the clip's own class at the same audio tier,
+    a proxy for the swapped sound (no condition plays it alone). As the image-text analysis keeps conflicts whose
+    unimodal answers are both right, only groups whose frames alone and sound alone are answered right are kept.
+    dH_rel = 2 (H_audio - H_video) / (H_audio + H_video): the sound plays the text's part of docs/method.md."""
+    alone = lambda condition, asked: table[(table.condition == condition) & (table.asked == asked)].set_index("group")
+    video, audio = alone("audio_removed", "visual"), alone("frames_zeroed", "audio")
+    right = video.index[video.pred == video.target].intersection(audio.index[audio.pred == audio.target])
+    rows = table[(table.condition == "misaligned") & table.group.isin(right)].copy()
+    rows = rows[(rows.pred == rows.answer_audio) | (rows.pred == rows.answer_visual)]
+    rows["follows_audio"] = (rows.pred == rows.answer_audio).astype(float)
+    rows["d_rel"] = stats.relative_uncertainty(video.entropy.reindex(rows.group).to_numpy(),
+                                               audio.entropy.reindex(rows.group).to_numpy())
+    return rows
+
+
+def audio_following(table: pd.DataFrame, cfg=None) -> dict:
+    """P(answers the sound's class) against dH_rel(sound vs frames) on misaligned clips, per asked modality and
+    pooled, with the balance point (eval.analysis.following_curve); None where too few rows to fit."""
+    from .analysis import AnalysisConfig, following_curve
+    cfg = cfg or AnalysisConfig()
+    rows = audio_following_samples(table)
+    out = {}
+    for name, t in (("both", rows), *((f"{asked}_asked", rows[rows.asked == asked]) for asked in ASKED_MODALITIES)):
+        out[name] = (following_curve(t.d_rel.to_numpy(), t.follows_audio.to_numpy(), cfg, t.group.to_numpy())
+                     | {"n": len(t), "audio_following_rate": float(t.follows_audio.mean())}
+                     if len(t) >= cfg.min_samples else None)
+    return out
+
+
 def analyze_av(table: pd.DataFrame) -> dict:
     """Everything `eval av` and the asked-modality recipe report from a scored AV table."""
     return {"accuracy": accuracy_by_condition(table), "by_condition": accuracy_pooled(table),
-            "attention": attention_effect_by_layer(table) if "mass_video" in table else None}
+            "attention": attention_effect_by_layer(table) if "mass_video" in table else None,
+            "audio_following": audio_following(table)}
 
 
 def describe_av(res: dict) -> str:
@@ -82,8 +118,17 @@ def describe_av(res: dict) -> str:
         acc = cell["accuracy"]
         lines.append(f"{cell['condition']:<16} asked {cell['asked']:<6} accuracy "
                      + (format_rate(acc) if acc["n"] else "-  (no target)")
-                     + f"  answers the other modality {format_rate(cell['other_modality'])}")
+                     + (f"  answers the caption {format_rate(cell['misleading'])}" if "misleading" in cell else
+                        f"  answers the other modality {format_rate(cell['other_modality'])}"))
     lines += [f"{c['condition']:<16} both asked   accuracy {format_rate(c['accuracy'])}" for c in res["by_condition"]]
+    for name, curve in (res.get("audio_following") or {}).items():
+        if curve:
+            # the shared description names the image-text sides; here the sound plays the text's part
+            sides = (curve["balance_point"]["description"].replace("leans text", "leans to the sound")
+                     .replace("leans vision", "leans to the frames").replace("the text)", "the sound)")
+                     .replace("the vision)", "the frames)"))
+            lines.append(f"misaligned, {name.replace('_', ' ')}: answers the sound {curve['audio_following_rate']:.3f} "
+                         f"(n={curve['n']}); balance point on dH_rel(sound vs frames): {sides}")
     for layer in res["attention"] or []:
         lines.append(f"layer {layer['layer']}: video share visual-asked {layer['video_share_visual_asked']:.3f} vs "
                      f"audio-asked {layer['video_share_audio_asked']:.3f}, Cohen's d {layer['cohens_d']:+.2f}")

@@ -19,6 +19,9 @@ CAPTION = ("Accuracy against the asked modality's class per condition, one panel
            "the answer position's video share of attention (frames / (frames + sound)) between visual- and "
            "audio-asked prompts, per decoder layer; positive: the question steers attention to the asked modality.")
 MODALITY = {"visual": "the frames", "audio": "the sound"}
+FOLLOWING = ("P(the answer is the sound's class) against dH_rel = 2 (H_sound - H_frames) / (H_sound + H_frames), the "
+             "entropies of the group's sound alone and frames alone (eval/av.py: audio_following_samples), with the "
+             "balance point where it crosses 0.5; the image-text wording of the description reads 'text' as the sound.")
 
 
 def av_figure(results: dict[str, dict]) -> bytes:
@@ -36,7 +39,6 @@ def av_figure(results: dict[str, dict]) -> bytes:
             ax.bar(x + k * width, rate, width * 0.9, yerr=np.abs(ci.T - rate), capsize=3, color=f"C{k}", label=name)
         ax.set_xticks(x + width * (len(results) - 1) / 2, [c.replace("_", "\n") for c in CONDITIONS], fontsize=8)
         ax.set(ylim=(0, 1.05), ylabel="accuracy (asked modality's class)", title=f"asked about {MODALITY[asked]}")
-        ax.legend(fontsize=8)
     if with_attention:
         ax = axes[0][-1]
         for k, (name, res) in enumerate(results.items()):
@@ -44,7 +46,9 @@ def av_figure(results: dict[str, dict]) -> bytes:
             ax.plot([l["layer"] for l in layers], [l["cohens_d"] for l in layers], "o-", color=f"C{k}", label=name)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set(xlabel="decoder layer", ylabel="Cohen's d, video share: visual- vs audio-asked")
-        ax.legend(fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    handles, labels = axes[0][0].get_legend_handles_labels()  # one legend for every panel, above them
+    fig.legend(handles, labels, loc="upper center", ncol=len(results), fontsize=9, bbox_to_anchor=(0.5, 1.06))
     return _fig_png(fig)
 
 
@@ -76,6 +80,9 @@ def _html(results: dict[str, dict], png: bytes) -> str:
         for l in res.get("attention") or []:
             layers.append(f"<tr><td>{html.escape(name)}</td><td>{l['layer']}</td><td>{l['video_share_visual_asked']:.3f}"
                           f"</td><td>{l['video_share_audio_asked']:.3f}</td><td>{l['cohens_d']:+.2f}</td></tr>")
+    following = [f"<tr><td>{html.escape(name)}</td><td>{q.replace('_', ' ')}</td><td>{c['n']}</td>"
+                 f"<td>{c['audio_following_rate']:.3f}</td><td>{html.escape(c['balance_point']['description'])}</td></tr>"
+                 for name, res in results.items() for q, c in (res.get("audio_following") or {}).items() if c]
     head = "".join(f"<th>{html.escape(n)}: accuracy [95% CI]</th>" for n in names)
     attention = ("<h2>Attention on frames vs sound, per decoder layer</h2><table><tr><th>run</th><th>layer</th>"
                  "<th>video share, visual-asked</th><th>video share, audio-asked</th><th>Cohen's d</th></tr>"
@@ -84,4 +91,7 @@ def _html(results: dict[str, dict], png: bytes) -> str:
 <style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}img{{max-width:100%}}</style></head>
 <body><h1>Audio-visual conflict report</h1><table><tr><th>condition</th><th>asked</th>{head}</tr>{''.join(rows)}</table>
-<img src='data:image/png;base64,{base64.b64encode(png).decode()}'><p>{html.escape(CAPTION)}</p>{attention}</body></html>"""
+<img src='data:image/png;base64,{base64.b64encode(png).decode()}'><p>{html.escape(CAPTION)}</p>{attention}
+<h2>Sound vs frames on misaligned clips</h2><p>{html.escape(FOLLOWING)}</p><table><tr><th>run</th><th>questions</th>
+<th>n</th><th>answers the sound</th><th>balance point on dH_rel (text = the sound)</th></tr>{''.join(following)}</table>
+</body></html>"""

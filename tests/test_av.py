@@ -109,6 +109,9 @@ def test_av_scoring_table_attention_mass_and_analysis(tmp_path):
     summary = json.loads((tmp_path / "cli" / "summary.json").read_text())["runs"]["cli"]
     assert {c["condition"] for c in summary["by_condition"]} == set(table.condition)
     assert "misleading_text" in (tmp_path / "cli" / "report.html").read_text()
+    assert main(["av-report", "--runs", str(tmp_path / "cli"), str(tmp_path / "cli"), "--names", "before", "after",
+                 "--output_dir", str(tmp_path / "both")]) == 0  # runs side by side, re-read from their tables
+    assert set(json.loads((tmp_path / "both" / "summary.json").read_text())["runs"]) == {"before", "after"}
     cells = accuracy_by_condition(table)
     assert len(cells) == 12 and all(0 <= c["accuracy"]["rate"] <= 1 for c in cells if c["accuracy"]["n"])
     assert len(attention_effect_by_layer(table)) == len(vlm.layers)

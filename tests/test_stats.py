@@ -271,3 +271,36 @@ def test_av_accuracy_and_attention_effect_on_a_planted_table():
     layers = attention_effect_by_layer(pd.DataFrame(rows))
     assert layers[1]["video_share_visual_asked"] > layers[1]["video_share_audio_asked"]
     assert layers[1]["cohens_d"] > 5 and abs(layers[0]["cohens_d"]) < 1  # only layer 1 follows the question
+
+
+def test_av_audio_following_reads_dh_rel_of_sound_against_frames():
+    """A planted model that answers the sound on misaligned clips iff the sound alone was surer than the frames
+    alone: dH_rel(sound vs frames) is computed per group from the unimodal rows, groups with a wrong unimodal answer
+    are left out, and the balance point lands near 0 with P(sound) falling in dH_rel."""
+    import pandas as pd
+    from eval.av import audio_following, audio_following_samples
+    rng = np.random.default_rng(0)
+    rows = []
+    for g in range(120):
+        h_video, h_audio = rng.uniform(0.1, 1.5, 2)
+        sound_right = g % 20 != 0  # every 20th group's sound alone is misheard: left out
+        rows += [dict(group=g, condition="audio_removed", asked="visual", answer_visual="dog", answer_audio="",
+                      target="dog", pred="dog", entropy=h_video),
+                 dict(group=g, condition="frames_zeroed", asked="audio", answer_visual="", answer_audio="dog",
+                      target="dog", pred="dog" if sound_right else "bell", entropy=h_audio)]
+        for asked in ("visual", "audio"):
+            follows_sound = h_audio < h_video
+            rows.append(dict(group=g, condition="misaligned", asked=asked, answer_visual="dog", answer_audio="bell",
+                             target="dog" if asked == "visual" else "bell", pred="bell" if follows_sound else "dog",
+                             entropy=0.5))
+    table = pd.DataFrame(rows)
+    samples = audio_following_samples(table)
+    assert len(samples) == 2 * 114 and not samples.group.isin(range(0, 120, 20)).any()
+    g = samples.iloc[0]
+    h_v, h_a = (table[(table.group == g.group) & (table.condition == c)].entropy.iloc[0]
+                for c in ("audio_removed", "frames_zeroed"))
+    assert g.d_rel == pytest.approx(2 * (h_a - h_v) / (h_a + h_v))
+    assert ((samples.d_rel < 0) == (samples.follows_audio == 1)).all()
+    curves = audio_following(table)
+    assert abs(curves["both"]["balance_point"]["estimate"]) < 0.2 and curves["both"]["balance_point"]["slope"] < 0
+    assert curves["visual_asked"]["n"] == curves["audio_asked"]["n"] == 114
