@@ -110,10 +110,16 @@ class PeakMemory:
     def __exit__(self, *exc):
         if self.cuda:
             torch.cuda.synchronize()
-            self.extra = max(torch.cuda.max_memory_allocated() - self.base, 1)
+            self.peak = torch.cuda.max_memory_allocated()
+            self.extra = max(self.peak - self.base, 1)
         else:
             self.rss.__exit__(*exc)
-            self.extra = self.rss.extra
+            self.peak, self.extra = self.rss.peak, self.rss.extra
+
+    @property
+    def gib(self) -> float:
+        """The whole peak (weights included: what has to fit on the device), in GiB."""
+        return self.peak / 2 ** 30
 
 
 class DecoderTokens:

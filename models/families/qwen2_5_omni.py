@@ -54,26 +54,76 @@ class Qwen25OmniThinker(Family):
     def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, hidden: int = 32,
                    heads: int = 4, mel_bins: int = 32, layers: int = 2, encoder_layers: int = 2, **_):
         tokenizer = with_special_tokens(tokenizer, named=OMNI_TOKENS)
-        merged = 2 * patch_size
-        processor = image_only(Qwen2_5OmniProcessor)(
-            image_processor=Qwen2VLImageProcessorPil(patch_size=patch_size, merge_size=2, temporal_patch_size=2,
-                                                     min_pixels=merged * merged, max_pixels=4 * image_size * image_size,
-                                                     **PIXEL_NORM),
-            feature_extractor=WhisperFeatureExtractor(feature_size=mel_bins, sampling_rate=16_000, chunk_length=2),
-            tokenizer=tokenizer, chat_template=with_audio_items(chat_template).replace("<image>", IMAGE_MARKER))
-        quarter = hidden // heads // 8  # M-RoPE splits half the head dimension over (time, height, width)
-        text = dict(**decoder_sizes(tokenizer, hidden, layers, heads), num_key_value_heads=heads // 2,
-                    rope_parameters={"rope_type": "default", "mrope_section": [quarter, quarter, 2 * quarter],
-                                     "rope_theta": 10000.0})
-        config = Qwen2_5OmniThinkerConfig(
-            audio_config=dict(num_mel_bins=mel_bins, encoder_layers=encoder_layers, encoder_attention_heads=heads,
-                              encoder_ffn_dim=2 * hidden, d_model=hidden, output_dim=hidden, max_source_positions=200,
-                              n_window=50),
-            vision_config=dict(depth=encoder_layers, hidden_size=hidden, intermediate_size=2 * hidden, num_heads=heads,
-                               patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2,
-                               out_hidden_size=hidden, fullatt_block_indexes=[encoder_layers - 1], window_size=4 * patch_size),
-            text_config=text, image_token_id=tokenizer.image_token_id, audio_token_id=tokenizer.audio_token_id,
-            video_token_id=tokenizer.video_token_id, vision_start_token_id=tokenizer.vision_bos_token_id,
-            vision_end_token_id=tokenizer.vision_eos_token_id, audio_start_token_id=tokenizer.audio_bos_token_id,
-            audio_end_token_id=tokenizer.audio_eos_token_id)
+        processor = omni_processor(tokenizer, image_size, patch_size, mel_bins, chat_template)
+        config = thinker_config(
+            tokenizer, text=dict(**decoder_sizes(tokenizer, hidden, layers, heads), num_key_value_heads=heads // 2,
+                                 rope_parameters=mrope(hidden // heads, 10000.0)),
+            audio=dict(num_mel_bins=mel_bins, encoder_layers=encoder_layers, encoder_attention_heads=heads,
+                       encoder_ffn_dim=2 * hidden, d_model=hidden, output_dim=hidden, max_source_positions=200,
+                       n_window=50),
+            vision=dict(depth=encoder_layers, hidden_size=hidden, intermediate_size=2 * hidden, num_heads=heads,
+                        patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=hidden,
+                        fullatt_block_indexes=[encoder_layers - 1], window_size=4 * patch_size))
         return Qwen2_5OmniThinkerForConditionalGeneration(config), processor
+
+
+def mrope(head_dim: int, theta: float, shares: tuple[int, int, int] = (1, 1, 2)) -> dict:
+    """Rope parameters whose M-RoPE sections split half the head dimension over (time, height, width) in `shares`
+    (Qwen2.5-Omni-7B: 16, 24, 24 of 64, shares 2:3:3; the tiny models: 1:1:2)."""
+    half = head_dim // 2
+    sections = [half * k // sum(shares) for k in shares[:2]]
+    return {"rope_type": "default", "mrope_section": [*sections, half - sum(sections)], "rope_theta": theta}
+
+
+def omni_processor(tokenizer, image_size: int, patch_size: int, mel_bins: int, chat_template: str = CHAT_TEMPLATE):
+    """The processor without its video part: a Qwen2-VL image processor, a Whisper feature extractor (2 s chunks:
+    the clips are 1 s long) and the chat template with audio items."""
+    merged = 2 * patch_size
+    return image_only(Qwen2_5OmniProcessor)(
+        image_processor=Qwen2VLImageProcessorPil(patch_size=patch_size, merge_size=2, temporal_patch_size=2,
+                                                 min_pixels=merged * merged, max_pixels=4 * image_size * image_size,
+                                                 **PIXEL_NORM),
+        feature_extractor=WhisperFeatureExtractor(feature_size=mel_bins, sampling_rate=16_000, chunk_length=2),
+        tokenizer=tokenizer, chat_template=with_audio_items(chat_template).replace("<image>", IMAGE_MARKER))
+
+
+def thinker_config(tokenizer, text: dict, audio: dict, vision: dict) -> Qwen2_5OmniThinkerConfig:
+    return Qwen2_5OmniThinkerConfig(
+        audio_config=audio, vision_config=vision, text_config=text, image_token_id=tokenizer.image_token_id,
+        audio_token_id=tokenizer.audio_token_id, video_token_id=tokenizer.video_token_id,
+        vision_start_token_id=tokenizer.vision_bos_token_id, vision_end_token_id=tokenizer.vision_eos_token_id,
+        audio_start_token_id=tokenizer.audio_bos_token_id, audio_end_token_id=tokenizer.audio_eos_token_id)
+
+
+def qwen2_5_omni_7b_thinker_shape(tokenizer, device: str, dtype: torch.dtype, **overrides):
+    """A random model of Qwen2.5-Omni-7B's thinker shape (Qwen2-7B decoder, 32-layer 1280-wide ViT at patch 14,
+    32-layer Whisper-large-style audio encoder on 128 mel bins), built on `device` in `dtype` without a download:
+    the GPU benchmark's model (align/av_bench.py). `overrides` replace entries of its size table (a test shrinks it)."""
+    shape = dict(hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vocab=152064, vision_hidden=1280,
+                 vision_depth=32, vision_heads=16, vision_intermediate=3420, audio_hidden=1280, audio_layers=32,
+                 audio_heads=20, audio_ffn=5120, mel_bins=128)
+    shape.update(overrides)
+    tokenizer = with_special_tokens(tokenizer, named=OMNI_TOKENS)
+    processor = omni_processor(tokenizer, 224, 14, shape["mel_bins"])
+    text = dict(**decoder_sizes(tokenizer, shape["hidden"], shape["layers"], shape["heads"], max_positions=32768),
+                rope_parameters=mrope(shape["hidden"] // shape["heads"], 1e6, (2, 3, 3)))
+    text.update(num_key_value_heads=shape["kv_heads"], intermediate_size=shape["intermediate"],
+                vocab_size=max(shape["vocab"], len(tokenizer)))
+    depth = shape["vision_depth"]
+    config = thinker_config(
+        tokenizer, text=text,
+        audio=dict(num_mel_bins=shape["mel_bins"], encoder_layers=shape["audio_layers"],
+                   encoder_attention_heads=shape["audio_heads"], encoder_ffn_dim=shape["audio_ffn"],
+                   d_model=shape["audio_hidden"], output_dim=shape["hidden"], max_source_positions=1500, n_window=100),
+        vision=dict(depth=depth, hidden_size=shape["vision_hidden"], intermediate_size=shape["vision_intermediate"],
+                    num_heads=shape["vision_heads"], patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                    out_hidden_size=shape["hidden"], window_size=112,
+                    fullatt_block_indexes=[i for i in range(7, depth, 8)] or [depth - 1]))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Qwen2_5OmniThinkerForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(default)
+    return model.eval(), processor

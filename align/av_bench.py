@@ -1,0 +1,131 @@
+"""Audio-visual throughput on one device: scoring rows/s and asked-modality LoRA step time, with peak memory.
+
+    python -m align.av_bench --device cuda --dtype bfloat16          # a random Qwen2.5-Omni-7B-shaped thinker
+    python -m align.av_bench --model organism:av --device cpu --dtype float32   # any model `load_vlm` takes
+
+Builds the model (for `qwen2.5-omni-7b-thinker-shape`: random weights of the real shape, no download), scores
+`groups` AV groups with `eval av`'s code (with and without the attention pass), then runs `train_steps` steps of
+the asked-modality loss with LoRA on the decoder (AdamW, the recipe's collator and loss), and prints rows/s,
+seconds per step and the peak memory of each phase. Figures are of this one run on this machine.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from data_gen.av import generate_av
+from data_gen.cli import parse, usage_error
+
+from eval.av_scoring import AVScoreConfig, score_av
+from eval.bench import PeakMemory
+
+SHAPE = "qwen2.5-omni-7b-thinker-shape"
+
+
+@dataclass
+class AVBenchArguments:
+    model: str = field(default=SHAPE, metadata={
+        "help": f"{SHAPE} (random weights of Qwen2.5-Omni-7B's thinker, built on the device) or any model name"})
+    groups: int = field(default=8, metadata={"help": "AV groups scored (12 rows each)"})
+    per_device_eval_batch_size: int = 8
+    train_steps: int = field(default=8, metadata={"help": "asked-modality LoRA steps timed (the first is warm-up)"})
+    per_device_train_batch_size: int = 4
+    lora_r: int = 8
+    activation_checkpointing: bool = True
+    dtype: str = field(default="bfloat16", metadata={"help": "bfloat16 on GPUs, float32 on CPUs"})
+    device: str = field(default="cuda", metadata={"help": "cuda or cpu"})
+    output_json: str | None = field(default=None, metadata={"help": "also write the figures here"})
+
+
+def build(args: AVBenchArguments, **shape_overrides):
+    from .organism.av import av_tokenizer
+    from models import load_vlm
+    from models.families.qwen2_5_omni import qwen2_5_omni_7b_thinker_shape
+    from models.vlm import VLM, resolve_dtype
+    if args.model != SHAPE:
+        return load_vlm(args.model, dtype=args.dtype, device=args.device), 32
+    model, processor = qwen2_5_omni_7b_thinker_shape(av_tokenizer(), args.device, resolve_dtype(args.dtype, args.device),
+                                                     **shape_overrides)
+    return VLM(model, processor, SHAPE), 224
+
+
+def run(args: AVBenchArguments, **shape_overrides) -> dict:
+    from peft import LoraConfig, get_peft_model
+    from .asked_modality import AVCollator, asked_modality_examples
+    from .training import TARGET_KEYS, soft_target_loss
+    vlm, size = build(args, **shape_overrides)
+    data = generate_av(args.groups, seed=0, size=size)
+    figures = {"model": args.model, "device": args.device, "dtype": args.dtype,
+               "parameters": sum(p.numel() for p in vlm.model.parameters())}
+    with tempfile.TemporaryDirectory() as tmp:
+        for attention in (False, True):
+            cfg = AVScoreConfig(batch_size=args.per_device_eval_batch_size, attention=attention)
+            with PeakMemory(vlm.device) as peak:
+                t0 = time.perf_counter()
+                table = score_av(vlm, data, Path(tmp) / f"attention-{attention}", cfg)
+                seconds = time.perf_counter() - t0
+            key = "scoring_with_attention" if attention else "scoring"
+            figures[key] = {"rows": len(table), "rows_per_s": len(table) / seconds, "peak_memory_gib": peak.gib}
+    model = get_peft_model(vlm.model, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r,
+                                                 target_modules=vlm.lora_target_modules, task_type="CAUSAL_LM"))
+    if args.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+        model.enable_input_require_grads()
+    model.train()
+    examples, _ = asked_modality_examples(data.samples.to_pandas(), vlm, ["misaligned", "misleading_text"])
+    collate = AVCollator(vlm, data, next(vlm.model.parameters()).dtype)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    times = []
+    with PeakMemory(vlm.device) as peak:
+        for step in range(args.train_steps):
+            batch = collate([examples[(step * args.per_device_train_batch_size + i) % len(examples)]
+                             for i in range(args.per_device_train_batch_size)])
+            targets = {k: batch.pop(k).to(vlm.device) for k in TARGET_KEYS}
+            batch = {k: v.to(vlm.device) for k, v in batch.items()}
+            _sync(vlm.device)
+            t0 = time.perf_counter()
+            logits = model(**batch, logits_to_keep=1).logits[:, -1]
+            soft_target_loss(logits, **targets, retention_weight=1.0).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            _sync(vlm.device)
+            times.append(time.perf_counter() - t0)
+    steady = times[1:] or times  # the first step pays for allocation and kernel selection
+    figures["training"] = {"steps": len(times), "batch": args.per_device_train_batch_size,
+                           "seconds_per_step": sum(steady) / len(steady), "peak_memory_gib": peak.gib,
+                           "activation_checkpointing": args.activation_checkpointing}
+    return figures
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv=None) -> int:
+    try:
+        (args,) = parse([AVBenchArguments], argv, "python -m align.av_bench", __doc__)
+        figures = run(args)
+    except (ValueError, OSError) as e:
+        return usage_error(e)
+    s, sa, t = figures["scoring"], figures["scoring_with_attention"], figures["training"]
+    n = figures["parameters"]
+    size = f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
+    print(f"{figures['model']} ({size} parameters, {figures['dtype']} on {figures['device']})")
+    print(f"scoring: {s['rows_per_s']:.1f} rows/s ({s['rows']} rows), peak {s['peak_memory_gib']:.2f} GiB; with the "
+          f"attention pass {sa['rows_per_s']:.1f} rows/s, peak {sa['peak_memory_gib']:.2f} GiB")
+    print(f"asked-modality LoRA: {t['seconds_per_step']:.3f} s/step at batch {t['batch']} ({t['steps']} steps, the "
+          f"first not counted), peak {t['peak_memory_gib']:.2f} GiB")
+    if args.output_json:
+        Path(args.output_json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
