@@ -75,7 +75,7 @@ def run(args: AVBenchArguments, **shape_overrides) -> dict:
     model = get_peft_model(vlm.model, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r,
                                                  target_modules=vlm.lora_target_modules, task_type="CAUSAL_LM"))
     if args.activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+        model.base_model.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
         model.enable_input_require_grads()
     model.train()
     examples, _ = asked_modality_examples(data.samples.to_pandas(), vlm, ["misaligned", "misleading_text"])
