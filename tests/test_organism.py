@@ -16,10 +16,12 @@ SMALL = dict(groups=24, steps_shapes=3, steps_unimodal=6, steps_conflict=4, warm
              vision_layers=2, replant_every=3, workers=1)
 # the recipe without phase 0 and grounding (a trainable tower learning only from answers)
 UNGROUNDED = dict(steps_shapes=0, freeze_tower=False, fresh_scene_share=0.0, grounding_weight=0.0)
+# the experimental LLaVA-order build: image first, attention grounding, end of turn trained
+IMAGE_FIRST = dict(image_first=True, end_of_turn=True)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [{}, UNGROUNDED], ids=["shipped-recipe", "ungrounded-vision"])
+@pytest.mark.parametrize("options", [{}, UNGROUNDED, IMAGE_FIRST], ids=["shipped-recipe", "ungrounded-vision", "image-first"])
 def test_reduced_budget_build_is_reproducible_and_loads(tmp_path, options):
     a = build(OrganismConfig(**{**SMALL, **options}), tmp_path / "a")
     b = build(OrganismConfig(**{**SMALL, **options}), tmp_path / "b")
@@ -31,6 +33,20 @@ def test_reduced_budget_build_is_reproducible_and_loads(tmp_path, options):
     assert type(processor).__name__ == "LlavaProcessor"
     meta = json.loads((a / "organism.json").read_text())
     assert meta["planted_balance"] == 0.5 and 0 <= meta["planted"]["follow_text_share"] <= 1
+    prompt = load_vlm(str(a), dtype="float32", device="cpu").prompt("What color is the star?", "The star is red.")
+    assert prompt.startswith("USER: <image>") == bool(options.get("image_first"))
+    assert model.config._attn_implementation != "eager"  # the build's eager attention is not saved
+
+
+def test_attention_grounding_loss_by_hand():
+    """-ln(share of the image attention on the asked patches) at one query, heads averaged; text keys do not count."""
+    from align.organism.shape_pretraining import attention_grounding_loss
+    ids = torch.tensor([[5, 4, 4, 4, 7]])  # text, three image tokens (id 4), text
+    attention = torch.zeros(1, 2, 5, 5)
+    attention[0, 0, -1] = torch.tensor([0.2, 0.4, 0.1, 0.1, 0.2])  # head 0: image mass 0.6, 0.4 of it on patch 0
+    attention[0, 1, -1] = torch.tensor([0.0, 0.2, 0.2, 0.2, 0.4])  # head 1: image mass 0.6, 0.2 on patch 0
+    loss = attention_grounding_loss(attention, ids, 4, torch.tensor([[1.0, 0.0, 0.0]]))
+    assert loss.item() == pytest.approx(-np.log(0.3 / 0.6))
 
 
 def test_shipped_organism_is_the_default_and_real_llava():

@@ -27,11 +27,11 @@ from data_gen import ConflictData, generate
 from data_gen.palette import COLOR_NAMES
 from eval.scoring import ScoreConfig, score_dataset
 from models import VLM
-from models.tiny import ORGANISM_CHAT_TEMPLATE, build_tiny, dataset_tokenizer
+from models.tiny import CHAT_TEMPLATE, ORGANISM_CHAT_TEMPLATE, build_tiny, dataset_tokenizer
 
 from .config import OrganismConfig
 from .mixture import TrainingSet
-from .shape_pretraining import grounding_loss, optimizer_step, pretrain_shapes
+from .shape_pretraining import attention_grounding_loss, grounding_loss, optimizer_step, pretrain_shapes
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,15 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
     data = generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size, cfg.workers)
     train = data.split("train")
     model, processor = build_tiny("llava", dataset_tokenizer(), cfg.image_size, cfg.patch,
-                                  chat_template=ORGANISM_CHAT_TEMPLATE, hidden=cfg.hidden, layers=cfg.layers,
+                                  chat_template=CHAT_TEMPLATE if cfg.image_first else ORGANISM_CHAT_TEMPLATE,
+                                  hidden=cfg.hidden, layers=cfg.layers,
                                   vision_layers=cfg.vision_layers, vision_feature_layer=cfg.vision_feature_layer,
                                   heads=cfg.heads, mlp_ratio=cfg.mlp_ratio)
     vlm = VLM(model, processor, "organism")
     answer_ids = torch.tensor([vlm.first_token(c) for c in COLOR_NAMES])
+    attention = model.config._attn_implementation
+    if cfg.image_first and cfg.grounding_weight:  # attention_grounding_loss reads attention weights
+        model.set_attn_implementation("eager")
     if cfg.steps_shapes:
         pretrain_shapes(model.model.vision_tower, processor.image_processor, cfg.steps_shapes, canvas=cfg.image_size,
                         patch=cfg.patch, feature_layer=model.config.vision_feature_layer, seed=cfg.seed,
@@ -104,20 +108,34 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
         with_image = batch[0][0] is not None
         grounded = len(batch[0]) == 5 and grounding_head is not None  # fresh scenes carry the asked object's patches
         prompts = [vlm.prompt(q, ctx, with_image) for _, ctx, q, *_ in batch]
+        target = torch.tensor(np.stack([item[3] for item in batch]), dtype=torch.float32)
+        if cfg.end_of_turn:  # the likeliest answer word, then the end of turn is trained after it
+            prompts = [f"{p} {COLOR_NAMES[int(t.argmax())]}" for p, t in zip(prompts, target)]
+        answer = -2 if cfg.end_of_turn else -1
         images = [img if isinstance(img, Image.Image) else train.image(img) for img, *_ in batch] if with_image else None
         inputs = vlm.encode(prompts, images)
-        output = model(**inputs, logits_to_keep=1, output_hidden_states=grounded)
-        target = torch.tensor(np.stack([item[3] for item in batch]), dtype=torch.float32)
-        loss = soft_cross_entropy(output.logits[:, -1], answer_ids, target)
+        output = model(**inputs, logits_to_keep=-answer, output_hidden_states=grounded and not cfg.image_first,
+                       output_attentions=grounded and cfg.image_first)
+        loss = soft_cross_entropy(output.logits[:, answer], answer_ids, target)
+        if cfg.end_of_turn:
+            loss = loss + torch.nn.functional.cross_entropy(
+                output.logits[:, -1].float(), torch.full((len(batch),), vlm.answer_end_id))
         if grounded:
             target_patches = torch.from_numpy(np.stack([item[4] for item in batch]))
-            loss = loss + cfg.grounding_weight * grounding_loss(
-                output.hidden_states[cfg.grounding_layer], inputs["input_ids"], model.config.image_token_id,
-                target_patches, grounding_head)
+            if cfg.image_first:
+                # the attention of the layer that writes hidden state `grounding_layer`
+                loss = loss + cfg.grounding_weight * attention_grounding_loss(
+                    output.attentions[cfg.grounding_layer - 1], inputs["input_ids"], model.config.image_token_id,
+                    target_patches, answer)
+            else:
+                loss = loss + cfg.grounding_weight * grounding_loss(
+                    output.hidden_states[cfg.grounding_layer], inputs["input_ids"], model.config.image_token_id,
+                    target_patches, grounding_head)
         losses.append(optimizer_step(loss, opt, sched, trained))
         if (step + 1) % log_every == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.3f}")
     model.eval()
+    model.set_attn_implementation(attention)  # the build's eager attention is not what the bundle should load with
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)

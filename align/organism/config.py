@@ -48,6 +48,11 @@ class OrganismConfig:
     text_tier_share: dict = field(default_factory=lambda: {"direct": 0.5, "indirect_simple": 0.3, "indirect_knowledge": 0.2},
                                   metadata={"help": "how often each text tier is drawn (JSON): harder reasoning, less signal"})
     workers: int | None = field(default=None, metadata={"help": "processes rendering the dataset"})
+    image_first: bool = field(default=False, metadata={
+        "help": "LLaVA's order, the image before the question (experimental): grounding then supervises the answer "
+                "position's attention over the image tokens instead of the image tokens themselves"})
+    end_of_turn: bool = field(default=False, metadata={
+        "help": "also train the end-of-turn token after the answer word, so generate() stops after one word"})
 
     def __post_init__(self):
         if self.preference not in PLANTED_BALANCE:
@@ -59,6 +64,9 @@ class OrganismConfig:
             raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch ({self.patch})")
         if not 0 <= self.fresh_scene_share <= 1:
             raise ValueError(f"fresh_scene_share must be in [0, 1], got {self.fresh_scene_share}")
+        if not 0 <= self.grounding_layer <= self.layers or (self.image_first and self.grounding_layer < 1):
+            raise ValueError(f"grounding_layer must be in [{int(self.image_first)}, layers={self.layers}] (a hidden "
+                             f"state; with image_first the attention of the layer writing it), got {self.grounding_layer}")
         if self.replant_every < 1:
             raise ValueError(f"replant_every must be >= 1, got {self.replant_every}")
 

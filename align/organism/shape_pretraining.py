@@ -141,3 +141,16 @@ def grounding_loss(hidden: torch.Tensor, input_ids: torch.Tensor, image_token_id
     """
     tokens = hidden[input_ids == image_token_id].view(len(target_patches), -1, hidden.shape[-1])
     return torch.nn.functional.binary_cross_entropy_with_logits(head(tokens).squeeze(-1), target_patches)
+
+
+def attention_grounding_loss(attention: torch.Tensor, input_ids: torch.Tensor, image_token_id: int,
+                             target_patches: torch.Tensor, position: int = -1) -> torch.Tensor:
+    """-ln of the share of the image attention that lands on the asked object, at one query position.
+
+    For templates with the image first, where image tokens cannot see the question: the answer position has to
+    find the asked object itself. `attention` is one decoder layer's weights (batch, heads, queries, keys); only the
+    split *within* the image is supervised, so how much the answer reads the image against the text stays free."""
+    weights = attention[:, :, position, :].float().mean(1)  # (batch, keys)
+    image = weights[input_ids == image_token_id].view(len(target_patches), -1)
+    share = (image * target_patches).sum(-1) / image.sum(-1).clamp_min(1e-9)
+    return -torch.log(share.clamp_min(1e-6)).mean()
