@@ -213,6 +213,17 @@ The full report is in `report/report.html`; every number above is in `alignment.
   {training.gradient_accumulation_steps} per device, seed {training.seed}
 - examples: {result['training_examples']}
 
+## Load it
+
+```python
+from peft import PeftModel
+from transformers import AutoProcessor, Qwen2_5OmniThinkerForConditionalGeneration
+
+base = "{base if base_model_id(name) else 'path/to/the/base/thinker'}"
+processor = AutoProcessor.from_pretrained(base)
+model = PeftModel.from_pretrained(Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(base), "path/to/this/folder")
+```
+
 ## Measure it yourself (`pip install modality-alignment`)
 
 ```bash
