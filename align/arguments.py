@@ -117,6 +117,12 @@ class AlignArguments(LoraArguments):
         self.analysis  # builds an AnalysisConfig, which checks n_boot
 
     @property
+    def split_roles(self) -> dict[str, str]:
+        """The splits the run reads, by role (train, eval, and calibration when it calibrates)."""
+        roles = {"train": self.train_split, "eval": self.eval_split}
+        return roles | ({"calibration": self.calibration_split} if self.calibration_rounds else {})
+
+    @property
     def run_label(self) -> str:
         """What the run aims at, for its name: the balance point, the shift, or recognition (loss mixed)."""
         if self.loss_type == "mixed":
@@ -208,6 +214,10 @@ class AVAlignArguments(LoraArguments):
             raise ValueError(f"train_split and eval_split are both {self.eval_split!r}; report on held-out groups")
         if self.groups < 10:
             raise ValueError(f"groups must be >= 10 (each split needs groups), got {self.groups}")
+
+    @property
+    def split_roles(self) -> dict[str, str]:
+        return {"train": self.train_split, "eval": self.eval_split}
 
     @property
     def conditions(self) -> list[str]:

@@ -11,7 +11,7 @@ import torch
 
 from data_gen.av import AVData
 
-from .training import TARGET_KEYS
+from .training import target_tensors
 
 
 def asked_modality_examples(rows: pd.DataFrame, vlm, conditions: list[str]) -> tuple[list[dict], dict]:
@@ -38,7 +38,4 @@ class AVCollator:
         prompts = [self.vlm.av_prompt(e["question"], len(frames), audio is not None, e["caption"], e["appendix"])
                    for e, (frames, audio) in zip(examples, clips)]
         batch = self.vlm.av_inputs(prompts, [f for f, _ in clips], [a for _, a in clips], self.dtype)
-        for key in TARGET_KEYS:
-            kind = torch.long if key in ("token_text", "token_visual", "answer_token") else torch.float32
-            batch[key] = torch.tensor([e[key] for e in examples], dtype=kind)
-        return batch
+        return {**batch, **target_tensors(examples)}

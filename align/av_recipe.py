@@ -10,7 +10,6 @@ import json
 import logging
 import shutil
 import time
-from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
@@ -28,8 +27,6 @@ from .recipe import Recipe
 from .release import av_model_card, push, release
 
 log = logging.getLogger(__name__)
-# the conditions the alignment is for, and the one it must keep (docs/method.md, "Audio-visual conflicts")
-BRITTLE, KEPT = ("misaligned", "misleading_text"), "aligned"
 
 
 def accuracy_change(before: dict, after: dict) -> list[dict]:
@@ -49,18 +46,8 @@ def describe_change(change: list[dict]) -> str:
 class AVRecipe(Recipe):
     """One asked-modality alignment run (AVAlignArguments, ModelArguments, TrainingArguments)."""
 
-    def prepare_data(self) -> AVData:
-        a = self.align
-        path = Path(a.data) if a.data else self.out / "data"
-        if not a.data and self.state.is_main and not (path / "info.json").exists():
-            generate_av(a.groups, a.dataset_seed, a.image_size).save(path)
-        self.state.wait()
-        data = AVData.load(path)
-        present = set(data.samples.unique("split"))
-        if {a.train_split, a.eval_split} - present:
-            raise ValueError(f"{path} has no {sorted({a.train_split, a.eval_split} - present)} split(s) (it has "
-                             f"{sorted(present)}); set train_split / eval_split to splits it has")
-        return data
+    dataset = AVData
+    render = staticmethod(generate_av)
 
     def collator(self, base: VLM, data: AVData, dtype: torch.dtype) -> AVCollator:
         return AVCollator(base, data, dtype)

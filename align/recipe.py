@@ -38,16 +38,20 @@ class Recipe:
         self.out = Path(training.output_dir)
         self.state = processes()
 
+    # the recipe's dataset kind and how to render it when no data is given (generate_once's default: colours)
+    dataset = ConflictData
+    render = None
+
     # ---- pieces
     def prepare_data(self) -> ConflictData:
         a = self.align
-        path = Path(a.data) if a.data else generate_once(self.out / "data", a.groups, a.dataset_seed, a.image_size)
-        data = ConflictData.load(path)
-        needed = {a.train_split, a.eval_split} | ({a.calibration_split} if a.calibration_rounds else set())
-        present = set(data.samples.unique("split"))
-        if needed - present:
-            raise ValueError(f"{path} has no {sorted(needed - present)} split(s) (it has {sorted(present)}); "
-                             f"set train_split / eval_split / calibration_split to splits it has")
+        path = Path(a.data) if a.data else generate_once(self.out / "data", a.groups, a.dataset_seed, a.image_size,
+                                                          self.render)
+        data = self.dataset.load(path)
+        missing = set(a.split_roles.values()) - set(data.samples.unique("split"))
+        if missing:
+            raise ValueError(f"{path} has no {sorted(missing)} split(s) (it has {sorted(data.samples.unique('split'))}); "
+                             f"set {' / '.join(f'{role}_split' for role in a.split_roles)} to splits it has")
         return data
 
     def prepare_recognition(self, data: ConflictData) -> ConflictData:

@@ -133,11 +133,17 @@ def log_result(run, result: dict, base: dict, aligned: dict, release_dir: Path) 
     run.log({"following_curve": wandb.plot.line(table, "d_rel", "text_following_rate", stroke="model",
                                                 title="P(text-following) vs dH_rel, before and after"),
              "following_curve_table": table,
-             **{f"report/{png.stem}": wandb.Image(str(png)) for png in sorted((release_dir / "report").rglob("*.png"))}})
+             **report_images(release_dir)})
     log_adapter(run, release_dir, {
         "target_balance_point": result["target_balance_point"], "base_model": result["config"]["model"]["model_name_or_path"],
         "before": result["base"]["balance_point"]["description"],
         "after": result["aligned"]["balance_point"]["description"]})
+
+
+def report_images(release_dir: Path) -> dict:
+    """The release's report figures as W&B images, keyed report/NAME."""
+    import wandb
+    return {f"report/{png.stem}": wandb.Image(str(png)) for png in sorted((release_dir / "report").rglob("*.png"))}
 
 
 def log_adapter(run, release_dir: Path, metadata: dict) -> None:
@@ -169,9 +175,8 @@ def log_av_result(run, result: dict, release_dir: Path) -> None:
     """The change per condition, the report's figure, and the adapter artifact."""
     if run is None:
         return
-    import wandb
     log_summary(run, {f"change/accuracy/{c['condition']}": c["change"] for c in result["change"]})
-    run.log({f"report/{png.stem}": wandb.Image(str(png)) for png in sorted((release_dir / "report").rglob("*.png"))})
+    run.log(report_images(release_dir))
     log_adapter(run, release_dir, {"base_model": result["config"]["model"]["model_name_or_path"],
                                    "change": {c["condition"]: c["change"] for c in result["change"]}})
 

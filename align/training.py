@@ -149,6 +149,12 @@ class ExampleDataset(torch.utils.data.Dataset):
         return self.examples[i]
 
 
+def target_tensors(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """The examples' targets as the tensors `SoftTargetTrainer` reads (token ids as long, the rest as float)."""
+    kind = lambda key: torch.long if key in ("token_text", "token_visual", "answer_token") else torch.float32
+    return {key: torch.tensor([e[key] for e in examples], dtype=kind(key)) for key in TARGET_KEYS}
+
+
 class AlignmentCollator:
     """Prompts through the processor's chat template (left padding) + the target tensors. With
     `reference_inputs`, the unimodal (retention) rows are also encoded on their own, so the distillation
@@ -162,9 +168,7 @@ class AlignmentCollator:
         prompts = [vlm.prompt(e["question"], e["context"], with_image=e["image_id"] is not None) for e in examples]
         images = [self.data.image(e["image_id"]) if e["image_id"] is not None else None for e in examples]
         batch = vlm.inputs(prompts, images, self.dtype)
-        for key in TARGET_KEYS:
-            kind = torch.long if key in ("token_text", "token_visual", "answer_token") else torch.float32
-            batch[key] = torch.tensor([e[key] for e in examples], dtype=kind)
+        batch.update(target_tensors(examples))
         retained = [i for i, e in enumerate(examples) if not e["is_conflict"] > 0]
         if self.reference_inputs and retained:
             batch["reference_inputs"] = vlm.inputs([prompts[i] for i in retained], [images[i] for i in retained],

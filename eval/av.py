@@ -9,9 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from data_gen.av import ASKED
+
 from . import stats
 
-ASKED_MODALITIES = ("visual", "audio")
+SIDES = {"text": "sound", "vision": "frames"}  # the balance point's sides on misaligned clips
 
 
 def accuracy_by_condition(table: pd.DataFrame) -> list[dict]:
@@ -96,7 +98,7 @@ def audio_following(table: pd.DataFrame, cfg=None) -> dict:
     cfg = cfg or AnalysisConfig()
     rows = audio_following_samples(table)
     out = {}
-    for name, t in (("both", rows), *((f"{asked}_asked", rows[rows.asked == asked]) for asked in ASKED_MODALITIES)):
+    for name, t in (("both", rows), *((f"{asked}_asked", rows[rows.asked == asked]) for asked in ASKED)):
         out[name] = (following_curve(t.d_rel.to_numpy(), t.follows_audio.to_numpy(), cfg, t.group.to_numpy())
                      | {"n": len(t), "audio_following_rate": float(t.follows_audio.mean())}
                      if len(t) >= cfg.min_samples else None)
@@ -108,6 +110,12 @@ def analyze_av(table: pd.DataFrame) -> dict:
     return {"accuracy": accuracy_by_condition(table), "by_condition": accuracy_pooled(table),
             "attention": attention_effect_by_layer(table) if "mass_video" in table else None,
             "audio_following": audio_following(table)}
+
+
+def describe_following(curve: dict) -> str:
+    """A sound-vs-frames balance point in words, its sides named (the sound plays the text's part)."""
+    bp = curve["balance_point"]
+    return stats.BalancePoint(**{k: bp[k] for k in stats.BalancePoint.__dataclass_fields__}).describe(SIDES)
 
 
 def describe_av(res: dict) -> str:
@@ -123,12 +131,8 @@ def describe_av(res: dict) -> str:
     lines += [f"{c['condition']:<16} both asked   accuracy {format_rate(c['accuracy'])}" for c in res["by_condition"]]
     for name, curve in (res.get("audio_following") or {}).items():
         if curve:
-            # the shared description names the image-text sides; here the sound plays the text's part
-            sides = (curve["balance_point"]["description"].replace("leans text", "leans to the sound")
-                     .replace("leans vision", "leans to the frames").replace("the text)", "the sound)")
-                     .replace("the vision)", "the frames)"))
             lines.append(f"misaligned, {name.replace('_', ' ')}: answers the sound {curve['audio_following_rate']:.3f} "
-                         f"(n={curve['n']}); balance point on dH_rel(sound vs frames): {sides}")
+                         f"(n={curve['n']}); balance point on dH_rel(sound vs frames): {describe_following(curve)}")
     for layer in res["attention"] or []:
         lines.append(f"layer {layer['layer']}: video share visual-asked {layer['video_share_visual_asked']:.3f} vs "
                      f"audio-asked {layer['video_share_audio_asked']:.3f}, Cohen's d {layer['cohens_d']:+.2f}")

@@ -11,6 +11,7 @@ import numpy as np
 
 from data_gen.av import ASKED, CONDITIONS
 
+from .av import describe_following
 from .recognition import format_rate
 from .report import _fig_png, plt
 
@@ -21,7 +22,7 @@ CAPTION = ("Accuracy against the asked modality's class per condition, one panel
 MODALITY = {"visual": "the frames", "audio": "the sound"}
 FOLLOWING = ("P(the answer is the sound's class) against dH_rel = 2 (H_sound - H_frames) / (H_sound + H_frames), the "
              "entropies of the group's sound alone and frames alone (eval/av.py: audio_following_samples), with the "
-             "balance point where it crosses 0.5; the image-text wording of the description reads 'text' as the sound.")
+             "balance point where it crosses 0.5.")
 
 
 def av_figure(results: dict[str, dict]) -> bytes:
@@ -81,7 +82,7 @@ def _html(results: dict[str, dict], png: bytes) -> str:
             layers.append(f"<tr><td>{html.escape(name)}</td><td>{l['layer']}</td><td>{l['video_share_visual_asked']:.3f}"
                           f"</td><td>{l['video_share_audio_asked']:.3f}</td><td>{l['cohens_d']:+.2f}</td></tr>")
     following = [f"<tr><td>{html.escape(name)}</td><td>{q.replace('_', ' ')}</td><td>{c['n']}</td>"
-                 f"<td>{c['audio_following_rate']:.3f}</td><td>{html.escape(c['balance_point']['description'])}</td></tr>"
+                 f"<td>{c['audio_following_rate']:.3f}</td><td>{html.escape(describe_following(c))}</td></tr>"
                  for name, res in results.items() for q, c in (res.get("audio_following") or {}).items() if c]
     head = "".join(f"<th>{html.escape(n)}: accuracy [95% CI]</th>" for n in names)
     attention = ("<h2>Attention on frames vs sound, per decoder layer</h2><table><tr><th>run</th><th>layer</th>"
@@ -93,5 +94,5 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}img{{max-width:100%
 <body><h1>Audio-visual conflict report</h1><table><tr><th>condition</th><th>asked</th>{head}</tr>{''.join(rows)}</table>
 <img src='data:image/png;base64,{base64.b64encode(png).decode()}'><p>{html.escape(CAPTION)}</p>{attention}
 <h2>Sound vs frames on misaligned clips</h2><p>{html.escape(FOLLOWING)}</p><table><tr><th>run</th><th>questions</th>
-<th>n</th><th>answers the sound</th><th>balance point on dH_rel (text = the sound)</th></tr>{''.join(following)}</table>
+<th>n</th><th>answers the sound</th><th>balance point on dH_rel(sound vs frames)</th></tr>{''.join(following)}</table>
 </body></html>"""

@@ -184,14 +184,16 @@ class BalancePoint:
     direction: str = "falling"
     p_text_at_equal_uncertainty: float | None = None
 
-    def describe(self) -> str:
+    def describe(self, sides: dict[str, str] | None = None) -> str:
+        """`sides` names the two sides where they are not text and vision ({"text": "sound", "vision": "frames"})."""
+        side = (sides or {}).get(self.leans, self.leans)
         if not self.crosses:
-            text = f"no crossing in [{self.x_range[0]:+.2f}, {self.x_range[1]:+.2f}], leans {self.leans}"
+            text = f"no crossing in [{self.x_range[0]:+.2f}, {self.x_range[1]:+.2f}], leans {side}"
         else:
             interval = f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]" if self.ci else "(no interval: n_boot 0)"
-            text = f"{self.estimate:+.3f} {interval} (leans {self.leans})"
+            text = f"{self.estimate:+.3f} {interval} (leans {side})"
         if self.direction == "constant":
-            text += f" (every analysed conflict followed the {self.leans})"
+            text += f" (every analysed conflict followed the {side})"
         elif self.direction != "falling":
             text += f"; WARNING: the curve is {self.direction} in dH_rel (slope {self.slope:+.2f}), not falling"
         return text

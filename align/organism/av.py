@@ -211,7 +211,8 @@ def evaluate_av(name_or_path: str = "organism:av", groups: int = 200, dataset_se
     from eval.av_report import write_av_report
     from eval.av_scoring import AVScoreConfig, score_av
     from models import load_vlm
-    out = Path(output_dir or Path("outputs") / "organism-evaluation" / f"av-seed{dataset_seed}-groups{groups}")
+    from .quality import default_output_dir
+    out = Path(output_dir or default_output_dir(name_or_path, f"-seed{dataset_seed}-groups{groups}"))
     vlm = load_vlm(name_or_path, dtype="float32")
     res = analyze_av(score_av(vlm, generate_av(groups, dataset_seed), out, AVScoreConfig(batch_size=batch_size)))
     write_av_report({Path(out).name: res}, out)
