@@ -17,7 +17,7 @@ from data_gen import ConflictData
 from data_gen.recognition import recognition_from
 from eval.analysis import alignment_guarantee, analyze, describe_guarantee
 from eval.recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
-from eval.recognition_report import write_recognition_report
+from eval.recognition_report import describe_imbalance_change, write_recognition_report
 from eval.report import write_report
 from eval.scoring import ScoreConfig, generate_once, processes, score_dataset
 from models import VLM, ModelArguments, load_from_args
@@ -255,11 +255,15 @@ class Recipe:
             guarantee = alignment_guarantee(base_table, after_table, after_result, target, a.analysis)
             result["guarantee"] = {**guarantee, "description": describe_guarantee(guarantee)}
         if recognition:
-            write_recognition_report([out / "runs" / "base_recognition", out / "runs" / "aligned_recognition"],
-                                     out / "report" / "recognition", ["base", "aligned"],
-                                     {"base": base_recognition, "aligned": after_recognition})
-            result["recognition"] = {"base": base_recognition, "aligned": after_recognition}
+            report = write_recognition_report([out / "runs" / "base_recognition", out / "runs" / "aligned_recognition"],
+                                              out / "report" / "recognition", ["base", "aligned"],
+                                              {"base": base_recognition, "aligned": after_recognition}, a.n_boot)
+            change = report.get("imbalance_change")
+            if change:
+                log.info(describe_imbalance_change(change, ["base", "aligned"]))
+            result["recognition"] = {"base": base_recognition, "aligned": after_recognition, "imbalance_change": change}
             tracking.log_recognition(run, "after", after_recognition)
+            tracking.log_summary(run, change and {"change/imbalance_distance": change["change"]})
         (out / "alignment.json").write_text(json.dumps(result, indent=2, default=float))
         bundle = release(out, adapter, result, self.align, self.model_args, self.training)
         tracking.log_result(run, result, base_result, after_result, bundle)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from huggingface_hub import ModelCard, ModelCardData
 
-from eval.recognition import format_rate
+from eval.recognition import format_mean, format_rate
+from eval.recognition_report import describe_imbalance_change
 from models.vlm import is_organism, looks_local
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,16 @@ def _mean_r(recognition: dict) -> str:
     return f"{np.mean(means):.3f}" if means else "–"
 
 
+def _distance(recognition: dict) -> str:
+    cell = (recognition.get("imbalance") or {}).get("distance_from_balance")
+    return format_mean(cell) if cell else "–"
+
+
+def _imbalance_change(recognition: dict) -> str:
+    change = recognition.get("imbalance_change")
+    return f" Measured: {describe_imbalance_change(change, ['base', 'adapted'])}." if change else ""
+
+
 def model_card(result: dict, align, model, training) -> ModelCard:
     before, after = result["base"], result["aligned"]
     rows = [("balance point [95% CI]", _bp(before), _bp(after)),
@@ -119,7 +130,8 @@ def model_card(result: dict, align, model, training) -> ModelCard:
                 for k in ("unimodal", "cross_modal")] + [
             ("cross-modal balanced accuracy", _pct(rb["cross_modal"]["balanced_accuracy"]),
              _pct(ra["cross_modal"]["balanced_accuracy"])),
-            ("attention imbalance R, mean over layers", _mean_r(rb), _mean_r(ra))] + rows
+            ("attention imbalance R, mean over layers", _mean_r(rb), _mean_r(ra)),
+            ("distance from balance, mean over layers of abs(R - 0.5)", _distance(rb), _distance(ra))] + rows
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     rounds = result.get("calibration") or []
     calibration = ("; ".join(f"trained at {r['trained_at']:+.3f} -> {r['description']}" for r in rounds)
@@ -132,7 +144,7 @@ def model_card(result: dict, align, model, training) -> ModelCard:
     purpose = (f"""This adapter trains **conflict recognition across modalities**: on modality-mixed instances (an image
 and a text that must be reconciled, answered "is there a contradiction?"), with retention share
 {align.retention_share}. Recognition and the attention imbalance R = U_vision / (U_vision + U_text) are reported
-beside the balance point, so you see what else moved.""" if "recognition" in result else
+beside the balance point, so you see what else moved.{_imbalance_change(result["recognition"])}""" if "recognition" in result else
                f"""This adapter moves the model's **balance point**, the relative uncertainty dH_rel at which it is
 equally likely to follow the image or the text, to **{result['target_balance_point']:+.2f}**. It was trained with
 uncertainty-aware soft targets p*(x) = sigmoid((b* - dH_rel(x)) / tau), tau = {align.tau}

@@ -23,7 +23,7 @@ from .av import analyze_av, describe_av
 from .av_report import write_av_report
 from .av_scoring import AVScoreConfig, score_av
 from .recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
-from .recognition_report import write_recognition_report
+from .recognition_report import describe_imbalance_change, write_recognition_report
 from .report import load_run, write_report
 from .scoring import ScoreConfig, generate_once, score_dataset
 
@@ -172,6 +172,8 @@ def run_recognition_report(args: RecognitionReportArguments) -> int:
     summary = write_recognition_report(args.runs, args.output_dir, args.names, n_boot=args.n_boot)
     for name, res in summary["runs"].items():
         print(f"{name}:\n{describe(res)}")
+    if summary.get("imbalance_change"):
+        print(describe_imbalance_change(summary["imbalance_change"], list(summary["runs"])))
     print(f"report: {Path(args.output_dir) / 'report.html'}")
     return 0
 

@@ -118,13 +118,37 @@ def recognition_rates(table: pd.DataFrame, by: tuple[str, ...] = ("evidence",), 
     return cells
 
 
-def imbalance_by_layer(table: pd.DataFrame) -> dict:
-    """Mean R and U_m per layer over the cross-modal rows (the only ones with image tokens), with intervals."""
+def distance_from_balance(table: pd.DataFrame) -> pd.Series:
+    """Per cross-modal row, the mean over decoder layers of |R - 0.5|: 0 is balanced attention in every layer,
+    0.5 one modality alone. Indexed by row id, so two runs on the same rows pair up."""
+    cross = table[table.evidence == "image_text"]
+    r = np.stack(cross.imbalance.to_numpy())
+    return pd.Series(np.nanmean(np.abs(r - 0.5), axis=1), index=cross.id.to_numpy())
+
+
+def imbalance_change(before: pd.DataFrame, after: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+    """after - before of the mean distance from balance (mean |R - 0.5| over layers), on the cross-modal rows both
+    runs scored, with a paired group-bootstrap interval: negative means attention moved toward balance."""
+    d0, d1 = distance_from_balance(before), distance_from_balance(after)
+    shared = d0.index.intersection(d1.index)
+    if shared.empty:
+        raise ValueError("the two recognition tables share no cross-modal rows; score both runs on the same data")
+    groups = before.set_index("id").loc[shared, "group"].to_numpy()
+    change = stats.cluster_mean_interval((d1[shared] - d0[shared]).to_numpy(), groups, n_boot, seed)
+    return {"before": float(d0[shared].mean()), "after": float(d1[shared].mean()), "change": change["mean"],
+            "ci": change["ci"], "n": change["n"], "n_groups": change["n_groups"]}
+
+
+def imbalance_by_layer(table: pd.DataFrame, n_boot: int = 1000) -> dict:
+    """Mean R and U_m per layer over the cross-modal rows (the only ones with image tokens), with intervals, and
+    the distance from balance (mean |R - 0.5| over layers) with a group-bootstrap interval."""
     cross = table[table.evidence == "image_text"]
     if "imbalance" not in table or cross.empty:
         return {}
     r = np.stack(cross.imbalance.to_numpy())
-    out = {"layers": list(range(r.shape[1])), "imbalance": [stats.mean_interval(r[:, k]) for k in range(r.shape[1])]}
+    out = {"layers": list(range(r.shape[1])), "imbalance": [stats.mean_interval(r[:, k]) for k in range(r.shape[1])],
+           "distance_from_balance": stats.cluster_mean_interval(distance_from_balance(cross).to_numpy(),
+                                                                cross.group.to_numpy(), n_boot)}
     for name in MODALITIES:
         out[f"u_{name}"] = np.stack(cross[f"u_{name}"].to_numpy()).mean(0).tolist()
     return out
@@ -142,7 +166,7 @@ def analyze_recognition(table: pd.DataFrame, n_boot: int = 1000) -> dict:
             "cross_modal": recognition_rates(cross.assign(kind="cross_modal"), ("kind",), n_boot)[0] if len(cross) else None,
             "by_text_tier": recognition_rates(table, ("evidence", "text_tier"), 0),
             "by_visual_tier": recognition_rates(cross, ("d_v",), 0) if len(cross) else [],
-            "imbalance": imbalance_by_layer(table),
+            "imbalance": imbalance_by_layer(table, n_boot),
             "mean_entropy": float(table.entropy.mean())}
 
 
@@ -159,7 +183,16 @@ def describe(res: dict) -> str:
         means = [c["mean"] for c in imb["imbalance"]]
         lines.append("R = U_vision / (U_vision + U_text) by layer (cross-modal rows): "
                      + " ".join("n/a" if m is None else f"{m:.2f}" for m in means))
+        if imb.get("distance_from_balance"):
+            lines.append(f"distance from balance, mean |R - 0.5| over layers: {format_mean(imb['distance_from_balance'])}")
     return "\n".join(lines)
+
+
+def format_mean(cell: dict) -> str:
+    """A mean cell as every report writes it: mean [95% CI]."""
+    if cell["mean"] is None:
+        return "n/a"
+    return f"{cell['mean']:.3f}" + (f" [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}]" if cell.get("ci") else "")
 
 
 def format_rate(cell: dict) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 
 from data_gen.recognition import EVIDENCE
 
-from .recognition import analyze_recognition, format_rate
+from .recognition import analyze_recognition, format_rate, imbalance_change
 from .report import _fig_png, load_run, plt
 
 CAPTIONS = {
@@ -63,21 +63,32 @@ def write_recognition_report(runs: list[str | Path], out: str | Path, names: lis
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = names or [Path(r).name for r in runs]
-    results = dict(results or {})
+    results, tables = dict(results or {}), []
     for name, run in zip(names, runs):
+        tables.append(load_run(run)[0])
         if name not in results:
-            results[name] = analyze_recognition(load_run(run)[0], n_boot)
+            results[name] = analyze_recognition(tables[-1], n_boot)
         (Path(run) / "analysis.json").write_text(json.dumps(results[name], indent=2, default=float))
     figs = recognition_figures(results)
     for key, png in figs.items():
         (out / f"{key}.png").write_bytes(png)
     summary = {"runs": results}
+    if len(tables) == 2 and all(results[n]["imbalance"] for n in names):  # before/after on the same rows: paired
+        summary["imbalance_change"] = imbalance_change(*tables, n_boot=n_boot)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    (out / "report.html").write_text(_html(results, figs))
+    (out / "report.html").write_text(_html(results, figs, summary.get("imbalance_change"), names))
     return summary
 
 
-def _html(results: dict[str, dict], figs: dict[str, bytes]) -> str:
+def describe_imbalance_change(change: dict, names: list[str]) -> str:
+    interval = f" [{change['ci'][0]:+.3f}, {change['ci'][1]:+.3f}]" if change["ci"] else ""
+    return (f"distance from balance, mean over layers of |R - 0.5| on the cross-modal rows: {names[0]} "
+            f"{change['before']:.3f} -> {names[1]} {change['after']:.3f}, change {change['change']:+.3f}{interval} "
+            f"(paired group bootstrap over {change['n_groups']} groups; negative is toward balance)")
+
+
+def _html(results: dict[str, dict], figs: dict[str, bytes], change: dict | None = None,
+          names: list[str] | None = None) -> str:
     rows = []
     for name, res in results.items():
         for c in res["by_evidence"]:
@@ -85,10 +96,11 @@ def _html(results: dict[str, dict], figs: dict[str, bytes]) -> str:
             rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
                 name, c["evidence"], format_rate(c["recognition"]), format_rate(c["false_alarm"]),
                 "–" if ba is None else f"{ba:.3f}" + (f" [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]" if c["ci"] else ""))) + "</tr>")
+    paragraph = f"<p>{html.escape(describe_imbalance_change(change, names))}</p>" if change else ""
     imgs = "".join(f"<h2>{k.replace('_', ' ')}</h2><img src='data:image/png;base64,{base64.b64encode(v).decode()}'>"
                    f"<p>{html.escape(CAPTIONS.get(k, ''))}</p>" for k, v in figs.items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Conflict-recognition report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}img{{max-width:100%}}</style></head>
 <body><h1>Conflict-recognition report</h1><table><tr><th>run</th><th>evidence</th><th>recognition [95% CI]</th>
-<th>false alarms</th><th>balanced accuracy</th></tr>{''.join(rows)}</table>{imgs}</body></html>"""
+<th>false alarms</th><th>balanced accuracy</th></tr>{''.join(rows)}</table>{paragraph}{imgs}</body></html>"""

@@ -288,6 +288,24 @@ def balance_point_shift(before: tuple, after: tuple, n_boot: int = 1000, seed: i
     return {"estimate": float(estimates[1] - estimates[0]), "ci": interval, "n_groups": int(len(shared))}
 
 
+def cluster_mean_interval(values, clusters, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict:
+    """Mean of `values` with a percentile interval from a bootstrap over `clusters` (a group's rows share an image
+    and a text, so they are not independent draws). NaNs are dropped."""
+    v, c = np.asarray(values, dtype=float), np.asarray(clusters)
+    ok = ~np.isnan(v)
+    v, c = v[ok], c[ok]
+    if len(v) == 0:
+        return {"mean": None, "ci": None, "n": 0, "n_groups": 0}
+    members = _cluster_members(c)
+    rng = np.random.default_rng(seed)
+    sums, counts = np.array([v[m].sum() for m in members]), np.array([len(m) for m in members])
+    draws = rng.integers(0, len(members), (n_boot, len(members)))
+    boots = sums[draws].sum(1) / counts[draws].sum(1)
+    alpha = (1 - ci) / 2
+    interval = (float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha))) if n_boot else None
+    return {"mean": float(v.mean()), "ci": interval, "n": int(len(v)), "n_groups": len(members)}
+
+
 def _cluster_members(clusters: np.ndarray) -> list[np.ndarray]:
     """Sample indices of each cluster, in order of first appearance (one sort, not a scan per cluster)."""
     _, first, inverse = np.unique(clusters, return_index=True, return_inverse=True)

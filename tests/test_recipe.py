@@ -312,6 +312,10 @@ def test_mixed_recipe_measures_recognition_before_and_after(answering_data, tmp_
     assert (release / "report" / "recognition" / "imbalance_by_layer.png").exists()
     card = ModelCard.load(release / "README.md").text
     assert "conflict recognition across modalities" in card and "recognition, cross-modal" in card
+    change = stored["recognition"]["imbalance_change"]  # paired: the same cross-modal rows before and after
+    assert change["n"] == recognition["base"]["imbalance"]["imbalance"][0]["n"]
+    assert change["change"] == pytest.approx(change["after"] - change["before"])
+    assert "distance from balance" in card
     # the colour data and the recognition data share their images, so the retention rows found theirs
     assert (out / "recognition" / "info.json").exists()
     assert result["training_examples"]["retention_examples"] > 0

@@ -6,8 +6,8 @@ import torch
 
 from data_gen import generate
 from data_gen.recognition import ANSWERS, EVIDENCE
-from eval.attention import capture_attention, context_masks, imbalance_ratio, modality_contributions
-from eval.recognition import analyze_recognition, balanced_accuracy, recognition_rates
+from eval.attention import MODALITIES, capture_attention, context_masks, imbalance_ratio, modality_contributions
+from eval.recognition import analyze_recognition, balanced_accuracy, imbalance_change, recognition_rates
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,34 @@ def test_recognition_metrics_on_planted_tables():
     agree.loc[agree.contradiction, "said_yes"] = agree[agree.contradiction].group % 2 == 0
     wide = recognition_rates(agree, n_boot=0)[0]["recognition"]["ci"]
     assert wide[1] - wide[0] > 1.5 * (clustered[1] - clustered[0])
+
+
+def with_imbalance(table: pd.DataFrame, r_by_layer, noise: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """`table` with row ids and a planted R per decoder layer (plus noise) on every row."""
+    rng = np.random.default_rng(seed)
+    r = np.clip(np.asarray(r_by_layer) + noise * rng.standard_normal((len(table), len(r_by_layer))), 0, 1)
+    u = {f"u_{m}": list(np.ones_like(r)) for m in MODALITIES}  # what the report averages beside R
+    return table.assign(id=[f"row{i}" for i in range(len(table))], imbalance=list(r), **u)
+
+
+def test_distance_from_balance_and_its_paired_change_on_planted_tables():
+    base = planted(n_groups=30)
+    before = with_imbalance(base, [0.9, 0.8, 0.2])  # |R - 0.5| = .4 .3 .3: 1/3 on average
+    after = with_imbalance(base, [0.6, 0.5, 0.45], seed=1)  # .1 0 .05: 0.05
+    cell = analyze_recognition(before, n_boot=300)["imbalance"]["distance_from_balance"]
+    assert cell["mean"] == pytest.approx(1 / 3, abs=0.02) and cell["n_groups"] == 30
+    assert cell["ci"][0] < cell["mean"] < cell["ci"][1]
+    change = imbalance_change(before, after, n_boot=300)
+    assert change["before"] == pytest.approx(cell["mean"])
+    assert change["change"] == pytest.approx(change["after"] - change["before"])
+    assert change["change"] == pytest.approx(0.05 - 1 / 3, abs=0.03) and change["ci"][1] < 0  # toward balance
+    same = imbalance_change(before, before, n_boot=300)
+    assert same["change"] == 0 and same["ci"] == (0.0, 0.0)  # paired: the same rows drawn for both runs
+    # R on the other side of 0.5 by the same amount is as far from balance
+    mirrored = before.assign(imbalance=[1 - r for r in before.imbalance])
+    assert imbalance_change(before, mirrored, n_boot=0)["change"] == pytest.approx(0, abs=1e-12)
+    with pytest.raises(ValueError, match="share no cross-modal rows"):
+        imbalance_change(before, after.assign(id=after.id + "x"), n_boot=0)
 
 
 def test_attention_capture_reproduces_each_family_attention_output(tiny_model, recognition_data):

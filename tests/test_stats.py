@@ -304,3 +304,19 @@ def test_av_audio_following_reads_dh_rel_of_sound_against_frames():
     curves = audio_following(table)
     assert abs(curves["both"]["balance_point"]["estimate"]) < 0.2 and curves["both"]["balance_point"]["slope"] < 0
     assert curves["visual_asked"]["n"] == curves["audio_asked"]["n"] == 114
+
+
+def test_cluster_mean_interval_counts_groups_not_rows():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(50), 6)
+    independent = rng.normal(1.0, 1.0, len(groups))
+    shared = np.repeat(rng.normal(1.0, 1.0, 50), 6)  # every row of a group the same: 50 draws, not 300
+    a = stats.cluster_mean_interval(independent, groups, n_boot=500)
+    b = stats.cluster_mean_interval(shared, groups, n_boot=500)
+    assert a["mean"] == pytest.approx(independent.mean()) and a["n"] == 300 and a["n_groups"] == 50
+    assert a["ci"][0] < a["mean"] < a["ci"][1]
+    width = lambda cell: cell["ci"][1] - cell["ci"][0]
+    assert width(b) > 1.8 * width(a)  # sqrt(6) wider in expectation
+    with_nan = stats.cluster_mean_interval(np.r_[independent, np.nan], np.r_[groups, 99], n_boot=10)
+    assert with_nan["n"] == 300 and with_nan["n_groups"] == 50
+    assert stats.cluster_mean_interval([], [], n_boot=10)["mean"] is None
