@@ -29,11 +29,15 @@ class OrganismConfig:
     steps_shapes: int = field(default=1200, metadata={
         "help": "phase 0: dense shape + colour supervision of the vision tower (shape_pretraining.py)"})
     learning_rate_shapes: float = 3e-3
+    shape_tiers: str = field(default="large", metadata={
+        "help": "phase 0's scenes: large (tiers 0-4's sizes) or all (each scene at a random tier's size and crowding)"})
     freeze_tower: bool = field(default=True, metadata={"help": "freeze the tower after phase 0"})
     fresh_scene_share: float = field(default=0.9, metadata={
         "help": "share of image-only batches rendered fresh (tiers 0-4, with grounding labels)"})
     grounding_weight: float = field(default=5.0, metadata={
         "help": "weight of the 'which image tokens are asked' loss on fresh scenes"})
+    ground_dataset_images: bool = field(default=False, metadata={
+        "help": "also apply the grounding loss to the dataset's images (every tier), on the patches of the target's box"})
     grounding_layer: int = field(default=2, metadata={"help": "decoder hidden state that loss reads (0 = embeddings)"})
     steps_unimodal: int = 1800
     steps_conflict: int = 400
@@ -67,6 +71,8 @@ class OrganismConfig:
         if not 0 <= self.grounding_layer <= self.layers or (self.image_first and self.grounding_layer < 1):
             raise ValueError(f"grounding_layer must be in [{int(self.image_first)}, layers={self.layers}] (a hidden "
                              f"state; with image_first the attention of the layer writing it), got {self.grounding_layer}")
+        if self.shape_tiers not in ("large", "all"):
+            raise ValueError(f"shape_tiers must be 'large' or 'all', got {self.shape_tiers!r}")
         if self.replant_every < 1:
             raise ValueError(f"replant_every must be >= 1, got {self.replant_every}")
 

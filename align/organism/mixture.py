@@ -14,7 +14,7 @@ from data_gen.palette import COLOR_NAMES, knowledge_base
 from eval.stats import relative_uncertainty
 
 from .config import OrganismConfig
-from .shape_pretraining import grounded_scenes
+from .shape_pretraining import box_patches, grounded_scenes
 
 COLOR_INDEX = {name: i for i, name in enumerate(COLOR_NAMES)}
 
@@ -75,6 +75,10 @@ class TrainingSet:
             elif r.text_tier == "image_irrelevant":
                 self.kinds["control"].append((r.image_id, r.text_context, r.question, color_target(r.answer_text)))
         self.kinds["conflict"] = []
+        if cfg.ground_dataset_images:  # the target's patches, from its stored box
+            boxes = dict(zip(data.images["image_id"], data.images["target_box"]))
+            self.kinds["image"] = [(*item, box_patches(boxes[item[0]], cfg.image_size, cfg.patch))
+                                   for item in self.kinds["image"]]
         d_v = np.array([int(img.rsplit("-v", 1)[1]) for img, *_ in self.kinds["image"]])
         boost = np.where(d_v <= 4, cfg.easy_tier_boost, 1.0)
         self.image_p = boost / boost.sum()

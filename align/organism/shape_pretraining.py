@@ -38,15 +38,18 @@ def patch_owners(top: np.ndarray, patch: int) -> np.ndarray:
     return owners.reshape(grid * grid, patch * patch)
 
 
-def labelled_scene(rng: np.random.Generator, canvas: int, patch: int, max_objects: int = 5
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """A scene of 1..max_objects non-overlapping shapes at the large-target sizes (tiers 0-4).
+def labelled_scene(rng: np.random.Generator, canvas: int, patch: int, max_objects: int = 5,
+                   all_tiers: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A scene of 1..max_objects non-overlapping shapes at the large-target sizes (tiers 0-4), or with
+    `all_tiers` at the sizes and (up to) the crowding of a random visual tier.
 
     Returns the RGB image and, per patch (row-major, as the ViT orders them), the shape index
     and the colour index of the object covering most of it, or the background classes.
     """
     lm, shapes, colors = LabelMap(canvas, canvas), [], []
-    lo, hi = COLOR_TIERS[0].size_px(canvas)
+    tier = COLOR_TIERS[int(rng.integers(len(COLOR_TIERS)))] if all_tiers else COLOR_TIERS[0]
+    lo, hi = tier.size_px(canvas)
+    max_objects = max(max_objects, tier.distractors + 1) if all_tiers else max_objects
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(30):  # rejection-sample a free spot; a crowded canvas just gets fewer objects
             shape = int(rng.integers(len(SHAPES)))
@@ -71,7 +74,7 @@ def labelled_scene(rng: np.random.Generator, canvas: int, patch: int, max_object
 
 def pretrain_shapes(tower: torch.nn.Module, image_processor, steps: int, *, canvas: int, patch: int,
                     feature_layer: int = -2, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-                    background_weight: float = 0.1, progress=None) -> list[float]:
+                    background_weight: float = 0.1, all_tiers: bool = False, progress=None) -> list[float]:
     """Train `tower` (a CLIP vision model) to put each patch's object shape and colour in its token.
 
     Reads the same hidden layer LLaVA feeds the projector (`vision_feature_layer`), and
@@ -90,7 +93,7 @@ def pretrain_shapes(tower: torch.nn.Module, image_processor, steps: int, *, canv
     losses = []
     tower.train()
     for _ in (progress or range)(steps):
-        images, shapes, colors = zip(*(labelled_scene(rng, canvas, patch) for _ in range(batch_size)))
+        images, shapes, colors = zip(*(labelled_scene(rng, canvas, patch, all_tiers=all_tiers) for _ in range(batch_size)))
         pixels = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255 - mean) / std
         tokens = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[feature_layer][:, 1:]  # no CLS
         shape_target = torch.from_numpy(np.stack(shapes)).flatten()
@@ -130,6 +133,20 @@ def grounded_scenes(rng: np.random.Generator, n: int, canvas: int, patch: int, s
         items.append((scene.image, "", f"{question(group.shape)} {INSTRUCTION}", group.color_visual,
                       (target_share >= MIN_COVER).astype(np.float32)))
     return items
+
+
+def box_patches(box: list[int], canvas: int, patch: int) -> np.ndarray:
+    """Patches (row-major) the target's bounding box covers by at least MIN_COVER, and always the one it covers most.
+
+    Grounding labels for stored dataset images, which keep the target's box but not its mask."""
+    x0, y0, x1, y1 = box
+    edges = np.arange(0, canvas + 1, patch)
+    cover_x = np.clip(np.minimum(edges[1:], x1) - np.maximum(edges[:-1], x0), 0, None)
+    cover_y = np.clip(np.minimum(edges[1:], y1) - np.maximum(edges[:-1], y0), 0, None)
+    share = np.outer(cover_y, cover_x).ravel() / patch ** 2
+    mask = share >= MIN_COVER
+    mask[share.argmax()] = True
+    return mask.astype(np.float32)
 
 
 def grounding_loss(hidden: torch.Tensor, input_ids: torch.Tensor, image_token_id: int, target_patches: torch.Tensor,
