@@ -191,6 +191,24 @@ def test_shipped_recognition_organism_recognises_within_a_modality_not_across(tm
     assert res["unimodal"]["balanced_accuracy"] > 0.9
 
 
+def test_recognition_batches_show_unrelated_images_only_when_given():
+    from PIL import Image
+    from align.organism.recognition import RecognitionOrganismConfig, recognition_batch
+    from models import load_vlm
+    vlm = load_vlm("organism", dtype="float32", device="cpu")
+    rows = pd.DataFrame({"question": ["Is there a contradiction?"] * 3, "text_context": ["The star is red."] * 3,
+                         "answer": ["yes", "no", "yes"]})
+    images = [Image.new("RGB", (64, 64), c) for c in ("red", "blue")]
+    ids = {"yes": 7, "no": 8}
+    prompts, labels, shown = recognition_batch(rows, np.random.default_rng(0), 5, vlm, ids, images)
+    assert len(shown) == 5 and all(any(im is s for s in images) for im in shown)
+    assert all(p.count("<image>") == 1 for p in prompts) and set(labels.tolist()) <= {7, 8}
+    prompts, _, shown = recognition_batch(rows, np.random.default_rng(0), 5, vlm, ids, None)
+    assert shown is None and not any("<image>" in p for p in prompts)
+    with pytest.raises(ValueError, match="irrelevant_image_share"):
+        RecognitionOrganismConfig(irrelevant_image_share=1.5)
+
+
 @pytest.mark.slow
 def test_recognition_organism_builder_extends_the_vocabulary_and_keeps_old_ids(tmp_path):
     from align.organism.recognition import RecognitionOrganismConfig, build_recognition
