@@ -18,10 +18,13 @@ SMALL = dict(groups=24, steps_shapes=3, steps_unimodal=6, steps_conflict=4, warm
 UNGROUNDED = dict(steps_shapes=0, freeze_tower=False, fresh_scene_share=0.0, grounding_weight=0.0)
 # the experimental LLaVA-order build: image first, attention grounding, end of turn trained
 IMAGE_FIRST = dict(image_first=True, end_of_turn=True)
+# the experimental every-tier build: phase 0 at every tier's sizes, grounding on the dataset's images too
+EVERY_TIER = dict(shape_tiers="all", ground_dataset_images=True)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [{}, UNGROUNDED, IMAGE_FIRST], ids=["shipped-recipe", "ungrounded-vision", "image-first"])
+@pytest.mark.parametrize("options", [{}, UNGROUNDED, IMAGE_FIRST, EVERY_TIER],
+                         ids=["shipped-recipe", "ungrounded-vision", "image-first", "every-tier"])
 def test_reduced_budget_build_is_reproducible_and_loads(tmp_path, options):
     a = build(OrganismConfig(**{**SMALL, **options}), tmp_path / "a")
     b = build(OrganismConfig(**{**SMALL, **options}), tmp_path / "b")
@@ -118,7 +121,8 @@ def test_knowledge_corpus_makes_ambiguous_objects_fallible():
     assert 0.5 < np.mean([np.mean(right[n]) for n in kb if n not in unambiguous]) < 0.95  # ambiguous: sometimes wrong
 
 
-def test_labelled_scene_labels_match_the_pixels():
+@pytest.mark.parametrize("all_tiers", [False, True])
+def test_labelled_scene_labels_match_the_pixels(all_tiers):
     import numpy as np
     from align.organism.shape_pretraining import COLOR_BACKGROUND, MIN_COVER, SHAPE_BACKGROUND, labelled_scene
     from data_gen.colors import BACKGROUND
@@ -126,7 +130,7 @@ def test_labelled_scene_labels_match_the_pixels():
     palette = np.array(list(COLORS.values()))
     rng = np.random.default_rng(0)
     for _ in range(20):
-        image, shapes, colors = labelled_scene(rng, canvas=64, patch=8)
+        image, shapes, colors = labelled_scene(rng, canvas=64, patch=8, all_tiers=all_tiers)
         assert image.shape == (64, 64, 3) and shapes.shape == colors.shape == (64,)
         patches = image.reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).reshape(64, 64, 3)
         for pixels, shape, color in zip(patches, shapes, colors):
@@ -136,6 +140,15 @@ def test_labelled_scene_labels_match_the_pixels():
                 continue
             assert len(foreground) >= MIN_COVER * 64
             assert (foreground == palette[color]).all(-1).sum() >= MIN_COVER * 64  # the labelled object is there
+
+
+def test_box_patches_by_hand():
+    from align.organism.shape_pretraining import box_patches
+    grid = lambda box: set(np.flatnonzero(box_patches(box, 64, 8)))
+    assert grid([10, 10, 15, 15]) == {9}  # 5x5 inside patch (row 1, col 1)
+    # x 6-18 covers columns 0/1/2 by 2/8/2 px, y 6-10 rows 0/1 by 2/2 px: only column 1 reaches 1/8 of a patch
+    assert grid([6, 6, 18, 10]) == {1, 9}
+    assert grid([0, 0, 2, 2]) == {0}  # below 1/8 everywhere: the patch it covers most still counts
 
 
 def test_shape_pretraining_lowers_its_loss():
