@@ -18,6 +18,7 @@ from data_gen.av import AVData, generate_av
 from eval.av import analyze_av, describe_av
 from eval.av_report import write_av_report
 from eval.av_scoring import AVScoreConfig, score_av
+from eval.recognition import format_rate
 from models import VLM, ModelArguments
 
 from . import tracking
@@ -38,7 +39,6 @@ def accuracy_change(before: dict, after: dict) -> list[dict]:
 
 
 def describe_change(change: list[dict]) -> str:
-    from eval.recognition import format_rate
     return "\n".join(f"{c['condition']:<16} {format_rate(c['before'])} -> {format_rate(c['after'])} "
                      f"({100 * c['change']:+.1f} points)" for c in change)
 

@@ -64,16 +64,18 @@ def write_recognition_report(runs: list[str | Path], out: str | Path, names: lis
     out.mkdir(parents=True, exist_ok=True)
     names = names or [Path(r).name for r in runs]
     results, tables = dict(results or {}), []
+    paired = len(runs) == 2  # before/after: the paired change needs both tables
     for name, run in zip(names, runs):
-        tables.append(load_run(run)[0])
+        table = load_run(run)[0] if paired or name not in results else None
+        tables.append(table)
         if name not in results:
-            results[name] = analyze_recognition(tables[-1], n_boot)
+            results[name] = analyze_recognition(table, n_boot)
         (Path(run) / "analysis.json").write_text(json.dumps(results[name], indent=2, default=float))
     figs = recognition_figures(results)
     for key, png in figs.items():
         (out / f"{key}.png").write_bytes(png)
     summary = {"runs": results}
-    if len(tables) == 2 and all(results[n]["imbalance"] for n in names):  # before/after on the same rows: paired
+    if paired and all(results[n]["imbalance"] for n in names):
         summary["imbalance_change"] = imbalance_change(*tables, n_boot=n_boot)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     (out / "report.html").write_text(_html(results, figs, summary.get("imbalance_change"), names))

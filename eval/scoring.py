@@ -18,8 +18,7 @@ import platform
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from functools import partial
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
