@@ -18,8 +18,9 @@ SMALL = dict(groups=24, steps_shapes=3, steps_unimodal=6, steps_conflict=4, warm
 UNGROUNDED = dict(steps_shapes=0, freeze_tower=False, fresh_scene_share=0.0, grounding_weight=0.0)
 # the experimental LLaVA-order build: image first, attention grounding, end of turn trained
 IMAGE_FIRST = dict(image_first=True, end_of_turn=True)
-# the experimental every-tier build: phase 0 at every tier's sizes, grounding on the dataset's images too
-EVERY_TIER = dict(shape_tiers="all", ground_dataset_images=True)
+# the experimental every-tier build: phase 0 at every tier's sizes, grounding on the dataset's images too, fresh
+# scenes with the small and occluded targets
+EVERY_TIER = dict(shape_tiers="all", ground_dataset_images=True, fresh_scene_tiers=10)
 
 
 @pytest.mark.slow
@@ -164,18 +165,25 @@ def test_shape_pretraining_lowers_its_loss():
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
-def test_grounded_scenes_mark_the_asked_object():
+@pytest.mark.parametrize("tiers", [5, 10])
+def test_grounded_scenes_mark_the_asked_object(tiers):
+    """The asked object's patches (by MIN_COVER, and always its largest), for the large targets (tiers 0-4) and with
+    the small and occluded ones (tiers 0-9), whose targets can be a few visible pixels."""
     import numpy as np
     from align.organism.shape_pretraining import MIN_COVER, grounded_scenes
     from data_gen.palette import COLORS
-    items = grounded_scenes(np.random.default_rng(0), 12, canvas=64, patch=8, seed=5)
+    items = grounded_scenes(np.random.default_rng(0), 24, canvas=64, patch=8, seed=5, tiers=tiers)
+    areas = []
     for image, context, question, answer, target_patches in items:
         assert context == "" and question.startswith("What color is the ") and answer in COLORS
         pixels = np.asarray(image).reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).reshape(64, 64, 3)
         answer_px = (pixels == np.array(COLORS[answer])).all(-1).sum(-1)  # only the target has the answer colour
-        assert target_patches.any()
-        assert np.array_equal(target_patches.astype(bool), answer_px >= MIN_COVER * 64)
-    again = grounded_scenes(np.random.default_rng(0), 12, canvas=64, patch=8, seed=5)
+        expected = answer_px >= MIN_COVER * 64
+        expected[answer_px.argmax()] = True
+        assert np.array_equal(target_patches.astype(bool), expected)
+        areas.append(answer_px.sum())
+    assert (min(areas) < 20) == (tiers > 5)  # tiers 7-9's targets are a few pixels; tiers 0-4's never
+    again = grounded_scenes(np.random.default_rng(0), 24, canvas=64, patch=8, seed=5, tiers=tiers)
     assert all(np.array_equal(np.asarray(a[0]), np.asarray(b[0])) for a, b in zip(items, again))
 
 

@@ -33,7 +33,10 @@ class OrganismConfig:
         "help": "phase 0's scenes: large (tiers 0-4's sizes) or all (each scene at a random tier's size and crowding)"})
     freeze_tower: bool = field(default=True, metadata={"help": "freeze the tower after phase 0"})
     fresh_scene_share: float = field(default=0.9, metadata={
-        "help": "share of image-only batches rendered fresh (tiers 0-4, with grounding labels)"})
+        "help": "share of image-only batches rendered fresh (tiers 0..fresh_scene_tiers-1, with grounding labels)"})
+    fresh_scene_tiers: int = field(default=5, metadata={
+        "help": "fresh scenes are drawn from visual tiers 0..N-1 (5: the large targets; 10: also the occluded and "
+                "small ones, which render in a few ms; 14: every tier, the crowded ones at 17-49 ms a scene)"})
     grounding_weight: float = field(default=5.0, metadata={
         "help": "weight of the 'which image tokens are asked' loss on fresh scenes"})
     ground_dataset_images: bool = field(default=False, metadata={
@@ -71,6 +74,8 @@ class OrganismConfig:
         if not 0 <= self.grounding_layer <= self.layers or (self.image_first and self.grounding_layer < 1):
             raise ValueError(f"grounding_layer must be in [{int(self.image_first)}, layers={self.layers}] (a hidden "
                              f"state; with image_first the attention of the layer writing it), got {self.grounding_layer}")
+        if not 1 <= self.fresh_scene_tiers <= 14:
+            raise ValueError(f"fresh_scene_tiers must be in [1, 14] (tiers 0..N-1), got {self.fresh_scene_tiers}")
         if self.shape_tiers not in ("large", "all"):
             raise ValueError(f"shape_tiers must be 'large' or 'all', got {self.shape_tiers!r}")
         if self.replant_every < 1:

@@ -109,6 +109,7 @@ class TrainingSet:
         if kind == "image":
             if self.cfg.fresh_scene_share and rng.random() < self.cfg.fresh_scene_share:
                 return [(image, ctx, q, color_target(answer), target_patches) for image, ctx, q, answer, target_patches
-                        in grounded_scenes(rng, size, self.cfg.image_size, self.cfg.patch, self.cfg.dataset_seed + 1)]
+                        in grounded_scenes(rng, size, self.cfg.image_size, self.cfg.patch, self.cfg.dataset_seed + 1,
+                                                   self.cfg.fresh_scene_tiers)]
             return [pool[i] for i in rng.choice(len(pool), size=size, p=self.image_p)]
         return [pool[i] for i in rng.integers(len(pool), size=size)]

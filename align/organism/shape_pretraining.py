@@ -117,8 +117,10 @@ def optimizer_step(loss: torch.Tensor, opt, sched, params: list, max_norm: float
     return loss.item()
 
 
-def grounded_scenes(rng: np.random.Generator, n: int, canvas: int, patch: int, seed: int) -> list[tuple]:
-    """Freshly rendered large-target colour scenes (tiers 0-4) with the asked object's patches.
+def grounded_scenes(rng: np.random.Generator, n: int, canvas: int, patch: int, seed: int,
+                    tiers: int = 5) -> list[tuple]:
+    """Freshly rendered colour scenes of visual tiers 0..tiers-1 (default: the large targets) with the asked
+    object's patches.
 
     Groups come from `seed`'s stream, which the datasets (their own seed) never draw, so no
     held-out scene is seen. Each item: (image, "", question, answer colour, target-patch mask).
@@ -127,11 +129,13 @@ def grounded_scenes(rng: np.random.Generator, n: int, canvas: int, patch: int, s
     items = []
     for _ in range(n):
         group = sample_group(int(rng.integers(2 ** 31)), seed)
-        tier = COLOR_TIERS[int(rng.integers(5))]
+        tier = COLOR_TIERS[int(rng.integers(tiers))]
         scene = render_color_scene(group, tier, canvas, seed)
         target_share = (patch_owners(scene.labels.top, patch) == 0).mean(-1)  # object 0 is the target
+        mask = target_share >= MIN_COVER
+        mask[target_share.argmax()] = True  # a small or occluded target may cover no patch by MIN_COVER
         items.append((scene.image, "", f"{question(group.shape)} {INSTRUCTION}", group.color_visual,
-                      (target_share >= MIN_COVER).astype(np.float32)))
+                      mask.astype(np.float32)))
     return items
 
 
