@@ -228,4 +228,6 @@ def run_precision(precision: PrecisionArguments, align: AlignArguments, model, t
     check_inputs(align, model, training)
     if align.data:
         raise ValueError("the precision table generates each seed's data itself; leave data unset")
+    if align.balance_shift is not None:
+        raise ValueError("the precision table aims at the balance points in --targets; leave balance_shift unset")
     return PrecisionRuns(precision, align, model, training).run()
