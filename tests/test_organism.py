@@ -19,8 +19,9 @@ UNGROUNDED = dict(steps_shapes=0, freeze_tower=False, fresh_scene_share=0.0, gro
 # the experimental LLaVA-order build: image first, attention grounding, end of turn trained
 IMAGE_FIRST = dict(image_first=True, end_of_turn=True)
 # the experimental every-tier build: phase 0 at every tier's sizes, grounding on the dataset's images too, fresh
-# scenes with the small and occluded targets
-EVERY_TIER = dict(shape_tiers="all", ground_dataset_images=True, fresh_scene_tiers=10)
+# scenes with the small and occluded targets after half of phase 1, every colour a patch shows in phase 0
+EVERY_TIER = dict(shape_tiers="all", ground_dataset_images=True, fresh_scene_tiers=10, hard_scenes_from=0.5,
+                  shape_color_presence=True)
 
 
 @pytest.mark.slow
@@ -152,14 +153,30 @@ def test_box_patches_by_hand():
     assert grid([0, 0, 2, 2]) == {0}  # below 1/8 everywhere: the patch it covers most still counts
 
 
-def test_shape_pretraining_lowers_its_loss():
+def test_color_presence_by_hand():
+    """Every palette colour a patch shows, however few its pixels; the background counts as none."""
+    from align.organism.shape_pretraining import BACKGROUND, color_presence
+    from data_gen.palette import COLORS
+    names = list(COLORS)
+    image = np.full((1, 16, 16, 3), BACKGROUND, dtype=np.uint8)
+    image[0, 0:8, 0:8] = COLORS[names[0]]  # patch 0: all one colour
+    image[0, 3, 12] = COLORS[names[1]]  # patch 1: a single pixel of another
+    image[0, 9:11, 2:4] = COLORS[names[2]]  # patch 2: a 2x2 speck ...
+    image[0, 12:16, 4:8] = COLORS[names[3]]  # ... and a larger block of a third colour
+    shown = color_presence(image, 8)
+    assert shown.shape == (1, 4, len(COLORS))
+    assert [set(np.flatnonzero(p)) for p in shown[0]] == [{0}, {1}, {2, 3}, set()]
+
+
+@pytest.mark.parametrize("presence", [False, True], ids=["main-colour", "colour-presence"])
+def test_shape_pretraining_lowers_its_loss(presence):
     from align.organism.shape_pretraining import pretrain_shapes
     from models.tiny import build_tiny, build_tokenizer
     model, processor = build_tiny("llava", build_tokenizer(["red", "star"]), 32, 8, hidden=32, layers=2)
     torch.manual_seed(0)
     before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
     losses = pretrain_shapes(model.model.vision_tower, processor.image_processor, 60, canvas=32, patch=8,
-                             batch_size=16, lr=3e-3)
+                             batch_size=16, lr=3e-3, presence=presence)
     assert len(losses) == 60 and sum(losses[-10:]) < 0.8 * sum(losses[:10])
     after = model.model.vision_tower.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)

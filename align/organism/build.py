@@ -75,7 +75,7 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
     if cfg.steps_shapes:
         pretrain_shapes(model.model.vision_tower, processor.image_processor, cfg.steps_shapes, canvas=cfg.image_size,
                         patch=cfg.patch, feature_layer=model.config.vision_feature_layer, seed=cfg.seed,
-                        lr=cfg.learning_rate_shapes, all_tiers=cfg.shape_tiers == "all",
+                        lr=cfg.learning_rate_shapes, all_tiers=cfg.shape_tiers == "all", presence=cfg.shape_color_presence,
                         progress=lambda n: tqdm(range(n), desc="phase 0: tower shapes", unit="step"))
     if cfg.freeze_tower:  # keep phase 0's shape features: the colour loss alone would wash them out
         model.model.vision_tower.requires_grad_(False)
@@ -104,7 +104,8 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
                      step, planted)
             model.train()
         model.train()
-        batch = examples.batch(rng, 1 if step < cfg.steps_unimodal else 2)
+        batch = examples.batch(rng, 1 if step < cfg.steps_unimodal else 2,
+                               hard_scenes=step >= cfg.hard_scenes_from * cfg.steps_unimodal)
         with_image = batch[0][0] is not None
         grounded = len(batch[0]) == 5 and grounding_head is not None  # fresh scenes carry the asked object's patches
         prompts = [vlm.prompt(q, ctx, with_image) for _, ctx, q, *_ in batch]

@@ -31,12 +31,18 @@ class OrganismConfig:
     learning_rate_shapes: float = 3e-3
     shape_tiers: str = field(default="large", metadata={
         "help": "phase 0's scenes: large (tiers 0-4's sizes) or all (each scene at a random tier's size and crowding)"})
+    shape_color_presence: bool = field(default=False, metadata={
+        "help": "phase 0's colour head learns every colour a patch shows, not only its main object's, so a small or "
+                "occluded target's colour survives in the frozen tower's tokens"})
     freeze_tower: bool = field(default=True, metadata={"help": "freeze the tower after phase 0"})
     fresh_scene_share: float = field(default=0.9, metadata={
         "help": "share of image-only batches rendered fresh (tiers 0..fresh_scene_tiers-1, with grounding labels)"})
     fresh_scene_tiers: int = field(default=5, metadata={
         "help": "fresh scenes are drawn from visual tiers 0..N-1 (5: the large targets; 10: also the occluded and "
                 "small ones, which render in a few ms; 14: every tier, the crowded ones at 17-49 ms a scene)"})
+    hard_scenes_from: float = field(default=0.0, metadata={
+        "help": "share of phase 1 after which fresh scenes include tiers 5..fresh_scene_tiers-1 (a curriculum: "
+                "the large targets' binding first)"})
     grounding_weight: float = field(default=5.0, metadata={
         "help": "weight of the 'which image tokens are asked' loss on fresh scenes"})
     ground_dataset_images: bool = field(default=False, metadata={
@@ -76,6 +82,8 @@ class OrganismConfig:
                              f"state; with image_first the attention of the layer writing it), got {self.grounding_layer}")
         if not 1 <= self.fresh_scene_tiers <= 14:
             raise ValueError(f"fresh_scene_tiers must be in [1, 14] (tiers 0..N-1), got {self.fresh_scene_tiers}")
+        if not 0 <= self.hard_scenes_from <= 1:
+            raise ValueError(f"hard_scenes_from must be in [0, 1] (a share of phase 1), got {self.hard_scenes_from}")
         if self.shape_tiers not in ("large", "all"):
             raise ValueError(f"shape_tiers must be 'large' or 'all', got {self.shape_tiers!r}")
         if self.replant_every < 1:

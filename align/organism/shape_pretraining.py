@@ -72,16 +72,29 @@ def labelled_scene(rng: np.random.Generator, canvas: int, patch: int, max_object
     return image, shape_labels, color_labels
 
 
+def color_presence(images: np.ndarray, patch: int) -> np.ndarray:
+    """(batch, patches, colours), row-major patches: 1 where the patch shows any pixel of that palette colour."""
+    b, h, w, _ = images.shape
+    grid = h // patch
+    palette = np.array(list(COLORS.values()), dtype=np.uint8)
+    match = (images[:, :grid * patch, :grid * patch, None, :] == palette).all(-1)  # (b, H, W, colours)
+    return match.reshape(b, grid, patch, grid, patch, -1).any((2, 4)).reshape(b, grid * grid, -1).astype(np.float32)
+
+
 def pretrain_shapes(tower: torch.nn.Module, image_processor, steps: int, *, canvas: int, patch: int,
                     feature_layer: int = -2, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-                    background_weight: float = 0.1, all_tiers: bool = False, progress=None) -> list[float]:
+                    background_weight: float = 0.1, all_tiers: bool = False, presence: bool = False,
+                    progress=None) -> list[float]:
     """Train `tower` (a CLIP vision model) to put each patch's object shape and colour in its token.
 
     Reads the same hidden layer LLaVA feeds the projector (`vision_feature_layer`), and
-    normalizes pixels exactly as the processor does. Returns the loss per step.
+    normalizes pixels exactly as the processor does. With `presence` the colour head learns every colour
+    a patch shows (multi-label), not only its main object's, so a target smaller than a patch keeps its
+    colour in the token. Returns the loss per step.
     """
     hidden = tower.config.hidden_size
-    heads = torch.nn.ModuleList([torch.nn.Linear(hidden, len(SHAPES) + 1), torch.nn.Linear(hidden, len(COLORS) + 1)])
+    heads = torch.nn.ModuleList([torch.nn.Linear(hidden, len(SHAPES) + 1),
+                                 torch.nn.Linear(hidden, len(COLORS) + (0 if presence else 1))])
     params = [*tower.parameters(), *heads.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     # warm-up, then cosine to 5 %: the decay is worth as much as half again as many steps (measured)
@@ -101,7 +114,12 @@ def pretrain_shapes(tower: torch.nn.Module, image_processor, steps: int, *, canv
         weight = torch.where(shape_target == SHAPE_BACKGROUND, background_weight, 1.0)
         loss = 0.0
         for head, target in zip(heads, (shape_target, torch.from_numpy(np.stack(colors)).flatten())):
-            per_patch = torch.nn.functional.cross_entropy(head(tokens).flatten(0, 1), target, reduction="none")
+            if presence and head is heads[1]:  # every colour shown, one binary decision each
+                shown = torch.from_numpy(color_presence(np.stack(images), patch)).flatten(0, 1)
+                per_patch = torch.nn.functional.binary_cross_entropy_with_logits(
+                    head(tokens).flatten(0, 1), shown, reduction="none").sum(-1)
+            else:
+                per_patch = torch.nn.functional.cross_entropy(head(tokens).flatten(0, 1), target, reduction="none")
             loss = loss + (per_patch * weight).sum() / weight.sum()
         losses.append(optimizer_step(loss, opt, sched, params))
     return losses
