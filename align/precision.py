@@ -28,6 +28,7 @@ from eval.analysis import alignment_guarantee, analyze
 from eval.report import unimodal_accuracy
 from eval.scoring import ScoreConfig, generate_once, processes, score_dataset
 
+from . import tracking
 from .arguments import AlignArguments, check_inputs
 from .recipe import Recipe
 
@@ -69,14 +70,15 @@ def run_dir(out: Path, seed: int, target: float) -> Path:
 def precision_row(seed: int, target: float, guarantee: dict, base_accuracy: dict, accuracy: dict,
                   seconds: float | None, p: PrecisionArguments) -> dict:
     """One run's line of the table: where it landed on the fresh groups, and what it cost the unimodal answers."""
-    realized, ci = guarantee["realized"], guarantee["realized_ci"]
+    realized, ci, shift_ci = guarantee["realized"], guarantee["realized_ci"], guarantee["shift_ci"]
     drops = {side: base_accuracy[side] - accuracy[side] for side in ("visual", "text")
              if base_accuracy[side] is not None and accuracy[side] is not None}
     return {"data_seed": seed, "target": target, "realized": realized,
             "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "miss": guarantee["miss"], "lands": realized is not None and abs(realized - target) <= p.tolerance,
             "target_in_interval": guarantee["target_in_interval"],
-            "shift": guarantee["shift"], "shift_ci": guarantee["shift_ci"],
+            "shift": guarantee["shift"], "shift_ci_low": shift_ci[0] if shift_ci else None,
+            "shift_ci_high": shift_ci[1] if shift_ci else None,
             "accuracy_visual_base": base_accuracy["visual"], "accuracy_visual": accuracy["visual"],
             "accuracy_text_base": base_accuracy["text"], "accuracy_text": accuracy["text"],
             "accuracy_kept": len(drops) == 2 and max(drops.values()) <= p.accuracy_tolerance,
@@ -200,6 +202,7 @@ class PrecisionRuns:
         (out / "precision.json").write_text(json.dumps(result, indent=2, default=float))
         pd.DataFrame(rows).to_csv(out / "precision.csv", index=False)
         result["figure"] = str(plot_precision(rows, p.tolerance, out / "precision.png"))
+        tracking.log_precision(self.training, result)
         return result
 
     def run_one(self, seed: int, target: float, data: Path, base_fresh: pd.DataFrame, base_accuracy: dict) -> dict:

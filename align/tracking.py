@@ -25,11 +25,6 @@ def start_run(align, model, training):
     """Open the run (main process), or None when W&B is not among `report_to`."""
     if "wandb" not in (training.report_to or []):
         return None
-    import wandb
-    if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
-        os.environ["WANDB_MODE"] = "offline"  # no login here: record locally, `wandb sync` later
-        log.info("W&B: no API key, logging offline under ./wandb (sync later with `wandb sync`)")
-    os.environ.setdefault("WANDB_PROJECT", training.project)  # the Trainer's callback reads it
     name = training.run_name or run_name(align, model)
     training.run_name = name
     config = {**asdict(align), **asdict(model), "output_dir": training.output_dir}
@@ -37,9 +32,34 @@ def start_run(align, model, training):
     config.update({k: written[k] for k in (
         "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
         "warmup_steps", "lr_scheduler_type", "weight_decay", "activation_checkpointing", "seed")})
-    run = wandb.init(project=training.project, name=name, config=config, job_type="alignment")
+    return open_run(training, name, config, "alignment")
+
+
+def open_run(training, name: str, config: dict, job_type: str):
+    import wandb
+    if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
+        os.environ["WANDB_MODE"] = "offline"  # no login here: record locally, `wandb sync` later
+        log.info("W&B: no API key, logging offline under ./wandb (sync later with `wandb sync`)")
+    os.environ.setdefault("WANDB_PROJECT", training.project)  # the Trainer's callback reads it
+    run = wandb.init(project=training.project, name=name, config=config, job_type=job_type)
     log.info("W&B run %s (%s)", run.name, run.dir)
     return run
+
+
+def log_precision(training, result: dict) -> None:
+    """The precision table as a W&B run of its own (each alignment run of it has its own too): the rows as a
+    table, the target-vs-realized plot, and the counts in the summary."""
+    if "wandb" not in (training.report_to or []):
+        return
+    import pandas as pd
+    import wandb
+    run = open_run(training, training.run_name or f"precision-{time.strftime('%Y%m%d-%H%M%S')}", result["config"],
+                   "precision")
+    run.log({"precision/table": wandb.Table(dataframe=pd.DataFrame(result["rows"])),
+             "precision/plot": wandb.Image(result["figure"])})
+    for key, value in result["summary"].items():
+        run.summary[f"precision/{key}"] = value
+    run.finish()
 
 
 def _flat(prefix: str, headline: dict) -> dict:

@@ -97,3 +97,24 @@ def test_precision_table_end_to_end_reuses_base_scores_and_resumes(tmp_path, cap
                                  "precision", None, TRAINING_DEFAULTS))
     assert record.stat().st_mtime_ns == stamp
     assert [r["realized"] for r in again["rows"]] == [r["realized"] for r in rows]
+
+
+def test_precision_table_is_a_wandb_run_of_its_own(tmp_path, monkeypatch):
+    """With W&B among report_to the table, its plot and the counts land in one run (job type precision); without it,
+    nothing is opened."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+    from align.tracking import log_precision
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    p = PrecisionArguments(targets=[0.0], data_seeds=[0])
+    rows = [precision_row(0, 0.0, _guarantee(0.0, 0.1), {"visual": 0.5, "text": 0.98}, {"visual": 0.5, "text": 0.97},
+                          60.0, p)]
+    result = {"rows": rows, "summary": precision_summary(rows, p), "config": {"precision": asdict(p)},
+              "figure": str(plot_precision(rows, p.tolerance, tmp_path / "precision.png"))}
+    log_precision(SimpleNamespace(report_to=[], project="precision-test", run_name=None), result)
+    assert not list(tmp_path.glob("wandb/offline-run-*"))
+    log_precision(SimpleNamespace(report_to=["wandb"], project="precision-test", run_name=None), result)
+    records = b"".join(f.read_bytes() for f in tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert b"precision/landed" in records and b"precision/table" in records and b"precision/plot" in records
