@@ -75,7 +75,8 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
     if cfg.steps_shapes:
         pretrain_shapes(model.model.vision_tower, processor.image_processor, cfg.steps_shapes, canvas=cfg.image_size,
                         patch=cfg.patch, feature_layer=model.config.vision_feature_layer, seed=cfg.seed,
-                        lr=cfg.learning_rate_shapes, all_tiers=cfg.shape_tiers == "all", presence=cfg.shape_color_presence,
+                        lr=cfg.learning_rate_shapes, all_tiers=cfg.shape_tiers == "all",
+                        presence=cfg.shape_color_presence,
                         progress=lambda n: tqdm(range(n), desc="phase 0: tower shapes", unit="step"))
     if cfg.freeze_tower:  # keep phase 0's shape features: the colour loss alone would wash them out
         model.model.vision_tower.requires_grad_(False)

@@ -14,7 +14,7 @@ from data_gen.palette import COLOR_NAMES, knowledge_base
 from eval.stats import relative_uncertainty
 
 from .config import OrganismConfig
-from .shape_pretraining import box_patches, grounded_scenes
+from .shape_pretraining import LARGE_TARGET_TIERS, box_patches, grounded_scenes
 
 COLOR_INDEX = {name: i for i, name in enumerate(COLOR_NAMES)}
 
@@ -94,7 +94,8 @@ class TrainingSet:
         return {"conflicts": len(s), "follow_text_share": float(np.mean(follow_text))}
 
     def batch(self, rng: np.random.Generator, phase: int, hard_scenes: bool = True) -> list[tuple]:
-        """One batch of one kind; fresh scenes come from tiers 0..fresh_scene_tiers-1 once `hard_scenes`, else 0-4."""
+        """One batch of one kind; fresh scenes come from tiers 0..fresh_scene_tiers-1 once `hard_scenes`, else the
+        large targets' tiers."""
         weights = {"image": 0.6, "text": 0.25, "consistent": 0.1, "control": 0.05, "conflict": 0.0}
         if phase == 2:  # consistent pairs in phase 1 teach "copy the text": conflicts need the larger share to undo it
             weights.update(image=0.25, text=0.1, consistent=0.05, control=0.05, conflict=0.55)
@@ -109,8 +110,9 @@ class TrainingSet:
         pool = self.kinds[kind]
         if kind == "image":
             if self.cfg.fresh_scene_share and rng.random() < self.cfg.fresh_scene_share:
+                tiers = self.cfg.fresh_scene_tiers if hard_scenes else LARGE_TARGET_TIERS
                 return [(image, ctx, q, color_target(answer), target_patches) for image, ctx, q, answer, target_patches
                         in grounded_scenes(rng, size, self.cfg.image_size, self.cfg.patch, self.cfg.dataset_seed + 1,
-                                                   self.cfg.fresh_scene_tiers if hard_scenes else 5)]
+                                           tiers)]
             return [pool[i] for i in rng.choice(len(pool), size=size, p=self.image_p)]
         return [pool[i] for i in rng.integers(len(pool), size=size)]

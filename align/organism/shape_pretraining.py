@@ -28,6 +28,7 @@ from data_gen.tiers import COLOR_TIERS
 
 SHAPE_BACKGROUND = len(SHAPES)  # the heads' extra class for patches no object covers
 COLOR_BACKGROUND = len(COLORS)
+LARGE_TARGET_TIERS = 5  # visual tiers 0-4: large targets, no occlusion
 MIN_COVER = 1 / 8  # a patch is labelled with an object that covers at least this share of it
 
 
@@ -136,7 +137,7 @@ def optimizer_step(loss: torch.Tensor, opt, sched, params: list, max_norm: float
 
 
 def grounded_scenes(rng: np.random.Generator, n: int, canvas: int, patch: int, seed: int,
-                    tiers: int = 5) -> list[tuple]:
+                    tiers: int = LARGE_TARGET_TIERS) -> list[tuple]:
     """Freshly rendered colour scenes of visual tiers 0..tiers-1 (default: the large targets) with the asked
     object's patches.
 
