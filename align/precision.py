@@ -190,7 +190,7 @@ class PrecisionRuns:
         for seed in p.data_seeds:
             data = generate_once(out / f"seed-{seed}" / "data", self.align.groups, seed, self.align.image_size)
             for target in p.targets:
-                rows.append(self.run_one(seed, target, data, base_fresh, base_accuracy))
+                rows.append(self.run_one(seed, target, data, fresh, base_fresh, base_accuracy))
                 if self.state.is_main:
                     log.info("seed %d, b* %+.2f: realized %s, miss %s", seed, target, rows[-1]["realized"],
                              rows[-1]["miss"])
@@ -205,7 +205,8 @@ class PrecisionRuns:
         tracking.log_precision(self.training, result)
         return result
 
-    def run_one(self, seed: int, target: float, data: Path, base_fresh: pd.DataFrame, base_accuracy: dict) -> dict:
+    def run_one(self, seed: int, target: float, data: Path, fresh: ConflictData, base_fresh: pd.DataFrame,
+                base_accuracy: dict) -> dict:
         recipe = self.recipe(seed, target, data)
         record = recipe.out / "alignment.json"
         seconds = None
@@ -217,8 +218,7 @@ class PrecisionRuns:
             recipe.run()
             seconds = round(time.time() - t0, 1)
         adapter = recipe.out / "release"
-        after = self.score(recipe.load(adapter), ConflictData.load(self.out / "fresh" / "data"),
-                           recipe.out / "fresh")
+        after = self.score(recipe.load(adapter), fresh, recipe.out / "fresh")
         if not self.state.is_main:
             return {}
         after_result = analyze(after, self.align.analysis)
