@@ -116,5 +116,7 @@ def test_precision_table_is_a_wandb_run_of_its_own(tmp_path, monkeypatch):
     log_precision(SimpleNamespace(report_to=[], project="precision-test", run_name=None), result)
     assert not list(tmp_path.glob("wandb/offline-run-*"))
     log_precision(SimpleNamespace(report_to=["wandb"], project="precision-test", run_name=None), result)
+    import wandb
+    wandb.teardown()  # in-process the service may still hold the run's last block; teardown flushes it (CI saw only the header)
     records = b"".join(f.read_bytes() for f in tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert b"precision/landed" in records and b"precision/table" in records and b"precision/plot" in records
