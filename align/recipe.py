@@ -182,7 +182,8 @@ class Recipe:
             state.wait()
             if not a.calibration_rounds:
                 return stats, [], adapter
-            check = analyze(self.measure(self.load(adapter), data.split(a.calibration_split),
+            # the balance point reads only the conflict rows: baselines and controls would be scored for nothing
+            check = analyze(self.measure(self.load(adapter), data.split(a.calibration_split).conflicts(),
                                          f"calibration-{len(rounds)}", lens=False), a.analysis)["balance_point"]
             realized = check["estimate"] if check["estimate"] is not None else (2.0 if check["leans"] == "text" else -2.0)
             rounds.append({"trained_at": aim, "realized": realized, "ci": check["ci"],

@@ -83,6 +83,13 @@ class ConflictData:
         sub._image_index, sub._decoded = self._image_index, self._decoded
         return sub
 
+    def conflicts(self) -> "ConflictData":
+        """Only the conflict rows: all the balance point reads (no baselines or controls, about 60 % of the inputs)."""
+        sub = ConflictData(self.samples.filter(lambda c: c == "conflict", input_columns="condition"), self.images,
+                           self.info)
+        sub._image_index, sub._decoded = self._image_index, self._decoded
+        return sub
+
     def image(self, image_id: str) -> Image.Image:
         """The decoded image; small canvases are kept decoded since text tiers reuse them."""
         if image_id in self._decoded:

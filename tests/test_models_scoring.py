@@ -149,6 +149,21 @@ def test_each_distinct_input_scored_once(tiny_model, tiny_data, tmp_path, monkey
     assert info["dataset_fingerprint"] == data.fingerprint and info["versions"]["transformers"]
 
 
+def test_conflict_rows_alone_score_as_in_the_whole_table(tiny_model, tiny_data, tmp_path):
+    """Calibration scores only the conflict rows (`ConflictData.conflicts`): each keeps the values it has in the
+    whole table, and the rows the analysis reads are all there."""
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    data = tiny_data.split("test")
+    whole = score_dataset(vlm, data, tmp_path / "whole", ScoreConfig(lens=False))
+    conflicts = score_dataset(vlm, data.conflicts(), tmp_path / "conflicts", ScoreConfig(lens=False))
+    assert set(conflicts.condition) == {"conflict"} and set(whole.condition) > {"conflict"}
+    expected = whole[whole.condition == "conflict"].set_index("id").sort_index()
+    got = conflicts.set_index("id").sort_index()
+    assert list(got.index) == list(expected.index)
+    pd.testing.assert_frame_equal(got[["pred_v", "pred_t", "pred_m"]], expected[["pred_v", "pred_t", "pred_m"]])
+    np.testing.assert_allclose(got[["entropy_v", "entropy_t"]], expected[["entropy_v", "entropy_t"]], atol=1e-5)
+
+
 def test_table_columns_and_values(tiny_model, tiny_data, tmp_path):
     vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
     t = score_dataset(vlm, tiny_data.split("test"), tmp_path / "run")

@@ -43,6 +43,9 @@ class OrganismConfig:
     hard_scenes_from: float = field(default=0.0, metadata={
         "help": "share of phase 1 after which fresh scenes include tiers 5..fresh_scene_tiers-1 (a curriculum: "
                 "the large targets' binding first)"})
+    fresh_scene_shared_colors: bool = field(default=False, metadata={
+        "help": "fresh scenes' distractors may take the target's colour: no 'the colour drawn least' shortcut in "
+                "crowded scenes, so only finding the asked shape answers them"})
     grounding_weight: float = field(default=5.0, metadata={
         "help": "weight of the 'which image tokens are asked' loss on fresh scenes"})
     ground_dataset_images: bool = field(default=False, metadata={

@@ -113,6 +113,6 @@ class TrainingSet:
                 tiers = self.cfg.fresh_scene_tiers if hard_scenes else LARGE_TARGET_TIERS
                 return [(image, ctx, q, color_target(answer), target_patches) for image, ctx, q, answer, target_patches
                         in grounded_scenes(rng, size, self.cfg.image_size, self.cfg.patch, self.cfg.dataset_seed + 1,
-                                           tiers)]
+                                           tiers, self.cfg.fresh_scene_shared_colors)]
             return [pool[i] for i in rng.choice(len(pool), size=size, p=self.image_p)]
         return [pool[i] for i in rng.integers(len(pool), size=size)]

@@ -9,6 +9,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from data_gen import ConflictData, generate
+from eval.analysis import analyze
 from eval.scoring import ScoreConfig, score_dataset
 from eval.stats import relative_uncertainty
 from models import load_vlm
@@ -46,8 +47,23 @@ def quality_bars(table: pd.DataFrame) -> dict:
         "dH_rel spreads: >= 20% on each side of 0":
             bars["share_d_rel_negative"] >= 0.2 and bars["share_d_rel_positive"] >= 0.2,
     }
+    bars.update(oscillation_bars(table))
     return {"bars": bars, "checks": checks, "visual_tiers": v.reset_index().to_dict("records"),
             "text_tiers": t.reset_index().to_dict("records")}
+
+
+def oscillation_bars(table: pd.DataFrame) -> dict:
+    """Mean oscillation in the ambiguous region around the balance point and outside it, with intervals (the paper's
+    LLaVA-1.6-7B: 1.43 vs 0.71); empty for a table scored without the logit lens or without a crossing."""
+    if "lens_top1" not in table or table.lens_top1.isna().all():
+        return {}
+    osc = analyze(table)["oscillation"]
+    if not osc or osc["ambiguous"]["mean"] is None or osc["clear"]["mean"] is None:
+        return {}
+    amb, clear = osc["ambiguous"], osc["clear"]
+    return {"oscillation_ambiguous": amb["mean"], "oscillation_ambiguous_ci": amb["ci"],
+            "oscillation_clear": clear["mean"], "oscillation_clear_ci": clear["ci"],
+            "oscillation_ratio": amb["mean"] / clear["mean"] if clear["mean"] else None}
 
 
 def default_output_dir(name_or_path: str, fresh: str = "") -> Path:
@@ -75,7 +91,7 @@ def evaluate(name_or_path: str = "organism", data: str | None = None, output_dir
         fresh = f"-seed{seed}-groups{groups or cfg.groups}" if (groups, dataset_seed) != (None, None) else ""
     vlm = load_vlm(name_or_path, dtype="float32")
     table = score_dataset(vlm, test, Path(output_dir or default_output_dir(name_or_path, fresh)),
-                          ScoreConfig(batch_size=batch_size, lens=False))
+                          ScoreConfig(batch_size=batch_size))  # with the lens: the oscillation bars read it
     return quality_bars(table)
 
 

@@ -16,6 +16,7 @@ tower cannot answer the colour question at all (measured).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -137,9 +138,13 @@ def optimizer_step(loss: torch.Tensor, opt, sched, params: list, max_norm: float
 
 
 def grounded_scenes(rng: np.random.Generator, n: int, canvas: int, patch: int, seed: int,
-                    tiers: int = LARGE_TARGET_TIERS) -> list[tuple]:
+                    tiers: int = LARGE_TARGET_TIERS, shared_colors: bool = False) -> list[tuple]:
     """Freshly rendered colour scenes of visual tiers 0..tiers-1 (default: the large targets) with the asked
     object's patches.
+
+    With `shared_colors` distractors take any colour, the target's included. The datasets keep the target's colour
+    off the distractors (docs/method.md), so in a crowded scene it is the colour drawn least: a model can answer
+    from colour counts without finding the shape. Training scenes without that shortcut leave binding the only way.
 
     Groups come from `seed`'s stream, which the datasets (their own seed) never draw, so no
     held-out scene is seen. Each item: (image, "", question, answer colour, target-patch mask).
@@ -148,6 +153,8 @@ def grounded_scenes(rng: np.random.Generator, n: int, canvas: int, patch: int, s
     items = []
     for _ in range(n):
         group = sample_group(int(rng.integers(2 ** 31)), seed)
+        if shared_colors:
+            group = dataclasses.replace(group, distractor_colors=tuple(COLORS))
         tier = COLOR_TIERS[int(rng.integers(tiers))]
         scene = render_color_scene(group, tier, canvas, seed)
         target_share = (patch_owners(scene.labels.top, patch) == 0).mean(-1)  # object 0 is the target
