@@ -13,6 +13,7 @@ import torch
 
 from transformers import TrainingArguments
 
+from data_gen.store import SPLIT_SHARES, check_split_shares
 from eval.analysis import AnalysisConfig
 from models import ModelArguments
 from models.vlm import check_model, resolve_dtype
@@ -51,6 +52,9 @@ class AlignArguments(LoraArguments):
         "help": "colour groups to generate (70 percent train: enough conflicts near the balance points)"})
     dataset_seed: int = field(default=0, metadata={"help": "seed of the generated groups and splits"})
     image_size: int = field(default=64, metadata={"help": "canvas side of the generated images, px"})
+    split_shares: dict = field(default_factory=lambda: dict(SPLIT_SHARES), metadata={
+        "help": "each split's share of the generated groups (JSON); a balance point's interval narrows with the "
+                "square root of the test and validation groups"})
     train_split: str = field(default="train", metadata={"help": "groups the targets are computed and trained on"})
     eval_split: str = field(default="test", metadata={"help": "groups the before/after result is reported on"})
     # target
@@ -107,6 +111,7 @@ class AlignArguments(LoraArguments):
             raise ValueError(f"train_split and eval_split are both {self.eval_split!r}; report on held-out groups")
         if self.groups < 10:
             raise ValueError(f"groups must be >= 10 (each split needs groups), got {self.groups}")
+        self.split_shares = check_split_shares(self.split_shares)
         if self.target_balance_point is None and self.balance_shift is None:
             self.target_balance_point = 0.0
         if self.target_balance_point is not None:

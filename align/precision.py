@@ -17,13 +17,14 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from transformers import TrainingArguments
 
-from data_gen import ConflictData
+from data_gen import ConflictData, generate
 from eval.analysis import alignment_guarantee, analyze
 from eval.report import unimodal_accuracy
 from eval.scoring import ScoreConfig, generate_once, processes, score_dataset
@@ -188,7 +189,8 @@ class PrecisionRuns:
         base_accuracy = unimodal_accuracy(analyze(base_fresh, self.align.analysis))
         rows = []
         for seed in p.data_seeds:
-            data = generate_once(out / f"seed-{seed}" / "data", self.align.groups, seed, self.align.image_size)
+            data = generate_once(out / f"seed-{seed}" / "data", self.align.groups, seed, self.align.image_size,
+                                 partial(generate, "colors", split_shares=self.align.split_shares))
             for target in p.targets:
                 rows.append(self.run_one(seed, target, data, fresh, base_fresh, base_accuracy))
                 if self.state.is_main:

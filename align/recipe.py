@@ -7,13 +7,15 @@ import logging
 import shutil
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import torch
 from transformers import TrainingArguments
 
-from data_gen import ConflictData
+from data_gen import ConflictData, generate
+from data_gen.store import SPLIT_SHARES
 from data_gen.recognition import recognition_from
 from eval.analysis import alignment_guarantee, analyze, describe_guarantee
 from eval.recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
@@ -28,6 +30,17 @@ from .release import release, push
 from .targets import calibration_reached, next_training_target, resolve_target
 
 log = logging.getLogger(__name__)
+
+
+def check_generated(info: dict, path: Path, a) -> None:
+    """Data a re-run finds in OUTPUT_DIR/data is kept, not regenerated: it must have this run's settings."""
+    wanted = {"groups": a.groups, "seed": a.dataset_seed, "size": a.image_size,
+              "split_shares": getattr(a, "split_shares", SPLIT_SHARES)}
+    found = {"split_shares": SPLIT_SHARES, **info}  # data generated with the default shares does not record them
+    differ = [f"{k} {found.get(k)} there, {v} asked" for k, v in wanted.items() if found.get(k) != v]
+    if differ:
+        raise ValueError(f"{path} was generated with other settings ({'; '.join(differ)}); use another output_dir "
+                         f"or delete {path}")
 
 
 class Recipe:
@@ -45,9 +58,12 @@ class Recipe:
     # ---- pieces
     def prepare_data(self) -> ConflictData:
         a = self.align
+        render = self.render or partial(generate, "colors", split_shares=a.split_shares)
         path = Path(a.data) if a.data else generate_once(self.out / "data", a.groups, a.dataset_seed, a.image_size,
-                                                          self.render)
+                                                          render)
         data = self.dataset.load(path)
+        if not a.data:
+            check_generated(data.info, path, a)
         missing = set(a.split_roles.values()) - set(data.samples.unique("split"))
         if missing:
             raise ValueError(f"{path} has no {sorted(missing)} split(s) (it has {sorted(data.samples.unique('split'))}); "
@@ -228,7 +244,8 @@ class Recipe:
 
         log.info("2/5 scoring the %s groups for targets (b* = %+.2f, measured %s)", a.train_split, target,
                  base_result["balance_point"]["description"])
-        train_table = self.measure(base, train, "base_train", lens=False)
+        # targets and retention read only conflict rows (and their unimodal answers): the rest is never used
+        train_table = self.measure(base, train.conflicts(), "base_train", lens=False)
 
         log.info("3/5 LoRA training")
         if recognition:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .av import generate_av
 from .cli import Command, run_commands
 from .contact_sheet import contact_sheet
-from .store import ConflictData, generate
+from .store import SPLIT_SHARES, ConflictData, generate
 from .user_import import import_jsonl
 
 
@@ -25,6 +25,8 @@ class GenerateArguments:
     dataset_seed: int = field(default=0, metadata={"help": "seed of the groups, images and splits"})
     image_size: int = field(default=224, metadata={"help": "canvas side in px; tiers scale with it"})
     workers: int | None = field(default=None, metadata={"help": "rendering processes (default: one per core)"})
+    split_shares: dict = field(default_factory=lambda: dict(SPLIT_SHARES), metadata={
+        "help": "each split's share of the groups (JSON), e.g. '{\"train\": 0.2, \"validation\": 0.4, \"test\": 0.4}'"})
 
 
 @dataclass
@@ -52,7 +54,7 @@ class ShowArguments:
 def generator(task: str):
     def run(args: GenerateArguments) -> int:
         t0 = time.time()
-        data = generate(task, args.groups, args.dataset_seed, args.image_size, args.workers)
+        data = generate(task, args.groups, args.dataset_seed, args.image_size, args.workers, args.split_shares)
         data.save(args.output_dir)
         print(f"wrote {len(data.images)} images, {len(data.samples)} rows to {args.output_dir} in {time.time() - t0:.1f}s "
               f"(splits {data.info['splits']}, fingerprint {data.fingerprint})")
@@ -61,7 +63,7 @@ def generator(task: str):
 
 def run_av(args: GenerateArguments) -> int:
     t0 = time.time()
-    data = generate_av(args.groups, args.dataset_seed, args.image_size)
+    data = generate_av(args.groups, args.dataset_seed, args.image_size, args.split_shares)
     data.save(args.output_dir)
     print(f"wrote {len(data.clips)} clips, {len(data.samples)} rows to {args.output_dir} in {time.time() - t0:.1f}s "
           f"(splits {data.info['splits']}, fingerprint {data.info['fingerprint']})")

@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .raster import polygon_mask
-from .store import SPLIT_SHARES, assign_splits, load_tables, png_bytes, save_tables, select_splits
+from .store import SPLIT_SHARES, assign_splits, check_split_shares, load_tables, png_bytes, save_tables, select_splits
 
 SAMPLING_RATE = 16_000
 SECONDS = 1.0
@@ -210,13 +210,15 @@ class AVData:
         return cls(tables["samples"], tables["clips"], info)
 
 
-def generate_av(groups: int, seed: int = 0, size: int = 32) -> AVData:
-    """`groups` groups of clips (one per condition) and rows (each condition asked about both modalities)."""
+def generate_av(groups: int, seed: int = 0, size: int = 32, split_shares: dict[str, float] | None = None) -> AVData:
+    """`groups` groups of clips (one per condition) and rows (each condition asked about both modalities);
+    `split_shares`: each split's share of the groups (default SPLIT_SHARES)."""
     if groups < 1:
         raise ValueError(f"--groups must be >= 1, got {groups}")
     if size < 16:
         raise ValueError(f"--image_size must be >= 16 for the clips' objects to be drawn, got {size}")
-    splits = assign_splits(list(range(groups)), seed)
+    split_shares = check_split_shares(split_shares) if split_shares else SPLIT_SHARES
+    splits = assign_splits(list(range(groups)), seed, split_shares)
     clips, rows = [], []
     for g in tqdm(range(groups), desc="rendering av clips", unit="group"):
         c, r = render_av_group((g, seed, size))
@@ -226,4 +228,4 @@ def generate_av(groups: int, seed: int = 0, size: int = 32) -> AVData:
     return AVData(datasets.Dataset.from_dict(columns(rows, SAMPLE_FEATURES), features=SAMPLE_FEATURES),
                   datasets.Dataset.from_dict(columns(clips, CLIP_FEATURES), features=CLIP_FEATURES),
                   {"task": "av", "groups": groups, "seed": seed, "size": size, "sampling_rate": SAMPLING_RATE,
-                   "frames": FRAMES, "split_shares": SPLIT_SHARES})
+                   "frames": FRAMES, "split_shares": split_shares})

@@ -8,6 +8,7 @@ that every layer above can use it. Errors in the input are one line on stderr an
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -32,8 +33,21 @@ def parse(dataclass_types: Sequence[type], argv: list[str] | None, prog: str, de
     """One instance per dataclass from `[--config FILE.yaml] [--flag value ...]`; `defaults` override the fields'."""
     from trl import TrlParser
     parser = TrlParser(list(dataclass_types), prog=prog, description=description, formatter_class=HelpFormatter)
+    for action in parser._actions:  # dict fields are registered with type=dict, which cannot read a string
+        if action.type is dict:  # (transformers#48030): read them as JSON
+            action.type = json_object
     parser.set_defaults(**(defaults or {}))
     return parser.parse_args_and_config(argv)
+
+
+def json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e.msg}): {text!r}; write e.g. '{{\"key\": 0.5}}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 def run_commands(prog: str, description: str, commands: dict[str, Command], argv: list[str] | None = None) -> int:

@@ -52,11 +52,19 @@ IMAGE_FEATURES = datasets.Features({
 })
 
 
-def assign_splits(groups: list[int], seed: int) -> dict[int, str]:
-    """Deterministic split per group, with shares SPLIT_SHARES."""
+def check_split_shares(shares: dict[str, float]) -> dict[str, float]:
+    """Shares of train / validation / test, each > 0 and summing to 1 (an error names what is off)."""
+    if set(shares) != set(SPLIT_SHARES) or any(not v > 0 for v in shares.values()) or abs(sum(shares.values()) - 1) > 1e-6:
+        raise ValueError(f"split_shares must give each of {list(SPLIT_SHARES)} a share > 0, summing to 1; got {shares}")
+    return {name: float(shares[name]) for name in SPLIT_SHARES}
+
+
+def assign_splits(groups: list[int], seed: int, shares: dict[str, float] | None = None) -> dict[int, str]:
+    """Deterministic split per group, with `shares` (default SPLIT_SHARES)."""
+    shares = check_split_shares(shares) if shares else SPLIT_SHARES
     order = np.random.default_rng([seed, 7]).permutation(sorted(set(groups)))
-    bounds = np.cumsum([round(s * len(order)) for s in SPLIT_SHARES.values()])
-    names = list(SPLIT_SHARES)
+    bounds = np.cumsum([round(s * len(order)) for s in shares.values()])
+    names = list(shares)
     return {int(g): names[int(np.searchsorted(bounds, i, side="right"))] if i < bounds[-1] else names[-1]
             for i, g in enumerate(order)}
 
@@ -160,9 +168,11 @@ def _render(job):
     return images, rows
 
 
-def generate(task: str, groups: int, seed: int = 0, size: int = 224, workers: int | None = None) -> ConflictData:
+def generate(task: str, groups: int, seed: int = 0, size: int = 224, workers: int | None = None,
+             split_shares: dict[str, float] | None = None) -> ConflictData:
     """Render `groups` groups of the task with a progress bar: 'colors', 'attributes', or conflict recognition
-    derived from either ('recognition' = from colours, 'recognition-attributes'; data_gen/recognition.py)."""
+    derived from either ('recognition' = from colours, 'recognition-attributes'; data_gen/recognition.py).
+    `split_shares`: each split's share of the groups (default SPLIT_SHARES)."""
     from .attributes import render_attribute_group
     from .colors import render_color_group
     if task.startswith("recognition"):
@@ -170,13 +180,13 @@ def generate(task: str, groups: int, seed: int = 0, size: int = 224, workers: in
         base = {"recognition": "colors", "recognition-attributes": "attributes"}.get(task)
         if base is None:
             raise ValueError(f"unknown task {task!r}; use recognition or recognition-attributes")
-        return recognition_from(generate(base, groups, seed, size, workers))
+        return recognition_from(generate(base, groups, seed, size, workers, split_shares))
     render = {"colors": render_color_group, "attributes": render_attribute_group}
     if task not in render:
         raise ValueError(f"unknown task {task!r}; use one of {sorted(render)} or recognition[-attributes]")
     if groups < 1:
         raise ValueError(f"--groups must be >= 1, got {groups}")
-    splits = assign_splits(list(range(groups)), seed)
+    splits = assign_splits(list(range(groups)), seed, split_shares)
     jobs = [(render[task], (g, seed, size)) for g in range(groups)]
     workers = workers or min(os.cpu_count() or 1, groups)
     images, rows = [], []
@@ -193,5 +203,6 @@ def generate(task: str, groups: int, seed: int = 0, size: int = 224, workers: in
     return ConflictData(
         datasets.Dataset.from_dict({k: [r.get(k) for r in rows] for k in SAMPLE_FEATURES}, features=SAMPLE_FEATURES),
         datasets.Dataset.from_dict(image_cols, features=IMAGE_FEATURES),
-        {"task": task, "groups": groups, "seed": seed, "size": size},
+        {"task": task, "groups": groups, "seed": seed, "size": size,
+         **({"split_shares": check_split_shares(split_shares)} if split_shares else {})},
     )

@@ -119,6 +119,24 @@ def test_split_is_by_group_and_disjoint():
         data.split("dev")
 
 
+def test_split_shares_set_each_splits_groups_from_the_command_line(tmp_path, capsys):
+    shares = '{"train": 0.2, "validation": 0.4, "test": 0.4}'
+    assert data_gen_main(["attributes", "--output_dir", str(tmp_path / "d"), "--groups", "10", "--image_size", "64",
+                          "--workers", "1", "--split_shares", shares]) == 0
+    data = ConflictData.load(tmp_path / "d")
+    groups = {s: len(set(data.split(s).samples["group"])) for s in ("train", "validation", "test")}
+    assert groups == {"train": 2, "validation": 4, "test": 4}
+    assert data.info["split_shares"] == {"train": 0.2, "validation": 0.4, "test": 0.4}
+    # the default shares leave the dataset as before (nothing recorded, the same splits)
+    assert "split_shares" not in generate("attributes", 10, seed=2, size=64, workers=1).info
+    for bad in ('{"train": 0.5, "test": 0.5}', '{"train": 0.7, "validation": 0.2, "test": 0.2}',
+                '{"train": 1.0, "validation": 0.0, "test": 0.0}'):
+        assert data_gen_main(["attributes", "--output_dir", str(tmp_path / "e"), "--groups", "10", "--image_size", "64",
+                              "--split_shares", bad]) == 2
+        assert "split_shares must give each of ['train', 'validation', 'test'] a share > 0" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
 def _write_user_data(tmp_path, lines):
     Image.new("RGB", (32, 32), "red").save(tmp_path / "car.png")
     (tmp_path / "broken.png").write_bytes(b"not an image")

@@ -82,6 +82,23 @@ def test_shipped_organisms_meet_the_quality_bars(preference, organism_test_data,
     from align.organism import evaluate
     report = evaluate(f"organism:{preference}", data=str(organism_test_data), output_dir=tmp_path / preference)
     assert all(report["checks"].values()), (preference, report["checks"], report["bars"])
+    assert report["bars"]["oscillation_ambiguous"] is not None and report["bars"]["oscillation_clear"] is not None
+
+
+def test_oscillation_bars_recover_a_planted_split():
+    """Rows near the balance point switch answers across layers three times, the rest never: the bars see the
+    ambiguous region oscillate more, with intervals apart; a table without the lens gives no bars."""
+    from align.organism.quality import oscillation_bars
+    from tests.test_analysis_report import synthetic_table
+    table = synthetic_table(n=2000, layers=6)  # balance point +0.2
+    d_rel = 2 * (table.entropy_t - table.entropy_v) / (table.entropy_t + table.entropy_v)
+    near = (d_rel - 0.2).abs() <= 0.3
+    table["lens_top1"] = [[10, 20, 10, 20, 20, 20] if n else [10] * 5 + [20 if t == "blue" else 10]
+                          for n, t in zip(near, table.pred_m)]
+    bars = oscillation_bars(table)
+    assert bars["oscillation_ambiguous"] > 1.5 > bars["oscillation_clear"]
+    assert bars["oscillation_ambiguous_ci"][0] > bars["oscillation_clear_ci"][1] and bars["oscillation_ratio"] > 1.5
+    assert oscillation_bars(table.drop(columns=["lens_top1", "lens_diff"])) == {}
 
 
 def test_quality_bars_on_a_hand_made_table():
@@ -180,6 +197,23 @@ def test_shape_pretraining_lowers_its_loss(presence):
     assert len(losses) == 60 and sum(losses[-10:]) < 0.8 * sum(losses[:10])
     after = model.model.vision_tower.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_shared_colour_scenes_keep_no_odd_colour_out():
+    """With shared colours the target's colour also appears on distractors (the datasets never allow it), while the
+    same draws without the option keep it on the target alone; the asked shape stays unique either way."""
+    from align.organism.shape_pretraining import grounded_scenes
+    from data_gen.palette import COLORS
+
+    def answer_colour_pixels(shared):
+        out = []
+        for image, _, _, answer, mask in grounded_scenes(np.random.default_rng(1), 12, canvas=64, patch=8, seed=5,
+                                                         tiers=10, shared_colors=shared):
+            out.append(int((np.asarray(image) == np.array(COLORS[answer])).all(-1).sum()))
+        return out
+
+    plain, shared = answer_colour_pixels(False), answer_colour_pixels(True)
+    assert sum(shared) > sum(plain)  # the answer colour covers more than the target: distractors wear it too
 
 
 @pytest.mark.parametrize("tiers", [5, 10])

@@ -162,6 +162,24 @@ def test_recipe_fails_before_any_work(args, needle, tmp_path):
     assert not (tmp_path / "out" / "data").exists() and not (tmp_path / "out" / "runs").exists()
 
 
+def test_a_rerun_refuses_data_generated_with_other_settings(tmp_path):
+    """OUTPUT_DIR/data is kept across re-runs, so a run asking for other groups or split shares says so instead of
+    silently reading the old ones."""
+    from align.recipe import check_generated
+    shares = {"train": 0.2, "validation": 0.4, "test": 0.4}
+    (tmp_path / "c.yaml").write_text("groups: 20\nsplit_shares:\n  train: 0.2\n  validation: 0.4\n  test: 0.4\n")
+    align = parse_recipe(["--config", str(tmp_path / "c.yaml")])[0]
+    assert align.split_shares == shares
+    info = {"groups": 20, "seed": 0, "size": 64}  # generated with the default shares, which are not recorded
+    with pytest.raises(ValueError, match=r"split_shares \{'train': 0.7.* there, \{'train': 0.2.* asked\); use another"):
+        check_generated(info, tmp_path, align)
+    check_generated({**info, "split_shares": shares}, tmp_path, align)
+    with pytest.raises(ValueError, match="groups 30 there, 20 asked"):
+        check_generated({**info, "groups": 30, "split_shares": shares}, tmp_path, align)
+    with pytest.raises(ValueError, match="split_shares must give each"):
+        parse_recipe(["--split_shares", '{"train": 0.5, "test": 0.5}'])
+
+
 def test_deepspeed_config_mismatch_fails_before_scoring(tmp_path):
     """The 1.6 config sets gradient_accumulation_steps 2; a DeepSpeed config pinning 1 used to fail after scoring."""
     (tmp_path / "ds.yaml").write_text(

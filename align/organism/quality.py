@@ -54,10 +54,13 @@ def quality_bars(table: pd.DataFrame) -> dict:
 
 def oscillation_bars(table: pd.DataFrame) -> dict:
     """Mean oscillation in the ambiguous region around the balance point and outside it, with intervals (the paper's
-    LLaVA-1.6-7B: 1.43 vs 0.71); empty for a table scored without the logit lens or without a crossing."""
+    LLaVA-1.6-7B: 1.43 vs 0.71); empty for a table scored without the logit lens, or without a balance point."""
     if "lens_top1" not in table or table.lens_top1.isna().all():
         return {}
-    osc = analyze(table)["oscillation"]
+    try:
+        osc = analyze(table)["oscillation"]
+    except ValueError:  # too few decided conflicts for a curve, so no balance point to split around
+        return {}
     if not osc or osc["ambiguous"]["mean"] is None or osc["clear"]["mean"] is None:
         return {}
     amb, clear = osc["ambiguous"], osc["clear"]
