@@ -57,6 +57,9 @@ class AlignArguments(LoraArguments):
                 "square root of the test and validation groups"})
     train_split: str = field(default="train", metadata={"help": "groups the targets are computed and trained on"})
     eval_split: str = field(default="test", metadata={"help": "groups the before/after result is reported on"})
+    eval_rows: str = field(default="conflicts", metadata={
+        "help": "rows scored on those groups: conflicts (all the report and the guarantee read; 59 of 103 inputs a "
+                "group) or all (also the no-conflict baselines and the controls, for a complete per-sample table)"})
     # target
     target_balance_point: float | None = field(default=None, metadata={
         "help": "b*, the balance point to reach (0 when neither it nor balance_shift is set)"})
@@ -112,6 +115,8 @@ class AlignArguments(LoraArguments):
         if self.groups < 10:
             raise ValueError(f"groups must be >= 10 (each split needs groups), got {self.groups}")
         self.split_shares = check_split_shares(self.split_shares)
+        if self.eval_rows not in ("conflicts", "all"):
+            raise ValueError(f"eval_rows must be conflicts or all, got {self.eval_rows!r}")
         if self.target_balance_point is None and self.balance_shift is None:
             self.target_balance_point = 0.0
         if self.target_balance_point is not None:

@@ -184,6 +184,8 @@ class PrecisionRuns:
         t0 = time.time()
         fresh = ConflictData.load(generate_once(out / "fresh" / "data", p.fresh_groups, p.fresh_seed,
                                                 self.align.image_size))
+        if self.align.eval_rows == "conflicts":
+            fresh = fresh.conflicts()
         log.info("scoring the base on the %d fresh groups of seed %d", p.fresh_groups, p.fresh_seed)
         base_fresh = self.score(Recipe(self.align, self.model, self.training).load(), fresh, out / "fresh" / "base")
         base_accuracy = unimodal_accuracy(analyze(base_fresh, self.align.analysis))

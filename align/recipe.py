@@ -229,6 +229,8 @@ class Recipe:
         recognition = self.prepare_recognition(data) if a.loss_type == "mixed" else None
         base = self.load()
         test, train = data.split(a.eval_split), data.split(a.train_split)
+        if a.eval_rows == "conflicts":  # the analysis reads nothing else (docs/method.md, "Calibration")
+            test = test.conflicts()
 
         log.info("1/5 measuring the base model on the %s groups", a.eval_split)
         base_table = self.measure(base, test, "base")

@@ -153,6 +153,8 @@ def test_config_yaml_and_cli_overrides(tmp_path):
     (["--data", "/no/such/data"], "not a saved dataset"),
     (["--push_to_hub"], "needs hub_model_id"),
     (["--bogus", "1"], "not used by the HfArgumentParser: ['--bogus', '1']"),
+    (["--eval_rows", "some"], "eval_rows must be conflicts or all"),
+    (["--split_shares", '{"train": 0.9}'], "split_shares must give each"),
 ])
 def test_recipe_fails_before_any_work(args, needle, tmp_path):
     """Bad values stop the recipe with one clear line and exit 2, before any data is generated or scored."""
@@ -232,6 +234,9 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     assert len(rounds) == 2 and rounds[0]["trained_at"] == 0.0
     assert rounds[1]["trained_at"] == pytest.approx(next_training_target(0.0, [0.0], [rounds[0]["realized"]]))
     assert (out / "runs" / "calibration-1" / "samples.parquet").exists()
+    # calibration, targets and (by default, eval_rows: conflicts) the test groups score only what the analysis reads
+    for name in ("calibration-1", "base_train", "base", "aligned"):
+        assert set(pd.read_parquet(out / "runs" / name / "samples.parquet").condition) == {"conflict"}, name
     # what the run guarantees: the realized point's interval, whether b* is in it, the paired shift
     g = result["guarantee"]
     assert g["realized"] == pytest.approx(result["aligned"]["balance_point"]["estimate"])
@@ -258,10 +263,10 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
                                "--data", str(out / "data"), "--output_dir", str(tmp_path / "user"), "--dtype", "float32",
                                "--n_boot", "100"], capture_output=True, text=True, cwd=ROOT)
     assert measured.returncode == 0, measured.stderr[-3000:]
-    again = pd.read_parquet(tmp_path / "user" / "samples.parquet")
     after = pd.read_parquet(out / "runs" / "aligned" / "samples.parquet")
+    again = pd.read_parquet(tmp_path / "user" / "samples.parquet").set_index("id").loc[after.id]  # + the controls
     np.testing.assert_allclose(again.entropy_m, after.entropy_m, atol=1e-4)
-    assert (again.top1_m == after.top1_m).all()
+    assert (again.top1_m.to_numpy() == after.top1_m.to_numpy()).all()
     assert json.loads((tmp_path / "user" / "run.json").read_text())["model"] == f"organism+{release}"
 
 
@@ -269,9 +274,13 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
 @pytest.mark.parametrize("loss_type", ["hard", "dpo"])
 def test_recipe_trl_variants_train_an_adapter(loss_type, tmp_path):
     res = subprocess.run([sys.executable, "recipes/align_llava.py", *SMALL, "--max_steps", "4", "--report_to", "none",
-                          "--loss_type", loss_type, "--output_dir", str(tmp_path)],
+                          "--loss_type", loss_type, "--output_dir", str(tmp_path), "--eval_rows", "all"],
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
     assert res.returncode == 0, res.stderr[-3000:]
+    # eval_rows all: the test tables are complete (baselines and controls too); the targets still read conflicts
+    assert set(pd.read_parquet(tmp_path / "runs" / "base" / "samples.parquet").condition) == {
+        "conflict", "no_conflict", "text_irrelevant", "image_irrelevant"}
+    assert set(pd.read_parquet(tmp_path / "runs" / "base_train" / "samples.parquet").condition) == {"conflict"}
     from safetensors.torch import load_file
     lora_b = [v for k, v in load_file(tmp_path / "release" / "adapter_model.safetensors").items() if "lora_B" in k]
     assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
