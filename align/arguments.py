@@ -49,12 +49,13 @@ class AlignArguments(LoraArguments):
     data: str | None = field(default=None, metadata={
         "help": "a saved dataset; by default `groups` colour groups are generated into OUTPUT_DIR/data"})
     groups: int = field(default=400, metadata={
-        "help": "colour groups to generate (70 percent train: enough conflicts near the balance points)"})
+        "help": "colour groups to generate (split by split_shares)"})
     dataset_seed: int = field(default=0, metadata={"help": "seed of the generated groups and splits"})
     image_size: int = field(default=64, metadata={"help": "canvas side of the generated images, px"})
     split_shares: dict = field(default_factory=lambda: dict(SPLIT_SHARES), metadata={
-        "help": "each split's share of the generated groups (JSON); a balance point's interval narrows with the "
-                "square root of the test and validation groups"})
+        "help": "each split's share of the generated groups (JSON). A balance point's interval narrows with the square "
+                "root of the groups: 600 test groups measure the organism's to about +-0.1 "
+                "(recipes/configs/organism-precise.yaml)"})
     train_split: str = field(default="train", metadata={"help": "groups the targets are computed and trained on"})
     eval_split: str = field(default="test", metadata={"help": "groups the before/after result is reported on"})
     eval_rows: str = field(default="conflicts", metadata={
