@@ -386,6 +386,13 @@ def test_adapter_loads_by_name_and_scores_like_the_peft_model(tiny_model, tiny_d
                           ScoreConfig(batch_size=8))
     assert scoring_vlm.name.endswith("+" + str(tmp_path / "adapter"))
     assert np.abs(direct.entropy_m.to_numpy() - plain.entropy_m.to_numpy()).max() > 1e-4  # the adapter changed scores
+    # float32 adapters are merged for scoring: the same scores as the unmerged PEFT model
+    from models.vlm import VLM
+    assert "lora" not in " ".join(n for n, _ in scoring_vlm.model.named_modules()).lower()
+    peft_model.eval()
+    unmerged = score_dataset(VLM(peft_model, base.processor, "unmerged"), data, tmp_path / "u", ScoreConfig(batch_size=8))
+    np.testing.assert_allclose(direct.entropy_m, unmerged.entropy_m, atol=1e-5)
+    assert (direct.top1_m == unmerged.top1_m).all()
     from eval.__main__ import main as eval_main
     assert eval_main(["score", "--model", str(tiny_model), "--adapter", str(tmp_path / "adapter"), "--data",
                       tiny_data.info["path"], "--output_dir", str(tmp_path / "cli"), "--dtype", "float32"]) == 0
