@@ -457,7 +457,19 @@ def processes() -> Processes:
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         return Processes(dist.get_rank(), dist.get_world_size(), dist.barrier, state.device)
+    if state.device.type == "cpu" and state.num_processes == 1:
+        use_every_core()
     return Processes(state.process_index, state.num_processes, state.wait_for_everyone, state.device)
+
+
+def use_every_core() -> None:
+    """A one-process CPU run under `accelerate launch` gets OMP_NUM_THREADS=1 (accelerate counts physical cores,
+    one on a 2-vCPU machine), which halved the organism's recipe; give it the cores it may run on. A thread count
+    other than accelerate's 1 was chosen by someone and is kept."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    launched = "ACCELERATE_MIXED_PRECISION" in os.environ  # set by `accelerate launch` for its processes
+    if launched and os.environ.get("OMP_NUM_THREADS") == "1" and torch.get_num_threads() < cores:
+        torch.set_num_threads(cores)
 
 
 def generate_once(path: Path, groups: int, seed: int, size: int, render=None) -> Path:

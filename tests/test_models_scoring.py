@@ -469,3 +469,24 @@ def test_llava_7b_shape_builds_on_the_device_in_its_dtype():
     assert next(model.parameters()).dtype == torch.bfloat16 and torch.get_default_dtype() == torch.float32
     assert model.config.image_seq_length == 576 and model.get_output_embeddings().weight.shape[0] == 32064
     assert model.config.text_config.intermediate_size == 128 and model.config.vision_config.num_attention_heads == 4
+
+
+def test_a_one_process_accelerate_launch_on_cpu_uses_every_core(monkeypatch):
+    """`accelerate launch` sets OMP_NUM_THREADS=1 for a one-process CPU run here; the run takes the cores back,
+    while a thread count set outside accelerate is left alone."""
+    import os
+    import torch
+    from eval.scoring import use_every_core
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+        use_every_core()
+        assert torch.get_num_threads() == 1  # plain python with OMP_NUM_THREADS=1: the user's choice
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+        use_every_core()
+        assert torch.get_num_threads() == cores  # accelerate's default of 1: every core
+    finally:
+        torch.set_num_threads(before)
