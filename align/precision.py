@@ -17,14 +17,13 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from transformers import TrainingArguments
 
-from data_gen import ConflictData, generate
+from data_gen import ConflictData
 from eval.analysis import alignment_guarantee, analyze
 from eval.report import unimodal_accuracy
 from eval.scoring import ScoreConfig, generate_once, processes, score_dataset
@@ -192,7 +191,7 @@ class PrecisionRuns:
         rows = []
         for seed in p.data_seeds:
             data = generate_once(out / f"seed-{seed}" / "data", self.align.groups, seed, self.align.image_size,
-                                 partial(generate, "colors", split_shares=self.align.split_shares))
+                                 split_shares=self.align.split_shares)
             for target in p.targets:
                 rows.append(self.run_one(seed, target, data, fresh, base_fresh, base_accuracy))
                 if self.state.is_main:

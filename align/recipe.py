@@ -7,14 +7,13 @@ import logging
 import shutil
 import time
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import torch
 from transformers import TrainingArguments
 
-from data_gen import ConflictData, generate
+from data_gen import ConflictData
 from data_gen.store import SPLIT_SHARES
 from data_gen.recognition import recognition_from
 from eval.analysis import alignment_guarantee, analyze, describe_guarantee
@@ -32,10 +31,15 @@ from .targets import calibration_reached, next_training_target, resolve_target
 log = logging.getLogger(__name__)
 
 
+def split_shares_of(a) -> dict[str, float] | None:
+    """The run's split shares; None (the default shares) for the AV recipe, whose arguments have none."""
+    return getattr(a, "split_shares", None)
+
+
 def check_generated(info: dict, path: Path, a) -> None:
     """Data a re-run finds in OUTPUT_DIR/data is kept, not regenerated: it must have this run's settings."""
     wanted = {"groups": a.groups, "seed": a.dataset_seed, "size": a.image_size,
-              "split_shares": getattr(a, "split_shares", SPLIT_SHARES)}
+              "split_shares": split_shares_of(a) or SPLIT_SHARES}
     found = {"split_shares": SPLIT_SHARES, **info}  # data generated with the default shares does not record them
     differ = [f"{k} {found.get(k)} there, {v} asked" for k, v in wanted.items() if found.get(k) != v]
     if differ:
@@ -58,9 +62,8 @@ class Recipe:
     # ---- pieces
     def prepare_data(self) -> ConflictData:
         a = self.align
-        render = self.render or partial(generate, "colors", split_shares=a.split_shares)
         path = Path(a.data) if a.data else generate_once(self.out / "data", a.groups, a.dataset_seed, a.image_size,
-                                                          render)
+                                                          self.render, split_shares_of(a))
         data = self.dataset.load(path)
         if not a.data:
             check_generated(data.info, path, a)

@@ -87,14 +87,15 @@ class ConflictData:
         self._decoded: dict[str, Image.Image] = {}
 
     def split(self, name: str | list[str]) -> "ConflictData":
-        sub = ConflictData(select_splits(self.samples, name), self.images, self.info)
-        sub._image_index, sub._decoded = self._image_index, self._decoded
-        return sub
+        return self._with_rows(select_splits(self.samples, name))
 
     def conflicts(self) -> "ConflictData":
-        """Only the conflict rows: all the balance point reads (no baselines or controls, about 60 % of the inputs)."""
-        sub = ConflictData(self.samples.filter(lambda c: c == "conflict", input_columns="condition"), self.images,
-                           self.info)
+        """Only the conflict rows: all the balance point reads (no baselines or controls: 59 of a group's 103 inputs)."""
+        return self._with_rows(self.samples.filter(lambda c: c == "conflict", input_columns="condition"))
+
+    def _with_rows(self, samples: datasets.Dataset) -> "ConflictData":
+        """The same images (and their decoded cache) with a subset of the rows."""
+        sub = ConflictData(samples, self.images, self.info)
         sub._image_index, sub._decoded = self._image_index, self._decoded
         return sub
 

@@ -9,7 +9,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from data_gen import ConflictData, generate
-from eval.analysis import analyze
+from eval.analysis import AnalysisConfig, analyze
 from eval.scoring import ScoreConfig, score_dataset
 from eval.stats import relative_uncertainty
 from models import load_vlm
@@ -58,7 +58,7 @@ def oscillation_bars(table: pd.DataFrame) -> dict:
     if "lens_top1" not in table or table.lens_top1.isna().all():
         return {}
     try:
-        osc = analyze(table)["oscillation"]
+        osc = analyze(table, AnalysisConfig(n_boot=0))["oscillation"]  # its intervals need no bootstrap
     except ValueError:  # too few decided conflicts for a curve, so no balance point to split around
         return {}
     if not osc or osc["ambiguous"]["mean"] is None or osc["clear"]["mean"] is None:
