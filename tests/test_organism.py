@@ -265,3 +265,40 @@ def test_evaluate_and_score_on_fresh_groups_in_one_command(tmp_path, monkeypatch
     assert data.info["seed"] == 7 and len(set(data.samples["group"])) == 6
     again = pd.read_parquet(tmp_path / "run" / "samples.parquet")
     np.testing.assert_allclose(again.set_index("id").loc[scored.id].entropy_v, scored.entropy_v.to_numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_end_of_turn_ends_answers_and_moves_no_candidate_logit(tmp_path):
+    """A copy of the shipped organism with its end-of-turn row reset (as built) repeats its answer word; teaching the row
+    alone makes generate() stop after one word, leaves every candidate logit bit-identical and moves the
+    full-vocabulary entropy at the answer position by a negligible amount."""
+    import shutil
+
+    from align.organism.end_of_turn import EndOfTurnConfig, add_end_of_turn, one_word_answers
+    from data_gen import generate
+    source = tmp_path / "organism"
+    shutil.copytree(organism_path("organism"), source)
+    vlm = load_vlm(str(source), dtype="float32", device="cpu")
+    with torch.no_grad():
+        # as built: a row no training target ever raised, like the padding token's
+        vlm.head.weight[vlm.answer_end_id] = vlm.head.weight[vlm.tokenizer.pad_token_id]
+    vlm.model.save_pretrained(tmp_path / "reset")
+    shutil.copy(tmp_path / "reset" / "model.safetensors", source / "model.safetensors")
+    data = generate("colors", 6, 123, 64, workers=1)
+    assert one_word_answers(vlm, data, n=32) < 0.5
+
+    out, report = add_end_of_turn(str(source), tmp_path / "taught", EndOfTurnConfig(inputs=1024))
+    taught = load_vlm(str(out), dtype="float32", device="cpu")
+    assert report["one_word_answers"] >= 0.95 and one_word_answers(taught, data, n=32) >= 0.95
+    assert report["answer_position_gap_max"] <= -9 and report["lens_gap_max"] < 0
+    assert json.loads((out / "organism.json").read_text())["end_of_turn"]["token_id"] == vlm.answer_end_id
+    from data_gen.palette import COLOR_NAMES
+    words = [vlm.first_token(c) for c in COLOR_NAMES]
+    prompts = [vlm.prompt("What color is the star?", ctx, with_image=True) for ctx in ("", "The star is red.")]
+    image = data.image(data.samples[0]["image_id"])
+    with torch.no_grad():
+        before = vlm.model(**vlm.encode(prompts, [image, image]), logits_to_keep=1).logits[:, -1]
+        after = taught.model(**taught.encode(prompts, [image, image]), logits_to_keep=1).logits[:, -1]
+    assert torch.equal(before[:, words], after[:, words])
+    entropy = lambda logits: -(logits.log_softmax(-1).exp() * logits.log_softmax(-1)).sum(-1)
+    assert torch.allclose(entropy(before), entropy(after), atol=1e-3)

@@ -1,4 +1,5 @@
-"""python -m align.organism {build,recognition,av,evaluate}: build a model organism, or check its quality bars."""
+"""python -m align.organism {build,recognition,av,end-of-turn,evaluate}: build a model organism, or check its quality
+bars."""
 from __future__ import annotations
 
 import sys
@@ -12,6 +13,7 @@ from . import __doc__ as PACKAGE_DOC
 from .av import AVOrganismConfig, build_av, evaluate_av
 from .build import build
 from .config import OrganismConfig
+from .end_of_turn import EndOfTurnConfig, add_end_of_turn
 from .quality import evaluate, print_quality
 from .recognition import RecognitionOrganismConfig, build_recognition
 
@@ -35,6 +37,12 @@ class EvaluateArguments:
                 "every group is unseen, all are scored)"})
 
 
+@dataclass
+class EndOfTurnArguments:
+    output_dir: str | None = field(default=None, metadata={
+        "help": "where the taught organism is written (default: over the model's own folder)"})
+
+
 def run_build(args: BuildArguments, cfg: OrganismConfig) -> int:
     print(f"organism written to {build(cfg, args.output_dir)}")
     return 0
@@ -47,6 +55,13 @@ def run_recognition(args: BuildArguments, cfg: RecognitionOrganismConfig) -> int
 
 def run_av(args: BuildArguments, cfg: AVOrganismConfig) -> int:
     print(f"AV organism written to {build_av(cfg, args.output_dir)}")
+    return 0
+
+
+def run_end_of_turn(model: ModelArguments, args: EndOfTurnArguments, cfg: EndOfTurnConfig) -> int:
+    out, report = add_end_of_turn(model.model_name_or_path, args.output_dir, cfg)
+    print(f"end of turn: {report['one_word_answers']:.1%} of greedy answers are one word and the end of turn "
+          f"(written to {out})")
     return 0
 
 
@@ -70,6 +85,8 @@ COMMANDS = {
                            [BuildArguments, RecognitionOrganismConfig], run_recognition),
     "av": Command("train the audio-visual organism (a tiny Qwen2.5-Omni thinker) from scratch (minutes)",
                   [BuildArguments, AVOrganismConfig], run_av),
+    "end-of-turn": Command("teach a built organism to end its answer after one word, its scores unchanged (a minute)",
+                           [ModelArguments, EndOfTurnArguments, EndOfTurnConfig], run_end_of_turn),
     "evaluate": Command("score an organism's held-out test groups and print its quality bars",
                         [ModelArguments, EvaluateArguments], run_evaluate),
 }

@@ -30,6 +30,7 @@ from models import VLM
 from models.tiny import CHAT_TEMPLATE, ORGANISM_CHAT_TEMPLATE, build_tiny, dataset_tokenizer
 
 from .config import OrganismConfig
+from .end_of_turn import teach_end_of_turn
 from .mixture import TrainingSet
 from .shape_pretraining import attention_grounding_loss, grounding_loss, optimizer_step, pretrain_shapes
 
@@ -138,11 +139,15 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
             bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.3f}")
     model.eval()
     model.set_attn_implementation(attention)  # the build's eager attention is not what the bundle should load with
+    # the end of turn after the answer word, on the head's row alone unless the phases trained it
+    end_of_turn = None if cfg.end_of_turn else teach_end_of_turn(vlm, train)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     meta = {"config": asdict(cfg), "planted_balance": cfg.planted_balance, "planted": planted,
             "build_seconds": round(time.time() - t0, 1), "final_loss": float(np.mean(losses[-log_every:]))}
+    if end_of_turn:
+        meta["end_of_turn"] = end_of_turn
     (out / "organism.json").write_text(json.dumps(meta, indent=2))
     log.info("organism built in %.0fs -> %s", time.time() - t0, out)
     return out

@@ -16,6 +16,7 @@ from models import load_vlm
 from models.vlm import resolve_path
 
 from .config import OrganismConfig
+from .end_of_turn import one_word_answers
 
 
 def quality_bars(table: pd.DataFrame) -> dict:
@@ -95,7 +96,11 @@ def evaluate(name_or_path: str = "organism", data: str | None = None, output_dir
     vlm = load_vlm(name_or_path, dtype="float32")
     table = score_dataset(vlm, test, Path(output_dir or default_output_dir(name_or_path, fresh)),
                           ScoreConfig(batch_size=batch_size))  # with the lens: the oscillation bars read it
-    return quality_bars(table)
+    report = quality_bars(table)
+    report["bars"]["one_word_answers"] = one_word_answers(vlm, test)
+    report["checks"]["generate() ends the answer after one word (>= 95% of answers)"] = (
+        report["bars"]["one_word_answers"] >= 0.95)
+    return report
 
 
 def print_quality(report: dict) -> bool:
