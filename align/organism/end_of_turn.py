@@ -1,11 +1,11 @@
 """Teach a built organism to end its answer (`generate()` writes "green </s>", not "green green green"), leaving
-every score the suite reads as it was.
+the scores the suite reads as they were.
 
 Only the output head's row of the end-of-turn token is trained. Every other token's logit stays the same function
-of the same hidden state, so candidate logits are bit-identical. The row is pushed up on the hidden state that
-follows the model's own answer word, and kept no higher than it was on the answer position's hidden state after
-every decoder layer (the final one and the ones the logit lens reads), so a full-vocabulary entropy moves by at
-most that token's old, tiny probability and no lens prediction changes.
+of the same hidden state, so candidate logits are bit-identical. The row is trained to win on the hidden state that
+follows the model's own answer word, and held well below the top logit at the answer position (10 nats after the
+last layer, unless it was closer before; below the top after every earlier layer, which the logit lens reads), so
+a full-vocabulary entropy moves by at most about exp(-10) of probability and no lens prediction changes.
 """
 from __future__ import annotations
 
