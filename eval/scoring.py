@@ -260,7 +260,7 @@ def answer_statistics(vlm, logits: torch.Tensor, captured: list[torch.Tensor], p
     return {k: v.cpu().numpy() for k, v in res.items()}
 
 
-def _jobs(rows: pd.DataFrame, conditions=CONDITIONS) -> dict[tuple, set[str]]:
+def distinct_inputs(rows: pd.DataFrame, conditions=CONDITIONS) -> dict[tuple, set[str]]:
     """Distinct inputs: (kind, image_id, context, question) -> the answers its rows ask about."""
     jobs: dict[tuple, set[str]] = {}
     for r in rows.itertuples():
@@ -279,7 +279,7 @@ def _jobs(rows: pd.DataFrame, conditions=CONDITIONS) -> dict[tuple, set[str]]:
 def score_rows(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, cfg: ScoreConfig,
                progress: tqdm | None = None) -> pd.DataFrame:
     """Score the distinct inputs of `rows` once each, then assemble the per-row table."""
-    jobs = _jobs(rows, cfg.conditions)
+    jobs = distinct_inputs(rows, cfg.conditions)
     results: dict[tuple, dict] = {}
     pending = _score_shared_prefixes(vlm, data, jobs, cands, cfg, results, progress) if cfg.share_prefix else jobs
     # batch like with like (image or not, lens or not) and sort by length to limit padding
@@ -389,11 +389,11 @@ def plan_shards(rows: pd.DataFrame, conditions, shard_inputs: int) -> list[np.nd
     order = rows.sort_values(["group", "image_id"], kind="stable", na_position="last")
     units = []  # (row positions, input keys): whole groups, or the images of a group too large for one shard
     for _, group in order.groupby("group", sort=False):
-        keys = set(_jobs(group, conditions))
+        keys = set(distinct_inputs(group, conditions))
         if len(keys) <= shard_inputs:
             units.append((rows.index.get_indexer(group.index), keys))
         else:
-            units += [(rows.index.get_indexer(image.index), set(_jobs(image, conditions)))
+            units += [(rows.index.get_indexer(image.index), set(distinct_inputs(image, conditions)))
                       for _, image in group.groupby(group.image_id.fillna(""), sort=False)]
     shards, current, seen = [], [], set()
     for positions, keys in units:
@@ -517,7 +517,7 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
         info_path.write_text(json.dumps(info, indent=2, default=str))
         if len(todo) < len(mine):
             log.info("resuming: %d of %d shards already scored", len(mine) - len(todo), len(mine))
-    n_inputs = sum(len(_jobs(rows.iloc[shards[k]], cfg.conditions)) for k in todo)
+    n_inputs = sum(len(distinct_inputs(rows.iloc[shards[k]], cfg.conditions)) for k in todo)
     t0 = time.time()
     with tqdm(total=n_inputs, desc=f"scoring [{state.index}]", unit="input",
               disable=not todo) as bar:

@@ -288,12 +288,12 @@ def test_resume_skips_finished_shards(tiny_model, tiny_data, tmp_path, monkeypat
 
 def test_shards_are_sized_by_inputs_not_groups(tiny_data):
     """A crash loses at most one shard of about `shard_inputs` inputs, even on a split of a few large groups."""
-    from eval.scoring import _jobs, plan_shards
+    from eval.scoring import distinct_inputs, plan_shards
     rows = tiny_data.samples.to_pandas()
     shards = plan_shards(rows, scoring.CONDITIONS, 40)
     assert sorted(np.concatenate(shards)) == list(range(len(rows)))  # every row once
-    sizes = [len(_jobs(rows.iloc[k], scoring.CONDITIONS)) for k in shards]
-    per_image = max(len(_jobs(unit, scoring.CONDITIONS)) for _, unit in rows.groupby(["group", "image_id"]))
+    sizes = [len(distinct_inputs(rows.iloc[k], scoring.CONDITIONS)) for k in shards]
+    per_image = max(len(distinct_inputs(unit, scoring.CONDITIONS)) for _, unit in rows.groupby(["group", "image_id"]))
     assert max(sizes) <= max(40, per_image) and len(shards) > rows.group.nunique()
 
 

@@ -269,8 +269,8 @@ def test_evaluate_and_score_on_fresh_groups_in_one_command(tmp_path, monkeypatch
 
 @pytest.mark.slow
 def test_end_of_turn_ends_answers_and_moves_no_candidate_logit(tmp_path):
-    """A copy of the shipped organism with its end-of-turn row reset (as built) repeats its answer word; teaching the row
-    alone makes generate() stop after one word, leaves every candidate logit bit-identical and moves the
+    """A copy of the shipped organism with its end-of-turn row reset (as built) repeats its answer word; teaching the
+    row alone makes generate() stop after one word, leaves every candidate logit bit-identical and moves the
     full-vocabulary entropy at the answer position by a negligible amount."""
     import shutil
 

@@ -69,7 +69,8 @@ def test_precision_table_end_to_end_reuses_base_scores_and_resumes(tmp_path, cap
     from models import ModelArguments
     out = tmp_path / "precision"
     argv = ["--targets", "0", "0.5", "--data_seeds", "0", "--fresh_seed", "5", "--fresh_groups", "12",
-            "--groups", "40", "--split_shares", '{"train": 0.7, "validation": 0.1, "test": 0.2}', "--max_steps", "2", "--per_device_train_batch_size", "8", "--n_boot", "100",
+            "--groups", "40", "--split_shares", '{"train": 0.7, "validation": 0.1, "test": 0.2}', "--max_steps", "2",
+            "--per_device_train_batch_size", "8", "--n_boot", "100",
             "--per_device_eval_batch_size", "64", "--dtype", "float32", "--calibration_rounds", "0",
             "--report_to", "none", "--output_dir", str(out)]
     parsed = parse([PrecisionArguments, AlignArguments, ModelArguments, TrainingArguments], argv, "precision", None,

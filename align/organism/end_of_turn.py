@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data_gen import ConflictData, generate
-from eval.scoring import hidden_at_answer
+from eval.scoring import distinct_inputs, hidden_at_answer
 from models import VLM, load_vlm
 from models.vlm import resolve_path
 
@@ -37,7 +37,8 @@ class EndOfTurnConfig:
         "help": "distinct prompts (image only, text only, both) whose answer states train the row"})
     steps: int = field(default=4000, metadata={"help": "Adam steps on the row (full batch)"})
     learning_rate: float = 0.05
-    margin: float = field(default=3.0, metadata={"help": "nats by which it should beat every other token after the word"})
+    margin: float = field(default=3.0, metadata={
+        "help": "nats by which it should beat every other token after the word"})
     final_gap: float = field(default=10.0, metadata={
         "help": "nats it stays below the top logit at the answer position (unless it was closer before)"})
     lens_margin: float = field(default=1.0, metadata={
@@ -48,17 +49,8 @@ class EndOfTurnConfig:
 
 def prompts_of(data: ConflictData, n: int, seed: int) -> list[tuple[str | None, str, str]]:
     """`n` distinct inputs (image_id or None, context, question) of `data`'s rows, all three conditions."""
-    table = data.samples.select_columns(["image_id", "text_context", "question"]).to_pandas()
-    inputs = set()
-    for image_id, context, question in table.itertuples(index=False):
-        image_id, context = image_id or None, context or ""
-        if image_id:
-            inputs.add((image_id, "", question))
-        if context:
-            inputs.add((None, context, question))
-            if image_id:
-                inputs.add((image_id, context, question))
-    inputs = sorted(inputs, key=lambda k: (k[0] or "", k[1], k[2]))
+    inputs = sorted(((img, ctx, q) for _, img, ctx, q in distinct_inputs(data.samples.to_pandas())),
+                    key=lambda k: (k[0] or "", k[1], k[2]))
     keep = np.random.default_rng(seed).permutation(len(inputs))[:n]
     return [inputs[i] for i in sorted(keep)]
 
@@ -73,7 +65,8 @@ def batches_of(inputs: list[tuple], batch_size: int) -> list[list[tuple]]:
 
 
 @torch.no_grad()
-def answer_states(vlm: VLM, data: ConflictData, inputs: list[tuple], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def answer_states(vlm: VLM, data: ConflictData, inputs: list[tuple],
+                  batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(answer, after_word): the normed hidden state at the answer position after every decoder layer (layers,
     inputs, dim), and the final hidden state after the model's greedy answer word (inputs, dim)."""
     answer, after_word = [], []
@@ -126,7 +119,8 @@ def teach_end_of_turn(vlm: VLM, data: ConflictData, cfg: EndOfTurnConfig | None 
         gap = answer @ row - top_answer  # the end of turn's logit minus the top other one, at the answer position
         report = {"inputs": len(after_word), "token_id": int(eot),
                   "ends_after_answer_word": float((after_word @ row > top_after).float().mean()),
-                  "answer_position_gap_max": float(gap[-1].max()), "answer_position_gap_median": float(gap[-1].median()),
+                  "answer_position_gap_max": float(gap[-1].max()),
+                  "answer_position_gap_median": float(gap[-1].median()),
                   "lens_gap_max": float(gap[:-1].max()) if len(gap) > 1 else None}
     vlm.model.train(was_training)
     log.info("end of turn: top-1 after %.1f%% of answer words; at the answer position at least %.1f nats below the "
@@ -154,6 +148,7 @@ def add_end_of_turn(name_or_path: str, output_dir: str | Path | None = None,
                     cfg: EndOfTurnConfig | None = None) -> tuple[Path, dict]:
     """Teach a built colour organism the end of turn on 40 fresh groups (seed: its build's + 1, so neither its
     training nor its held-out test groups), check `generate()` on others, and write it (default: over itself)."""
+    cfg = cfg or EndOfTurnConfig()
     source = Path(resolve_path(name_or_path))
     meta_path = source / "organism.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -164,7 +159,7 @@ def add_end_of_turn(name_or_path: str, output_dir: str | Path | None = None,
     data = generate("colors", 40, build_cfg.dataset_seed + 1, build_cfg.image_size, build_cfg.workers)
     vlm = load_vlm(str(source), dtype="float32")
     report = teach_end_of_turn(vlm, data, cfg)
-    report["one_word_answers"] = one_word_answers(vlm, data, seed=(cfg or EndOfTurnConfig()).seed + 1)
+    report["one_word_answers"] = one_word_answers(vlm, data, seed=cfg.seed + 1)
     target = Path(output_dir) if output_dir else source
     if target.resolve() != source.resolve():
         shutil.copytree(source, target, dirs_exist_ok=True)
