@@ -302,3 +302,43 @@ def test_end_of_turn_ends_answers_and_moves_no_candidate_logit(tmp_path):
     assert torch.equal(before[:, words], after[:, words])
     entropy = lambda logits: -(logits.log_softmax(-1).exp() * logits.log_softmax(-1)).sum(-1)
     assert torch.allclose(entropy(before), entropy(after), atol=1e-3)
+
+
+def test_lens_commitment_loss_by_hand():
+    """The planted answer's soft cross-entropy under each hidden state's lens, at the answer position of the chosen
+    rows only, averaged over the hidden states."""
+    from types import SimpleNamespace
+
+    from align.organism.build import lens_commitment_loss, soft_cross_entropy
+    torch.manual_seed(0)
+    head = torch.nn.Linear(4, 6, bias=False)
+    vlm = SimpleNamespace(head=head, final_norm=torch.nn.Identity())
+    hidden = [torch.randn(3, 5, 4) for _ in range(2)]  # two hidden states: batch 3, 5 positions
+    answer_ids, target = torch.tensor([1, 4]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    rows = torch.tensor([True, False, True])
+    got = lens_commitment_loss(vlm, hidden, rows, -1, answer_ids, target)
+    logp = [torch.log_softmax(head(h[:, -1]), -1)[:, answer_ids] for h in hidden]
+    by_hand = np.mean([-(target[[0, 2]] * lp[[0, 2]]).sum(-1).mean().item() for lp in logp])
+    assert got.item() == pytest.approx(by_hand, rel=1e-6)
+    assert got.item() == pytest.approx(np.mean([soft_cross_entropy(head(h[rows, -1]), answer_ids, target[rows]).item()
+                                                for h in hidden]))
+
+
+def test_plant_marks_conflicts_outside_the_ambiguous_region():
+    """Clear conflicts are those farther than lens_commitment_width from the planted balance; only they commit."""
+    from data_gen import generate
+    from align.organism.mixture import TrainingSet
+    from eval.stats import relative_uncertainty
+    data = generate("colors", 4, seed=3, size=32, workers=1)
+    examples = TrainingSet(data, OrganismConfig(**{**SMALL, "image_size": 32, "lens_commitment_width": 0.5}))
+    scores = data.samples.to_pandas()
+    rng = np.random.default_rng(0)
+    scores["entropy_v"], scores["entropy_t"] = rng.uniform(0.05, 1.5, len(scores)), rng.uniform(0.05, 1.5, len(scores))
+    planted = examples.plant(scores, 0.5)
+    conflicts = scores[scores.condition == "conflict"]
+    d_rel = relative_uncertainty(conflicts.entropy_v.to_numpy(), conflicts.entropy_t.to_numpy())
+    clear = np.abs(d_rel - 0.5) > 0.5
+    assert 0 < clear.sum() < len(clear) and planted["clear_share"] == pytest.approx(clear.mean())
+    marked = [examples.is_clear_conflict(item) for item in examples.kinds["conflict"]]
+    assert marked == list(clear)
+    assert not any(examples.is_clear_conflict(item) for item in examples.kinds["image"])

@@ -43,6 +43,15 @@ def soft_cross_entropy(logits: torch.Tensor, token_ids: torch.Tensor, target: to
     return -(target * logp).sum(-1).mean()
 
 
+def lens_commitment_loss(vlm: VLM, hidden_states, rows: torch.Tensor, position: int, answer_ids: torch.Tensor,
+                         target: torch.Tensor) -> torch.Tensor:
+    """The planted answer's cross-entropy under the logit lens of each intermediate hidden state, at the answer
+    position of `rows`: the model decides these conflicts early, so their lens does not switch between answers."""
+    per_layer = [soft_cross_entropy(vlm.head(vlm.final_norm(h[rows, position])), answer_ids, target[rows])
+                 for h in hidden_states]
+    return torch.stack(per_layer).mean()
+
+
 def lr_schedule(cfg: OrganismConfig):
     """Linear warm-up, then cosine to 10 % over phases 1 and 2."""
     total = cfg.steps_unimodal + cfg.steps_conflict
@@ -117,9 +126,15 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
         answer = -2 if cfg.end_of_turn else -1
         images = [img if isinstance(img, Image.Image) else train.image(img) for img, *_ in batch] if with_image else None
         inputs = vlm.encode(prompts, images)
-        output = model(**inputs, logits_to_keep=-answer, output_hidden_states=grounded and not cfg.image_first,
+        committed = torch.tensor([examples.is_clear_conflict(item) for item in batch]) \
+            if cfg.lens_commitment_weight and phase2_step >= 0 else torch.zeros(len(batch), dtype=torch.bool)
+        output = model(**inputs, logits_to_keep=-answer,
+                       output_hidden_states=(grounded and not cfg.image_first) or bool(committed.any()),
                        output_attentions=grounded and cfg.image_first)
         loss = soft_cross_entropy(output.logits[:, answer], answer_ids, target)
+        if committed.any():
+            loss = loss + cfg.lens_commitment_weight * lens_commitment_loss(
+                vlm, output.hidden_states[cfg.lens_commitment_from:cfg.layers], committed, answer, answer_ids, target)
         if cfg.end_of_turn:
             loss = loss + torch.nn.functional.cross_entropy(
                 output.logits[:, -1].float(), torch.full((len(batch),), vlm.answer_end_id))

@@ -67,6 +67,14 @@ class OrganismConfig:
     image_first: bool = field(default=False, metadata={
         "help": "LLaVA's order, the image before the question (experimental): grounding then supervises the answer "
                 "position's attention over the image tokens instead of the image tokens themselves"})
+    lens_commitment_weight: float = field(default=0.0, metadata={
+        "help": "phase 2: on conflicts outside the ambiguous region (|dH_rel - planted balance| > "
+                "lens_commitment_width), the logit lens of hidden states lens_commitment_from..layers-1 is trained "
+                "toward the planted answer too, so clear conflicts decide early and ambiguous ones are left free (a "
+                "planted oscillation law: docs/method.md, 'Oscillation')"})
+    lens_commitment_from: int = field(default=2, metadata={"help": "first decoder hidden state the lens commitment reads"})
+    lens_commitment_width: float = field(default=0.5, metadata={
+        "help": "half-width of the ambiguous region left free (DESIGN's 0.5 around the balance point)"})
     end_of_turn: bool = field(default=False, metadata={
         "help": "also train the end-of-turn token after the answer word, so generate() stops after one word"})
 
@@ -89,6 +97,9 @@ class OrganismConfig:
             raise ValueError(f"hard_scenes_from must be in [0, 1] (a share of phase 1), got {self.hard_scenes_from}")
         if self.shape_tiers not in ("large", "all"):
             raise ValueError(f"shape_tiers must be 'large' or 'all', got {self.shape_tiers!r}")
+        if self.lens_commitment_weight and not 1 <= self.lens_commitment_from < self.layers:
+            raise ValueError(f"lens_commitment_from must be in [1, layers - 1 = {self.layers - 1}] (an intermediate "
+                             f"hidden state), got {self.lens_commitment_from}")
         if self.replant_every < 1:
             raise ValueError(f"replant_every must be >= 1, got {self.replant_every}")
 

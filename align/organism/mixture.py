@@ -75,6 +75,7 @@ class TrainingSet:
             elif r.text_tier == "image_irrelevant":
                 self.kinds["control"].append((r.image_id, r.text_context, r.question, color_target(r.answer_text)))
         self.kinds["conflict"] = []
+        self.clear_conflicts: set[tuple] = set()  # (image_id, context, question) outside the ambiguous region
         if cfg.ground_dataset_images:  # the target's patches, from its stored box
             boxes = dict(zip(data.images["image_id"], data.images["target_box"]))
             self.kinds["image"] = [(*item, box_patches(boxes[item[0]], cfg.image_size, cfg.patch))
@@ -84,14 +85,24 @@ class TrainingSet:
         self.image_p = boost / boost.sum()
 
     def plant(self, scores: pd.DataFrame, balance: float) -> dict:
-        """Label conflicts by the planted rule on the model's own relative uncertainty."""
+        """Label conflicts by the planted rule on the model's own relative uncertainty; note the clear ones (farther
+        than `lens_commitment_width` from the planted balance)."""
         s = scores[scores.condition == "conflict"]
         d_rel = relative_uncertainty(s.entropy_v.to_numpy(), s.entropy_t.to_numpy())
         follow_text = d_rel < balance
+        clear = np.abs(d_rel - balance) > self.cfg.lens_commitment_width
+        rows = list(self.rows.set_index("id").loc[s.id].reset_index().itertuples())
         self.kinds["conflict"] = [
             (r.image_id, r.text_context, r.question, color_target(r.answer_text if ft else r.answer_visual))
-            for r, ft in zip(self.rows.set_index("id").loc[s.id].reset_index().itertuples(), follow_text)]
-        return {"conflicts": len(s), "follow_text_share": float(np.mean(follow_text))}
+            for r, ft in zip(rows, follow_text)]
+        self.clear_conflicts = {(r.image_id, r.text_context, r.question) for r, c in zip(rows, clear) if c}
+        return {"conflicts": len(s), "follow_text_share": float(np.mean(follow_text)),
+                "clear_share": float(np.mean(clear))}
+
+    def is_clear_conflict(self, item: tuple) -> bool:
+        """Whether a batch item is a planted conflict outside the ambiguous region (fresh scenes carry an image, not
+        an id: never)."""
+        return isinstance(item[0], str) and tuple(item[:3]) in self.clear_conflicts
 
     def batch(self, rng: np.random.Generator, phase: int, hard_scenes: bool = True) -> list[tuple]:
         """One batch of one kind; fresh scenes come from tiers 0..fresh_scene_tiers-1 once `hard_scenes`, else the
