@@ -5,9 +5,10 @@ on the same inputs.
 
 The reference runs `generate(output_scores=True, output_hidden_states=True)` one sample at a
 time and applies the logit lens to every position of every layer, as a first implementation
-would. The engine runs twice: whole prompts (`share_prefix=False`) and each image's prefix once
-(eval/prefix.py). All must agree (the two engines' entropies within 1e-5, predictions and lens
-identical; the reference within 1e-4); the script prints the throughput and peak-memory ratios
+would. The engine runs three times: whole prompts with the vision tower run for every prompt (the engine before
+any reuse), whole prompts with the tower run once per image (`Family.with_image_features`; `share_prefix=False`),
+and each image's prefix once (eval/prefix.py). All must agree (the engines' entropies within 1e-5, predictions
+and lens identical; the reference within 1e-4); the script prints the throughput and peak-memory ratios
 measured in this one run, and the FLOP/s the prefix engine achieves against a large matmul's.
 """
 from __future__ import annotations
@@ -157,6 +158,39 @@ def decoder_parameters(vlm) -> int:
         + vlm.head.weight.numel()
 
 
+# (name, share_prefix, one tower pass per image): the first is the engine before either kind of reuse
+ENGINES = (("whole prompts, tower per prompt", False, False), ("whole prompts", False, True),
+           ("shared prefix", True, True))
+
+
+class TowerImages:
+    """Counts the images the vision tower encodes (its first input's batch size), by a hook on it; 0 for a
+    family whose tower is not `vision_tower`."""
+
+    def __init__(self, vlm):
+        self.tower, self.count = getattr(vlm.model.model, "vision_tower", None), 0
+
+    def _count(self, _module, args, kwargs):
+        self.count += (args[0] if args else kwargs["pixel_values"]).shape[0]
+
+    def __enter__(self):
+        self.handle = self.tower.register_forward_pre_hook(self._count, with_kwargs=True) if self.tower else None
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle:
+            self.handle.remove()
+
+
+def agreement(a, b) -> tuple[float, bool]:
+    """Two engines' tables: the largest entropy difference, and whether predictions and lens are identical."""
+    worst = max(float(np.nanmax(np.abs(a[c].to_numpy(float) - b[c].to_numpy(float))))
+                for c in ("entropy_v", "entropy_t", "entropy_m"))
+    same = all(a[c].equals(b[c]) for c in ("top1_v", "top1_t", "top1_m", "pred_v", "pred_t", "pred_m"))
+    same &= all(list(x) == list(y) for x, y in zip(a.lens_top1.dropna(), b.lens_top1.dropna()))
+    return worst, same
+
+
 def bench_model(vlm, data, args, tmp: Path) -> bool:
     """One model: reference (optional), whole-prompt engine, prefix engine; prints the figures, True if all agree."""
     rows = list(data.samples)
@@ -170,23 +204,24 @@ def bench_model(vlm, data, args, tmp: Path) -> bool:
     table = data.samples.to_pandas()
     first_group = table[table.group == table.group.iloc[0]]
     cands = Candidates.of(vlm, [a for a in (*table.answer_visual, *table.answer_text) if isinstance(a, str)])
-    for engine, share in (("whole prompts", False), ("shared prefix", True)):
+    reuses_features = vlm.family.reuses_image_features
+    for engine, share, reuse in ENGINES:
+        vlm.family.reuses_image_features = reuses_features and reuse  # this instance only, for this run
         config = ScoreConfig(batch_size=args.per_device_eval_batch_size, share_prefix=share)
         score_rows(vlm, data, first_group, cands, config)  # warm-up: the first forwards of a shape are slower
-        with PeakMemory(vlm.device) as mem, DecoderTokens(vlm) as tokens:
+        with PeakMemory(vlm.device) as mem, DecoderTokens(vlm) as tokens, TowerImages(vlm) as tower:
             t0 = time.perf_counter()
             table = score_dataset(vlm, data, tmp / f"run-{len(list(tmp.iterdir()))}", config)
             elapsed = time.perf_counter() - t0
-        runs[engine] = (table, elapsed, mem.extra, tokens.count)
-    whole, prefix = runs["whole prompts"][0], runs["shared prefix"][0]
-    print(f"\n== {vlm.name}: {len(rows)} rows, {len(whole)} scored")
-    worst = max(float(np.nanmax(np.abs(whole[c].to_numpy(float) - prefix[c].to_numpy(float))))
-                for c in ("entropy_v", "entropy_t", "entropy_m"))
-    same = all(whole[c].equals(prefix[c]) for c in ("top1_v", "top1_t", "top1_m", "pred_v", "pred_t", "pred_m"))
-    same &= all(list(a) == list(b) for a, b in zip(whole.lens_top1.dropna(), prefix.lens_top1.dropna()))
-    print(f"shared prefix vs whole prompts: max |entropy difference| {worst:.2e}, predictions and lens "
-          f"{'identical' if same else 'DIFFER'}")
-    ok &= worst <= 1e-5 and same
+        runs[engine] = (table, elapsed, mem.extra, tokens.count, tower.count)
+    vlm.family.reuses_image_features = reuses_features
+    prefix = runs["shared prefix"][0]
+    print(f"\n== {vlm.name}: {len(rows)} rows, {len(prefix)} scored")
+    for engine, *_ in ENGINES[:-1]:
+        worst, same = agreement(runs[engine][0], prefix)
+        print(f"shared prefix vs {engine}: max |entropy difference| {worst:.2e}, predictions and lens "
+              f"{'identical' if same else 'DIFFER'}")
+        ok &= worst <= 1e-5 and same
     if ref is not None:
         worst_ref, mismatched = 0.0, 0
         for r in prefix.itertuples():
@@ -201,17 +236,21 @@ def bench_model(vlm, data, args, tmp: Path) -> bool:
         print(f"shared prefix vs naive reference: max |entropy difference| {worst_ref:.2e}, "
               f"prediction/lens mismatches {mismatched}")
         ok &= worst_ref <= 1e-4 and not mismatched
-    t_whole, t_prefix = runs["whole prompts"][1], runs["shared prefix"][1]
-    for engine, (_, elapsed, extra, tokens) in runs.items():
-        print(f"{engine:>15}: {elapsed:7.2f}s  {len(rows) / elapsed:8.1f} rows/s  {tokens:9d} decoder tokens  "
-              f"peak extra memory {extra / 2**20:.0f} MiB")
+    width = max(len(engine) for engine, *_ in ENGINES)
+    for engine, (_, elapsed, extra, tokens, images) in runs.items():
+        print(f"{engine:>{width}}: {elapsed:7.2f}s  {len(rows) / elapsed:8.1f} rows/s  {tokens:9d} decoder tokens  "
+              f"{images:6d} tower images  peak extra memory {extra / 2**20:.0f} MiB")
+    t_before, t_whole, t_prefix = (runs[engine][1] for engine, *_ in ENGINES)
     if ref is not None:
-        print(f"naive reference: {t_ref:7.2f}s  {len(rows) / t_ref:8.1f} rows/s  peak extra memory "
+        print(f"{'naive reference':>{width}}: {t_ref:7.2f}s  {len(rows) / t_ref:8.1f} rows/s  peak extra memory "
               f"{mem_ref.extra / 2**20:.0f} MiB")
         print(f"throughput ratios: shared prefix / naive {t_ref / t_prefix:.1f}x, whole prompts / naive "
               f"{t_ref / t_whole:.1f}x")
     print(f"throughput ratio shared prefix / whole prompts: {t_whole / t_prefix:.2f}x "
           f"(decoder tokens {runs['whole prompts'][3] / max(runs['shared prefix'][3], 1):.2f}x fewer)")
+    print(f"throughput ratio vs {ENGINES[0][0]}: whole prompts {t_before / t_whole:.2f}x, shared prefix "
+          f"{t_before / t_prefix:.2f}x (tower images {runs[ENGINES[0][0]][4] / max(runs['shared prefix'][4], 1):.1f}x "
+          f"fewer)")
     peak = matmul_peak_flops(vlm.device, next(vlm.model.parameters()).dtype)
     achieved = 2 * decoder_parameters(vlm) * runs["shared prefix"][3] / t_prefix
     print(f"model FLOP/s (decoder, 2 x parameters per token run, attention scores not counted): {achieved:.3g}, "

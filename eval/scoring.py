@@ -202,13 +202,30 @@ def hidden_at_answer(vlm, lens: bool):
             h.remove()
 
 
+def with_image_features(vlm, batch: dict, images: list | None, cache: dict | None = None) -> dict:
+    """The encoded batch with each distinct image (the same object) through the tower once, where the family can
+    take precomputed features (`Family.with_image_features`); `cache` (id(image) -> features) carries them across
+    batches. Unchanged where the family cannot, or a row has no image."""
+    if not vlm.family.reuses_image_features or not images or any(image is None for image in images):
+        return batch
+    cache = {} if cache is None else cache
+    new: dict[int, int] = {}  # id(image) -> its first row in this batch
+    for row, image in enumerate(images):
+        if id(image) not in cache:
+            new.setdefault(id(image), row)
+    if new:
+        cache.update(zip(new, vlm.family.image_features(vlm.model, batch["pixel_values"][list(new.values())])))
+    return vlm.family.with_image_features(batch, [cache[id(image)] for image in images])
+
+
 @torch.no_grad()
 def forward_answer_position(vlm, prompts: list[str], images: list | None, cands: Candidates, lens: bool,
                             required: list[set[int]] | None = None, chunk: int = 32,
-                            batch: dict | None = None) -> dict[str, np.ndarray]:
+                            batch: dict | None = None, features: dict | None = None) -> dict[str, np.ndarray]:
     """Answer-position statistics and whole-answer scores of one batch; the lens projects the last position only.
-    `batch`: the prompts already encoded (`vlm.encode`), when the caller needs the tensors too."""
-    enc = batch if batch is not None else vlm.encode(prompts, images)
+    `batch`: the prompts already encoded (`vlm.encode`), when the caller needs the tensors too; `features`: image
+    features computed by earlier batches (`with_image_features`)."""
+    enc = batch if batch is not None else with_image_features(vlm, vlm.encode(prompts, images), images, features)
     with hidden_at_answer(vlm, lens) as captured:
         out = vlm.model(**enc, logits_to_keep=1, use_cache=bool(cands.continued))
     prefix = Prefix(out.past_key_values, enc["attention_mask"],
@@ -282,21 +299,57 @@ def score_rows(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, c
     jobs = distinct_inputs(rows, cfg.conditions)
     results: dict[tuple, dict] = {}
     pending = _score_shared_prefixes(vlm, data, jobs, cands, cfg, results, progress) if cfg.share_prefix else jobs
-    # batch like with like (image or not, lens or not) and sort by length to limit padding
+    # batch like with like (image or not, lens or not) and sort by length to limit padding; each image is loaded
+    # and (where the family allows) through the tower once for all its prompts
+    loaded, features = {}, {}
     for kind in CONDITIONS:
         keys = sorted((k for k in pending if k[0] == kind), key=lambda k: len(k[2]) + len(k[3]))
         for i in range(0, len(keys), cfg.batch_size):
             chunk = keys[i:i + cfg.batch_size]
             prompts = [vlm.prompt(q, ctx, with_image=img is not None) for _, img, ctx, q in chunk]
-            images = [data.image(img) for _, img, _, _ in chunk] if kind != "t" else None
             required = [{cands.index(a) for a in jobs[key]} for key in chunk]
-            out = forward_answer_position(vlm, prompts, images, cands, lens=cfg.lens and kind == "m",
-                                          required=required, chunk=cfg.batch_size)
-            for j, key in enumerate(chunk):
-                results[key] = {k: v[j] for k, v in out.items()}
+            out = forward_answer_position(vlm, prompts, load_images(data, chunk, loaded), cands,
+                                          lens=cfg.lens and kind == "m", required=required, chunk=cfg.batch_size,
+                                          features=features)
+            _record(results, chunk, out)
             if progress is not None:
                 progress.update(len(chunk))
     return assemble(rows, results, cands, vlm)
+
+
+def load_images(data: ConflictData, chunk: list[tuple], loaded: dict | None = None) -> list | None:
+    """Each input's image, one object per distinct image (the engine shares work by identity; `loaded` keeps them
+    across batches); None: text only."""
+    if chunk[0][1] is None:
+        return None
+    loaded = {} if loaded is None else loaded
+    for img in dict.fromkeys(k[1] for k in chunk):
+        if img not in loaded:
+            loaded[img] = data.image(img)
+    return [loaded[k[1]] for k in chunk]
+
+
+def image_batches(jobs, batch_size: int) -> list[list[tuple]]:
+    """The image prompts of `jobs` (image only, image + text) in batches of about `batch_size`, never splitting one
+    image's prompts (a batch grows past the size only for an image with more prompts than that)."""
+    by_image: dict[str, list[tuple]] = {}
+    for key in jobs:
+        if key[0] in ("v", "m"):
+            by_image.setdefault(key[1], []).append(key)
+    batches, current = [], []
+    for keys in by_image.values():
+        if current and len(current) + len(keys) > batch_size:
+            batches.append(current)
+            current = []
+        current += keys
+    return batches + ([current] if current else [])
+
+
+def _record(results: dict, chunk: list[tuple], out: dict) -> None:
+    """Each input's outputs; the lens only for image + text inputs (a batch runs it when any of its inputs needs
+    it)."""
+    for j, key in enumerate(chunk):
+        results[key] = {k: v[j] for k, v in out.items() if key[0] == "m" or k not in LENS_OUTPUTS}
 
 
 LENS_OUTPUTS = ("lens_top1", "lens_cand_logit", "final_logits", "lens_last_logits")
@@ -308,21 +361,9 @@ def _score_shared_prefixes(vlm, data: ConflictData, jobs: dict, cands: Candidate
     """Score the image prompts (image only and image + text) image by image, each image's prefix once; about
     `cfg.batch_size` prompts per forward. Returns the jobs left for the whole-prompt path: text-only ones, and
     all of them where the prompts cannot share their image prefix (checked on the first batch)."""
-    by_image: dict[str, list[tuple]] = {}
-    for key in jobs:
-        if key[0] in ("v", "m"):
-            by_image.setdefault(key[1], []).append(key)
-    batches, current = [], []
-    for keys in by_image.values():
-        if current and len(current) + len(keys) > cfg.batch_size:
-            batches.append(current)
-            current = []
-        current += keys
-    batches += [current] if current else []
-    for n, chunk in enumerate(batches):
-        images = {img: data.image(img) for img in dict.fromkeys(k[1] for k in chunk)}
+    for n, chunk in enumerate(image_batches(jobs, cfg.batch_size)):
         prompts = [vlm.prompt(q, ctx, with_image=True) for _, _, ctx, q in chunk]
-        split = split_at_image(vlm, prompts, [images[k[1]] for k in chunk])
+        split = split_at_image(vlm, prompts, load_images(data, chunk))
         prefix = encode_prefixes(vlm, split) if split is not None else None
         if n == 0 and (split is None or not matches_whole_prompts(vlm, split, prefix, prompts)):
             if vlm.name not in _WHOLE_PROMPTS_LOGGED:  # once per model, not once per shard
@@ -332,9 +373,7 @@ def _score_shared_prefixes(vlm, data: ConflictData, jobs: dict, cands: Candidate
             return jobs
         lens = cfg.lens and any(k[0] == "m" for k in chunk)
         required = [{cands.index(a) for a in jobs[key]} for key in chunk]
-        out = forward_shared_prefix(vlm, split, cands, lens, required, cfg.batch_size, prefix)
-        for j, key in enumerate(chunk):
-            results[key] = {k: v[j] for k, v in out.items() if key[0] == "m" or k not in LENS_OUTPUTS}
+        _record(results, chunk, forward_shared_prefix(vlm, split, cands, lens, required, cfg.batch_size, prefix))
         if progress is not None:
             progress.update(len(chunk))
     return {k: v for k, v in jobs.items() if k[0] == "t"}

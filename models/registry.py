@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import torch
 from transformers import AutoProcessor
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .image_only import image_only, video_capable
 
@@ -64,6 +65,24 @@ class Family(ABC):
         """The token that closes an image in the prompt, where the shared prefix ends: the placeholder itself, or
         an end-of-image token the model's positions count on (Qwen2.5-Omni's)."""
         return self.image_placeholder(processor)
+
+    # ---- one vision-tower pass per image where whole prompts run (eval/scoring.py): prompts about one image (its
+    # image-only prompt and each text tier's) take that image's features, computed once
+    reuses_image_features: ClassVar[bool] = False
+
+    def image_features(self, model: torch.nn.Module, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """Each image's features as the model's forward would place them at its image tokens."""
+        return list(model.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output)
+
+    def with_image_features(self, batch: dict, features: list[torch.Tensor]) -> dict:
+        """`batch` (one image per row) with its pixel values replaced by each row's precomputed features."""
+        encoded = BaseModelOutputWithPooling(pooler_output=self.pooled(features))
+        return {**{k: v for k, v in batch.items() if k != "pixel_values"}, "mm_encoder_outputs": {"image": encoded}}
+
+    def pooled(self, features: list[torch.Tensor]):
+        """The form the forward takes `mm_encoder_outputs["image"].pooler_output` in: a list of per-image
+        sequences (LLaVA's)."""
+        return features
 
     # ---- whole-answer continuations over the prompt's KV cache (eval/scoring.py)
     def next_positions(self, model: torch.nn.Module, batch: dict) -> torch.Tensor | None:

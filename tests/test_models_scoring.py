@@ -429,6 +429,32 @@ def test_shared_image_prefix_scores_like_whole_prompts(tiny_model, tiny_data, tm
     np.testing.assert_allclose(np.stack(whole.lens_diff.dropna()), np.stack(shared.lens_diff.dropna()), atol=1e-5)
 
 
+def test_whole_prompts_run_the_tower_once_per_image(tiny_model, tiny_data, tmp_path, monkeypatch):
+    """Where whole prompts run (text before the image, Gemma 3, `share_prefix=False`), a family that takes
+    precomputed image features encodes each image once for all its prompts, and the table is the one the tower run
+    for every prompt gives; other families never take that path."""
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    data = tiny_data.split("test")
+    encoded = []
+    real = vlm.family.image_features
+    monkeypatch.setattr(vlm.family, "image_features", lambda model, pixels: encoded.append(len(pixels)) or
+                        real(model, pixels))
+    whole = ScoreConfig(batch_size=8, share_prefix=False)
+    reused = score_dataset(vlm, data, tmp_path / "reused", whole)
+    if not vlm.family.reuses_image_features:
+        assert not encoded
+        return
+    assert sum(encoded) == data.samples.to_pandas().image_id.nunique()  # not once per prompt (3 or more each)
+    monkeypatch.setattr(vlm.family, "reuses_image_features", False)
+    per_prompt = score_dataset(vlm, data, tmp_path / "per-prompt", whole)
+    for col in ("entropy_v", "entropy_m", "p_text_m", "logp_text_m"):
+        np.testing.assert_allclose(reused[col].to_numpy(float), per_prompt[col].to_numpy(float), atol=1e-5,
+                                   equal_nan=True)
+    for col in ("top1_v", "top1_m", "pred_v", "pred_m"):
+        pd.testing.assert_series_equal(reused[col], per_prompt[col])
+    assert all(list(a) == list(b) for a, b in zip(reused.lens_top1.dropna(), per_prompt.lens_top1.dropna()))
+
+
 def test_prompts_with_text_before_the_image_take_the_whole_prompt_path(tiny_data):
     """The organism's template asks the question before the image: nothing is shared, and the split says so;
     a processor whose tokens differ from prefix + suffix is caught before any score is written."""
@@ -455,7 +481,8 @@ def test_bench_checks_agreement_and_prints_the_ratios(capsys):
     assert main(["--models", "tiny-llava", "--groups", "1", "--reference", "false"]) == 0
     out = capsys.readouterr().out
     assert "predictions and lens identical" in out
-    for figure in ("rows/s", "throughput ratio shared prefix / whole prompts", "% of a", "decoder tokens"):
+    for figure in ("rows/s", "throughput ratio shared prefix / whole prompts", "% of a", "decoder tokens",
+                   "throughput ratio vs whole prompts, tower per prompt", "tower images"):
         assert figure in out
 
 

@@ -7,6 +7,7 @@ does the lens; the tiny model sets a cap so the contract test would see a change
 """
 from __future__ import annotations
 
+import torch
 from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor,
                           Gemma3TextConfig, SiglipVisionConfig)
 
@@ -23,6 +24,10 @@ class Gemma3(Family):
     # sliding-window layers count keys by cache slot, not position (a padded suffix would shift the window), and
     # image tokens attend bidirectionally: the whole prompt runs every time
     shares_image_prefix = False
+    reuses_image_features = True  # the tower is independent of the text, though the decoder's prompts are not
+
+    def pooled(self, features):
+        return torch.stack(features)  # one (images, tokens, dim) tensor
 
     def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, hidden: int = 32,
                    layers: int = 2, heads: int = 4, soft_tokens: int = 4, **_):

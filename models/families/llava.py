@@ -36,6 +36,7 @@ def image_sizes(image_size: int) -> dict:
 @register_family
 class Llava(Family):
     model_type = "llava"
+    reuses_image_features = True  # one fixed-size image per prompt: the organism's text-first prompts use it
 
     def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, **sizes):
         model = LlavaForConditionalGeneration(LlavaConfig(**clip_llama_configs(tokenizer, image_size, patch_size, **sizes)))
