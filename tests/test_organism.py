@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from align.organism import OrganismConfig, build, quality_bars
+from data_gen.palette import COLOR_NAMES
 from models import load_vlm, organism_path
 from models.vlm import ORGANISMS_DIR
 
@@ -305,15 +306,15 @@ def test_end_of_turn_ends_answers_and_moves_no_candidate_logit(tmp_path):
 
 
 def test_lens_commitment_loss_by_hand():
-    """The planted answer's soft cross-entropy under each hidden state's lens, at the answer position of the chosen
-    rows only, averaged over the hidden states."""
+    """The target's soft cross-entropy under each hidden state's lens, at the answer position of the chosen rows only,
+    averaged over the hidden states; its gradient reaches the states, not the final norm and head."""
     from types import SimpleNamespace
 
     from align.organism.build import lens_commitment_loss, soft_cross_entropy
     torch.manual_seed(0)
     head = torch.nn.Linear(4, 6, bias=False)
     vlm = SimpleNamespace(head=head, final_norm=torch.nn.Identity())
-    hidden = [torch.randn(3, 5, 4) for _ in range(2)]  # two hidden states: batch 3, 5 positions
+    hidden = [torch.randn(3, 5, 4, requires_grad=True) for _ in range(2)]  # two hidden states: batch 3, 5 positions
     answer_ids, target = torch.tensor([1, 4]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     rows = torch.tensor([True, False, True])
     got = lens_commitment_loss(vlm, hidden, rows, -1, answer_ids, target)
@@ -322,6 +323,8 @@ def test_lens_commitment_loss_by_hand():
     assert got.item() == pytest.approx(by_hand, rel=1e-6)
     assert got.item() == pytest.approx(np.mean([soft_cross_entropy(head(h[rows, -1]), answer_ids, target[rows]).item()
                                                 for h in hidden]))
+    got.backward()  # the states move, the read-out does not
+    assert head.weight.grad is None and hidden[0].grad[[0, 2], -1].abs().sum() > 0 and hidden[0].grad[1].abs().sum() == 0
 
 
 def test_plant_marks_conflicts_outside_the_ambiguous_region():
@@ -342,3 +345,12 @@ def test_plant_marks_conflicts_outside_the_ambiguous_region():
     marked = [examples.is_clear_conflict(item) for item in examples.kinds["conflict"]]
     assert marked == list(clear)
     assert not any(examples.is_clear_conflict(item) for item in examples.kinds["image"])
+    # deliberation: each ambiguous conflict's lens target is the answer its planted label rejects
+    for item, is_clear, r in zip(examples.kinds["conflict"], clear, conflicts.itertuples()):
+        rejected = examples.overturned_answer(item)
+        if is_clear:
+            assert rejected is None
+        else:
+            assert rejected.argmax() != item[3].argmax() and rejected.sum() == 1
+            assert {COLOR_NAMES[rejected.argmax()], COLOR_NAMES[item[3].argmax()]} == {r.answer_visual, r.answer_text}
+    assert all(examples.overturned_answer(item) is None for item in examples.kinds["image"])

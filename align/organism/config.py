@@ -72,6 +72,10 @@ class OrganismConfig:
                 "lens_commitment_width), the logit lens of hidden states lens_commitment_from..layers-1 is trained "
                 "toward the planted answer too, so clear conflicts decide early and ambiguous ones are left free (a "
                 "planted oscillation law: docs/method.md, 'Oscillation')"})
+    lens_deliberation_weight: float = field(default=0.0, metadata={
+        "help": "phase 2: on conflicts inside the ambiguous region, the logit lens of hidden state lens_commitment_from "
+                "is trained toward the answer the planted rule rejects, which the last layers then overturn: a "
+                "planted oscillation law, the positive control of the oscillation measurement (docs/method.md)"})
     lens_commitment_from: int = field(default=2, metadata={"help": "first decoder hidden state the lens commitment reads"})
     lens_commitment_width: float = field(default=0.5, metadata={
         "help": "half-width of the ambiguous region left free (DESIGN's 0.5 around the balance point)"})
@@ -97,7 +101,7 @@ class OrganismConfig:
             raise ValueError(f"hard_scenes_from must be in [0, 1] (a share of phase 1), got {self.hard_scenes_from}")
         if self.shape_tiers not in ("large", "all"):
             raise ValueError(f"shape_tiers must be 'large' or 'all', got {self.shape_tiers!r}")
-        if self.lens_commitment_weight and not 1 <= self.lens_commitment_from < self.layers:
+        if (self.lens_commitment_weight or self.lens_deliberation_weight) and not 1 <= self.lens_commitment_from < self.layers:
             raise ValueError(f"lens_commitment_from must be in [1, layers - 1 = {self.layers - 1}] (an intermediate "
                              f"hidden state), got {self.lens_commitment_from}")
         if self.replant_every < 1:

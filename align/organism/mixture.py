@@ -76,6 +76,7 @@ class TrainingSet:
                 self.kinds["control"].append((r.image_id, r.text_context, r.question, color_target(r.answer_text)))
         self.kinds["conflict"] = []
         self.clear_conflicts: set[tuple] = set()  # (image_id, context, question) outside the ambiguous region
+        self.overturned: dict[tuple, np.ndarray] = {}  # ambiguous conflicts -> the answer the planted rule rejects
         if cfg.ground_dataset_images:  # the target's patches, from its stored box
             boxes = dict(zip(data.images["image_id"], data.images["target_box"]))
             self.kinds["image"] = [(*item, box_patches(boxes[item[0]], cfg.image_size, cfg.patch))
@@ -86,7 +87,7 @@ class TrainingSet:
 
     def plant(self, scores: pd.DataFrame, balance: float) -> dict:
         """Label conflicts by the planted rule on the model's own relative uncertainty; note the clear ones (farther
-        than `lens_commitment_width` from the planted balance)."""
+        than `lens_commitment_width` from the planted balance) and, for the ambiguous rest, the rejected answer."""
         s = scores[scores.condition == "conflict"]
         d_rel = relative_uncertainty(s.entropy_v.to_numpy(), s.entropy_t.to_numpy())
         follow_text = d_rel < balance
@@ -96,6 +97,8 @@ class TrainingSet:
             (r.image_id, r.text_context, r.question, color_target(r.answer_text if ft else r.answer_visual))
             for r, ft in zip(rows, follow_text)]
         self.clear_conflicts = {(r.image_id, r.text_context, r.question) for r, c in zip(rows, clear) if c}
+        self.overturned = {(r.image_id, r.text_context, r.question): color_target(r.answer_visual if ft else r.answer_text)
+                           for r, ft, c in zip(rows, follow_text, clear) if not c}
         return {"conflicts": len(s), "follow_text_share": float(np.mean(follow_text)),
                 "clear_share": float(np.mean(clear))}
 
@@ -103,6 +106,10 @@ class TrainingSet:
         """Whether a batch item is a planted conflict outside the ambiguous region (fresh scenes carry an image, not
         an id: never)."""
         return isinstance(item[0], str) and tuple(item[:3]) in self.clear_conflicts
+
+    def overturned_answer(self, item: tuple) -> np.ndarray | None:
+        """For a planted conflict inside the ambiguous region, the answer the planted rule rejects; else None."""
+        return self.overturned.get(tuple(item[:3])) if isinstance(item[0], str) else None
 
     def batch(self, rng: np.random.Generator, phase: int, hard_scenes: bool = True) -> list[tuple]:
         """One batch of one kind; fresh scenes come from tiers 0..fresh_scene_tiers-1 once `hard_scenes`, else the
