@@ -26,7 +26,7 @@ from models import VLM, ModelArguments, load_from_args
 from . import tracking
 from .arguments import AlignArguments, check_inputs, trainer_arguments
 from .release import release, push
-from .targets import calibration_reached, next_training_target, resolve_target
+from .targets import calibration_reached, closest_round, next_training_target, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,8 @@ class Recipe:
         """Train the adapter at b*; with calibration rounds, re-aim the training target by the realized miss on
         the calibration groups and retrain from the base, so the released adapter lands on b*.
 
-        Finished rounds are recorded in calibration.json: a re-run in the same output_dir goes on from there.
+        Finished rounds are recorded in calibration.json (each round's adapter in calibration/round-K): a re-run in
+        the same output_dir goes on from there. The round nearest b* on the calibration groups is released.
         """
         from .training import build_examples
         a, state = self.align, self.state
@@ -185,7 +186,7 @@ class Recipe:
             if rounds and (len(rounds) > a.calibration_rounds or calibration_reached(
                     target, rounds[-1]["realized"], rounds[-1].get("ci"), a.calibration_tolerance,
                     a.calibration_stop_in_interval)):
-                return stats, rounds, adapter
+                return self.release_round(target, rounds)
             aim = target if not rounds else next_training_target(
                 target, [r["trained_at"] for r in rounds], [r["realized"] for r in rounds])
             examples, stats = build_examples(train_table, aim, current, a.tau, a.boundary_sigma, a.boundary_floor,
@@ -205,6 +206,10 @@ class Recipe:
             check = analyze(self.measure(self.load(adapter), data.split(a.calibration_split).conflicts(),
                                          f"calibration-{len(rounds)}", lens=False), a.analysis)["balance_point"]
             realized = check["estimate"] if check["estimate"] is not None else (2.0 if check["leans"] == "text" else -2.0)
+            if state.is_main:  # kept, so the nearest round can be released when a later one lands farther
+                kept = self.out / "calibration" / f"round-{len(rounds)}"
+                shutil.rmtree(kept, ignore_errors=True)
+                shutil.copytree(adapter, kept)
             rounds.append({"trained_at": aim, "realized": realized, "ci": check["ci"],
                            "description": check["description"], "training_examples": stats})
             log.info("calibration round %d: trained at %+.3f -> %s on the %s groups (target %+.2f)", len(rounds) - 1,
@@ -212,6 +217,25 @@ class Recipe:
             if state.is_main:
                 record.write_text(json.dumps({"target": target, "rounds": rounds}, indent=2, default=float))
             state.wait()
+
+    def release_round(self, target: float, rounds: list[dict]) -> tuple[dict, list[dict], Path]:
+        """Make the calibration round nearest b* the adapter the recipe measures and releases; marks it `released`."""
+        best = closest_round(target, [r["realized"] for r in rounds])
+        for k, r in enumerate(rounds):
+            r["released"] = k == best
+        adapter, kept = self.out / "adapter", self.out / "calibration" / f"round-{best}"
+        if best != len(rounds) - 1 and self.state.is_main:
+            if not kept.exists():
+                raise FileNotFoundError(f"{kept} is missing: calibration round {best} is nearest b* = {target:+.2f} "
+                                        f"but its adapter was not kept (an output_dir from an older version); "
+                                        f"re-run in a fresh --output_dir")
+            shutil.rmtree(adapter, ignore_errors=True)
+            shutil.copytree(kept, adapter)
+        if best != len(rounds) - 1:
+            log.info("releasing calibration round %d (%s), nearest b* = %+.2f", best, rounds[best]["description"],
+                     target)
+        self.state.wait()
+        return rounds[best]["training_examples"], rounds, adapter
 
     # ---- the loop
     def run(self) -> dict | None:

@@ -62,6 +62,18 @@ def next_training_target(target: float, tried: list[float], realized: list[float
     return float(np.clip(tried[-1] + step, lo, hi))
 
 
+def closest_round(target: float, realized: list[float]) -> int:
+    """The calibration round to release: the one whose realized balance point is nearest b* (the later on a tie).
+
+    The realized point need not move monotonically with the training target near the ends of the range (the
+    organism trained at b = -1.94 for b* = -1 realized -0.43, after -0.82 at b = -1.24), so the last round is not
+    always the best one."""
+    if not realized:
+        raise ValueError("no calibration round to choose from")
+    misses = [abs(r - target) for r in realized]
+    return max(range(len(misses)), key=lambda i: (-misses[i], i))
+
+
 def calibration_reached(target: float, realized: float, interval: tuple[float, float] | None, tolerance: float,
                         stop_in_interval: bool = True) -> bool:
     """Whether a calibration round's measured balance point is on target: within `tolerance`, or, with

@@ -15,7 +15,7 @@ from transformers import TrainingArguments
 from align.arguments import TRAINING_DEFAULTS, AlignArguments
 from data_gen.cli import parse
 from models import ModelArguments, supported_families
-from align.targets import (boundary_weights, calibration_reached, next_training_target, resolve_target,
+from align.targets import (boundary_weights, calibration_reached, closest_round, next_training_target, resolve_target,
                            sample_hard_targets, target_text_probability)
 from align.training import soft_target_loss
 
@@ -52,6 +52,15 @@ def test_calibration_re_aims_by_the_miss():
     assert next_training_target(-1.9, [-1.9], [-0.5]) == -2.0
     with pytest.raises(ValueError, match="as many"):
         next_training_target(0.0, [0.1, 0.2], [0.3])
+
+
+def test_calibration_releases_the_round_nearest_the_target():
+    # seed 1 of the precision table at b* = -1: the third round overshot the range and landed farther back
+    assert closest_round(-1.0, [-0.762, -0.822, -0.429]) == 1
+    assert closest_round(0.0, [0.1, -0.1]) == 1  # a tie goes to the later round
+    assert closest_round(0.5, [0.9]) == 0
+    with pytest.raises(ValueError, match="no calibration round"):
+        closest_round(0.0, [])
 
 
 def test_calibration_stops_within_tolerance_or_when_the_miss_is_noise():
@@ -236,6 +245,11 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     assert len(rounds) == 2 and rounds[0]["trained_at"] == 0.0
     assert rounds[1]["trained_at"] == pytest.approx(next_training_target(0.0, [0.0], [rounds[0]["realized"]]))
     assert (out / "runs" / "calibration-1" / "samples.parquet").exists()
+    # the round nearest b* on the validation groups is the adapter measured and released
+    best = closest_round(0.0, [r["realized"] for r in rounds])
+    assert [r["released"] for r in rounds] == [k == best for k in range(2)]
+    kept = out / "calibration" / f"round-{best}" / "adapter_model.safetensors"
+    assert kept.read_bytes() == (release / "adapter_model.safetensors").read_bytes()
     # calibration, targets and (by default, eval_rows: conflicts) the test groups score only what the analysis reads
     for name in ("calibration-1", "base_train", "base", "aligned"):
         assert set(pd.read_parquet(out / "runs" / name / "samples.parquet").condition) == {"conflict"}, name
