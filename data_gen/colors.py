@@ -104,7 +104,7 @@ def _place_distractor(lm: LabelMap, rng: np.random.Generator, shape: str, target
     target = lm.objects[0]
     ys, xs = np.nonzero(target.crop)
     target_area = len(ys)
-    areas = np.array([o.crop.sum() for o in lm.objects])
+    areas = np.array([np.count_nonzero(o.crop) for o in lm.objects])
     size = target_size * rng.uniform(0.7, 1.2)
     fallback, hidden = None, None
     for attempt in range(200):
@@ -124,10 +124,11 @@ def _place_distractor(lm: LabelMap, rng: np.random.Generator, shape: str, target
             continue
         for on_top in (True, False):
             lost, shown = lm.cover(crop, y, x, on_top)
-            visible = np.asarray(lm.visible) - lost
+            visible = lm.visible - lost
             if visible[0] < MIN_VISIBLE_TARGET * target_area:
                 continue
-            if shown >= MIN_VISIBLE_DISTRACTOR * crop.sum() and (visible[1:] >= MIN_VISIBLE_DISTRACTOR * areas[1:]).all():
+            if shown >= MIN_VISIBLE_DISTRACTOR * np.count_nonzero(crop) and (
+                    visible[1:] >= MIN_VISIBLE_DISTRACTOR * areas[1:]).all():
                 lm.add(crop, y, x, on_top)
                 return
             if fallback is None and shown > 0:

@@ -88,7 +88,7 @@ class LabelMap:
 
     def __post_init__(self):
         self.top = np.full((self.height, self.width), -1, dtype=np.int32)
-        self.visible: list[int] = []
+        self.visible = np.zeros(0, dtype=np.int64)
 
     def fits(self, crop: np.ndarray, y: int, x: int) -> bool:
         h, w = crop.shape
@@ -98,10 +98,10 @@ class LabelMap:
         """Pixels each existing object would lose, and pixels the candidate would show."""
         h, w = crop.shape
         region = self.top[y:y + h, x:x + w]
-        if not on_top:
-            return np.zeros(len(self.objects), dtype=np.int64), int((crop & (region == -1)).sum())
+        if not on_top:  # count_nonzero: several times faster than a bool sum, and placement calls this ~10^5 times
+            return np.zeros(len(self.objects), dtype=np.int64), int(np.count_nonzero(crop & (region == -1)))
         hit = region[crop]
-        return np.bincount(hit[hit >= 0], minlength=len(self.objects)), int(crop.sum())
+        return np.bincount(hit[hit >= 0], minlength=len(self.objects)), int(np.count_nonzero(crop))
 
     def add(self, crop: np.ndarray, y: int, x: int, on_top: bool) -> int:
         lost, shown = self.cover(crop, y, x, on_top)
@@ -109,7 +109,7 @@ class LabelMap:
         region = self.top[y:y + h, x:x + w]
         k = len(self.objects)
         region[crop if on_top else crop & (region == -1)] = k
-        self.visible = [v - int(l) for v, l in zip(self.visible, lost)] + [shown]
+        self.visible = np.append(self.visible - lost, shown)
         self.objects.append(Placed(y, x, crop))
         return k
 

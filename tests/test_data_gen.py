@@ -117,6 +117,14 @@ def test_split_is_by_group_and_disjoint():
     assert set().union(*groups.values()) == set(range(30))
     with pytest.raises(ValueError, match="not in this dataset"):
         data.split("dev")
+    # rendering one split's groups alone gives that split's rows and images, byte for byte
+    test_only = generate("attributes", 30, seed=2, size=64, workers=1, only_split="test")
+    full = data.split("test")
+    assert test_only.samples.to_list() == full.samples.to_list() and test_only.info["only_split"] == "test"
+    assert len(test_only.images) < len(data.images) and all(
+        np.array_equal(np.asarray(test_only.image(i)), np.asarray(data.image(i))) for i in set(full.samples["image_id"]))
+    with pytest.raises(ValueError, match="only_split='dev' has no groups"):
+        generate("attributes", 30, seed=2, size=64, workers=1, only_split="dev")
 
 
 def test_split_shares_set_each_splits_groups_from_the_command_line(tmp_path, capsys):

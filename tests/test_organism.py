@@ -69,11 +69,11 @@ def test_shipped_organism_is_the_default_and_real_llava():
 
 @pytest.fixture(scope="module")
 def organism_test_data(tmp_path_factory):
-    """The shipped build's own data: the bars are on its held-out test groups (generated once for both organisms)."""
+    """The shipped build's held-out test groups (rendered alone, once for both organisms): the bars are on them."""
     from data_gen import generate
     cfg = OrganismConfig(**json.loads((ORGANISMS_DIR / "organism-text" / "organism.json").read_text())["config"])
     path = tmp_path_factory.mktemp("organism-data") / "data"
-    generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size).save(path)
+    generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size, only_split="test").save(path)
     return path
 
 

@@ -90,8 +90,9 @@ def evaluate(name_or_path: str = "organism", data: str | None = None, output_dir
                                     f"pass --data with a dataset to evaluate it on")
         cfg = OrganismConfig(**json.loads(meta_path.read_text())["config"])
         seed = cfg.dataset_seed if dataset_seed is None else dataset_seed
-        generated = generate("colors", groups or cfg.groups, seed, cfg.image_size, cfg.workers)
-        test = generated if seed != cfg.dataset_seed else generated.split("test")
+        # the build's own seed: only its held-out test groups (rendered alone); another seed: every group is unseen
+        test = generate("colors", groups or cfg.groups, seed, cfg.image_size, cfg.workers,
+                        only_split="test" if seed == cfg.dataset_seed else None)
         fresh = f"-seed{seed}-groups{groups or cfg.groups}" if (groups, dataset_seed) != (None, None) else ""
     vlm = load_vlm(name_or_path, dtype="float32")
     table = score_dataset(vlm, test, Path(output_dir or default_output_dir(name_or_path, fresh)),
