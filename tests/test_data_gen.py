@@ -62,7 +62,7 @@ def test_attribute_tier_properties(tier):
         x0, y0, x1, y1 = scene.labels.objects[0].bbox()
         assert tier.size_band[0] * 128 - 1.5 <= max(x1 - x0, y1 - y0) <= tier.size_band[1] * 128 + 1.5
         assert all(c not in (g.color_visual, g.color_text) for c in scene.colors[1:])
-        assert scene.labels.visible == [o.crop.sum() for o in scene.labels.objects]  # nothing hidden
+        assert scene.labels.visible.tolist() == [o.crop.sum() for o in scene.labels.objects]  # nothing hidden
 
 
 def test_metal_has_specular_highlight_rubber_does_not():
