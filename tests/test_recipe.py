@@ -27,6 +27,15 @@ SMALL = [*TRAIN_HEAVY, "--groups", "40", "--max_steps", "12", "--save_steps", "6
          "--calibration_rounds", "0"]
 
 
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """SMALL's 40 groups, rendered once for the runs that do not test generation (`--data` skips it)."""
+    from data_gen import generate
+    path = tmp_path_factory.mktemp("small-data") / "data"
+    generate("colors", 40, 0, 64, split_shares=json.loads(TRAIN_HEAVY[1])).save(path)
+    return ["--data", str(path)]
+
+
 def test_targets_by_hand():
     assert target_text_probability([0.0], 0.0, 0.25) == pytest.approx([0.5])
     assert target_text_probability([-1.0, 1.0], 0.5, 0.5) == pytest.approx([1 / (1 + np.exp(-3)), 1 / (1 + np.exp(1))])
@@ -288,8 +297,8 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("loss_type", ["hard", "dpo"])
-def test_recipe_trl_variants_train_an_adapter(loss_type, tmp_path):
-    res = subprocess.run([sys.executable, "recipes/align_llava.py", *SMALL, "--max_steps", "4", "--report_to", "none",
+def test_recipe_trl_variants_train_an_adapter(loss_type, small_data, tmp_path):
+    res = subprocess.run([sys.executable, "recipes/align_llava.py", *SMALL, *small_data, "--max_steps", "4", "--report_to", "none",
                           "--loss_type", loss_type, "--output_dir", str(tmp_path), "--eval_rows", "all"],
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
     assert res.returncode == 0, res.stderr[-3000:]
@@ -369,9 +378,9 @@ def test_mixed_recipe_measures_recognition_before_and_after(answering_data, tmp_
 
 
 @pytest.mark.slow
-def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
+def test_interrupted_and_resumed_run_matches_uninterrupted(small_data, tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    base = [sys.executable, "recipes/align_llava.py", *SMALL, "--report_to", "none"]
+    base = [sys.executable, "recipes/align_llava.py", *SMALL, *small_data, "--report_to", "none"]
     full = subprocess.run(base + ["--output_dir", str(tmp_path / "full")], capture_output=True, text=True, cwd=ROOT, env=env)
     assert full.returncode == 0, full.stderr[-3000:]
     # a real interruption at a deterministic point: the run SIGKILLs itself right after its step-6 checkpoint is
