@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from data_gen import samples_frame
 from data_gen.av import generate_av
 from data_gen.cli import parse, usage_error
 
@@ -78,7 +79,7 @@ def run(args: AVBenchArguments, **shape_overrides) -> dict:
         model.base_model.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
         model.enable_input_require_grads()
     model.train()
-    examples, _ = asked_modality_examples(data.samples.to_pandas(), vlm, ["misaligned", "misleading_text"])
+    examples, _ = asked_modality_examples(samples_frame(data.samples), vlm, ["misaligned", "misleading_text"])
     collate = AVCollator(vlm, data, next(vlm.model.parameters()).dtype)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     times = []

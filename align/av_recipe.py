@@ -14,6 +14,7 @@ import time
 import torch
 from transformers import TrainingArguments
 
+from data_gen import samples_frame
 from data_gen.av import AVData, generate_av
 from eval.av import analyze_av, describe_av
 from eval.av_report import write_av_report
@@ -74,7 +75,7 @@ class AVRecipe(Recipe):
         tracking.log_av(run, "before", before)
 
         log.info("2/4 LoRA training: answer the asked modality's class")
-        examples, stats = asked_modality_examples(train.samples.to_pandas(), base, a.conditions)
+        examples, stats = asked_modality_examples(samples_frame(train.samples), base, a.conditions)
         log.info("training examples: %s", stats)
         if state.is_main:  # scores of an earlier adapter would be resumed as this one's
             shutil.rmtree(out / "runs" / "aligned", ignore_errors=True)

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from transformers import TrainingArguments
 
-from data_gen import ConflictData
+from data_gen import ConflictData, samples_frame
 from data_gen.store import SPLIT_SHARES
 from data_gen.recognition import recognition_from
 from eval.analysis import alignment_guarantee, analyze, describe_guarantee
@@ -97,7 +97,7 @@ class Recipe:
         """loss_type mixed: one training on modality-mixed recognition instances (no calibration: there is no
         balance point to aim at)."""
         from .training import mixed_examples
-        rows = recognition.split(self.align.train_split).samples.to_pandas()
+        rows = samples_frame(recognition.split(self.align.train_split).samples)
         examples, stats = mixed_examples(rows, train_table, base, self.align.retention_share, self.training.seed)
         log.info("training on modality-mixed instances: %s", stats)
         if self.state.is_main:  # scores of an earlier adapter would be resumed as this one's

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -150,6 +151,12 @@ def save_tables(out: str | os.PathLike, tables: dict[str, datasets.Dataset], inf
     info["splits"] = {s: tables["samples"]["split"].count(s) for s in SPLIT_SHARES}
     (out / "info.json").write_text(json.dumps(info, indent=2))
     return out
+
+
+def samples_frame(samples: datasets.Dataset) -> pd.DataFrame:
+    """A dataset's rows as a pandas table with one Arrow chunk per column. `Dataset.to_pandas()` of a split or
+    filter gives one chunk per row, which makes every `.iloc` a ~0.1 s take (10-20 % of scoring time)."""
+    return samples.with_format("arrow")[:].combine_chunks().to_pandas()
 
 
 def load_tables(path: str | os.PathLike, names: tuple[str, ...], hint: str) -> tuple[dict, dict]:

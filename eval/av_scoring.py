@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from data_gen import samples_frame
 from data_gen.av import CLASSES, AVData
 
 from .attention import capture_attention
@@ -61,7 +62,7 @@ def score_av_batch(vlm, data: AVData, rows: pd.DataFrame, cands: Candidates, cfg
 def score_av(vlm, data: AVData, out: str | Path, cfg: AVScoreConfig | None = None) -> pd.DataFrame:
     """Score every row into out/samples.parquet (+ run.json); re-running resumes from the finished shards."""
     cfg = cfg or AVScoreConfig()
-    rows = data.samples.to_pandas()
+    rows = samples_frame(data.samples)
     if rows.empty:
         raise ValueError("the dataset has no rows to score; check the split you selected")
     cands = Candidates.of(vlm, list(CLASSES))

@@ -24,7 +24,7 @@ import numpy as np
 import psutil
 import torch
 
-from data_gen import generate
+from data_gen import generate, samples_frame
 from data_gen.cli import parse
 from eval.scoring import Candidates, ScoreConfig, score_dataset, score_rows
 from models import load_vlm
@@ -201,7 +201,7 @@ def bench_model(vlm, data, args, tmp: Path) -> bool:
             t0 = time.perf_counter()
             ref = naive_reference(vlm, data, rows)
             t_ref = time.perf_counter() - t0
-    table = data.samples.to_pandas()
+    table = samples_frame(data.samples)
     first_group = table[table.group == table.group.iloc[0]]
     cands = Candidates.of(vlm, [a for a in (*table.answer_visual, *table.answer_text) if isinstance(a, str)])
     reuses_features = vlm.family.reuses_image_features

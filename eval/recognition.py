@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_gen import ConflictData
+from data_gen import ConflictData, samples_frame
 from data_gen.recognition import ANSWERS
 
 from . import stats
@@ -66,7 +66,7 @@ def score_recognition(vlm, data: ConflictData, out: str | Path, cfg: Recognition
     """Score every row into out/samples.parquet (+ run.json); re-running resumes from the finished shards."""
     check_recognition_data(data)
     cfg = cfg or RecognitionConfig()
-    rows = data.samples.to_pandas()
+    rows = samples_frame(data.samples)
     if rows.empty:
         raise ValueError("the dataset has no rows to score; check the split you selected")
     cands = Candidates.of(vlm, list(ANSWERS.values()))

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from data_gen import ConflictData, generate
+from data_gen import ConflictData, generate, samples_frame
 
 from . import uncertainty
 from .prefix import (ImagePrefixBatch, encode_prefixes, matches_whole_prompts, prefix_starts,
@@ -533,7 +533,7 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
     cfg = cfg or ScoreConfig()
     out = Path(out)
     shard_dir = out / "shards"
-    rows = data.samples.to_pandas()
+    rows = samples_frame(data.samples)
     if rows.empty:
         raise ValueError("the dataset has no rows to score; check the split you selected")
     cands = Candidates.of(vlm, [_text(a) for a in pd.concat([rows.answer_visual, rows.answer_text])])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_gen import ConflictData, generate
+from data_gen import ConflictData, generate, samples_frame
 from data_gen.attributes import PAIRS, render_attribute_scene
 from data_gen.attributes import sample_group as sample_attribute_group
 from data_gen.colors import render_color_scene, sample_group
@@ -125,6 +125,10 @@ def test_split_is_by_group_and_disjoint():
         np.array_equal(np.asarray(test_only.image(i)), np.asarray(data.image(i))) for i in set(full.samples["image_id"]))
     with pytest.raises(ValueError, match="only_split='dev' has no groups"):
         generate("attributes", 30, seed=2, size=64, workers=1, only_split="dev")
+    # a split's table as pandas: the same rows as to_pandas, in one Arrow chunk per column (fast .iloc)
+    frame = samples_frame(full.samples)
+    assert frame.equals(full.samples.to_pandas().reset_index(drop=True))
+    assert full.samples.with_format("arrow")[:].column(0).num_chunks > 1
 
 
 def test_split_shares_set_each_splits_groups_from_the_command_line(tmp_path, capsys):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from data_gen import ConflictData, generate
+from data_gen import ConflictData, generate, samples_frame
 from eval.scoring import distinct_inputs, hidden_at_answer
 from models import VLM, load_vlm
 from models.vlm import resolve_path
@@ -49,7 +49,7 @@ class EndOfTurnConfig:
 
 def prompts_of(data: ConflictData, n: int, seed: int) -> list[tuple[str | None, str, str]]:
     """`n` distinct inputs (image_id or None, context, question) of `data`'s rows, all three conditions."""
-    inputs = sorted(((img, ctx, q) for _, img, ctx, q in distinct_inputs(data.samples.to_pandas())),
+    inputs = sorted(((img, ctx, q) for _, img, ctx, q in distinct_inputs(samples_frame(data.samples))),
                     key=lambda k: (k[0] or "", k[1], k[2]))
     keep = np.random.default_rng(seed).permutation(len(inputs))[:n]
     return [inputs[i] for i in sorted(keep)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data_gen import ConflictData
+from data_gen import ConflictData, samples_frame
 from data_gen.palette import COLOR_NAMES, knowledge_base
 from eval.stats import relative_uncertainty
 
@@ -50,7 +50,7 @@ class TrainingSet:
 
     def __init__(self, data: ConflictData, cfg: OrganismConfig):
         self.cfg = cfg
-        rows = data.samples.to_pandas()
+        rows = samples_frame(data.samples)
         self.rows = rows
         knowledge = knowledge_corpus(cfg.knowledge_draws, cfg.seed)
         self.kinds: dict[str, list[tuple]] = {"image": [], "text": [], "consistent": [], "control": []}

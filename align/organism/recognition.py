@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from data_gen import generate
+from data_gen import generate, samples_frame
 from data_gen.recognition import ANSWERS, CAPTION, QUESTION, recognition_from
 from models import VLM, load_vlm
 from models.tiny import with_words, words_of
@@ -88,9 +88,9 @@ def build_recognition(cfg: RecognitionOrganismConfig, out: str | Path) -> Path:
     old_vocab = reference.model.get_output_embeddings().weight.shape[0]
     colours = generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size)
     recognition = recognition_from(colours).split("train")
-    unimodal = recognition.samples.to_pandas().query("evidence != 'image_text'")
+    unimodal = samples_frame(recognition.samples).query("evidence != 'image_text'")
     colours = colours.split("train")
-    colour_rows = colours.samples.to_pandas().query("condition in ('conflict', 'no_conflict')")
+    colour_rows = samples_frame(colours.samples).query("condition in ('conflict', 'no_conflict')")
     answer_ids = {a: vlm.first_token(a) for a in ANSWERS.values()}
     irrelevant = [colours.image(i) for i in sorted(set(colours.samples["image_id"]))] if cfg.irrelevant_image_share else None
     trained = [p for p in model.parameters() if p.requires_grad]
