@@ -1,6 +1,7 @@
 """The alignment recipe end to end on the model organism (small budget), and its pieces."""
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from data_gen.cli import parse
 from models import ModelArguments, supported_families
 from align.targets import (boundary_weights, calibration_reached, closest_round, next_training_target, resolve_target,
                            sample_hard_targets, target_text_probability)
-from align.training import soft_target_loss
+from align.training import retention_examples, soft_target_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 # the generators' shares (28 / 4 / 8 of 40 groups): a small run trains on most of its few groups
@@ -78,6 +79,25 @@ def test_calibration_stops_within_tolerance_or_when_the_miss_is_noise():
     assert not calibration_reached(0.0, 0.20, (-0.15, 0.55), tolerance=0.05, stop_in_interval=False)
     assert not calibration_reached(0.0, -0.35, (-0.71, -0.01), tolerance=0.05)  # a real miss: re-aim
     assert not calibration_reached(0.0, 2.0, None, tolerance=0.05)  # no crossing
+
+
+def test_retention_keeps_both_modalities_half_each():
+    """20 images but 3 text contexts: half the retention rows are still text only (repeated), so training on
+    conflicts cannot drift the text-only entropy unopposed; deterministic per seed."""
+    rows = [dict(image_id=f"i{i}", question="What color is the star?", text_context=f"The star is {c}.",
+                 condition="conflict", top1_v=1, token_visual=1, token_text=2, answer_visual="red", answer_text=c)
+            for i in range(20) for c in ("blue", "green", "yellow")]
+    table = pd.DataFrame(rows)
+    kept = retention_examples(table, n_trained=70, retention_share=0.3, seed=0)
+    text = [e for e in kept if e["image_id"] is None]
+    assert len(kept) == 30 and len(text) == 15 and {e["context"] for e in text} == {f"The star is {c}." for c in
+                                                                                 ("blue", "green", "yellow")}
+    images = [e["image_id"] for e in kept if e["image_id"] is not None]
+    assert len(images) == len(set(images)) == 15 and all(e["is_conflict"] == 0.0 for e in kept)
+    assert kept == retention_examples(table, 70, 0.3, seed=0) != retention_examples(table, 70, 0.3, seed=1)
+    # no text-only rows at all (no text answers): every kept row is image only
+    no_text = retention_examples(table.assign(token_text=None), 70, 0.3, seed=0)
+    assert len(no_text) == 30 and all(e["image_id"] is not None for e in no_text)
 
 
 def test_soft_target_loss_matches_formula():
@@ -176,12 +196,21 @@ def test_config_yaml_and_cli_overrides(tmp_path):
     (["--eval_rows", "some"], "eval_rows must be conflicts or all"),
     (["--split_shares", '{"train": 0.9}'], "split_shares must give each"),
 ])
-def test_recipe_fails_before_any_work(args, needle, tmp_path):
-    """Bad values stop the recipe with one clear line and exit 2, before any data is generated or scored."""
-    res = subprocess.run([sys.executable, "recipes/align_llava.py", "--output_dir", str(tmp_path / "out"), *args],
-                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert res.returncode == 2 and needle in res.stderr, res.stderr[-2000:]
+def test_recipe_fails_before_any_work(args, needle, tmp_path, capsys):
+    """Bad values stop the recipe with one clear line and exit 2, before any data is generated or scored (the
+    script's main in this process: a subprocess per case cost ~10 s of imports; the next test runs one)."""
+    main = runpy.run_path(str(ROOT / "recipes" / "align_llava.py"))["main"]
+    assert main(["--output_dir", str(tmp_path / "out"), *args]) == 2
+    stderr = capsys.readouterr().err
+    assert needle in stderr and stderr.count("\n") == 1 and stderr.startswith("error: "), stderr[-2000:]
     assert not (tmp_path / "out" / "data").exists() and not (tmp_path / "out" / "runs").exists()
+
+
+def test_recipe_script_exits_2_on_bad_input(tmp_path):
+    res = subprocess.run([sys.executable, "recipes/align_llava.py", "--output_dir", str(tmp_path / "out"),
+                          "--target_balance_point", "3"], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2 and "outside [-2.0, 2.0]" in res.stderr and "Traceback" not in res.stderr, res.stderr
 
 
 def test_a_rerun_refuses_data_generated_with_other_settings(tmp_path):
