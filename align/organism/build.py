@@ -30,7 +30,7 @@ from models import VLM
 from models.tiny import CHAT_TEMPLATE, ORGANISM_CHAT_TEMPLATE, build_tiny, dataset_tokenizer
 
 from .config import OrganismConfig
-from .end_of_turn import teach_end_of_turn
+from .end_of_turn import EndOfTurnConfig, teach_end_of_turn
 from .mixture import TrainingSet
 from .shape_pretraining import attention_grounding_loss, grounding_loss, optimizer_step, pretrain_shapes
 
@@ -170,7 +170,8 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
     model.eval()
     model.set_attn_implementation(attention)  # the build's eager attention is not what the bundle should load with
     # the end of turn after the answer word, on the head's row alone unless the phases trained it
-    end_of_turn = None if cfg.end_of_turn else teach_end_of_turn(vlm, train)
+    end_of_turn = None if cfg.end_of_turn else teach_end_of_turn(
+        vlm, train, EndOfTurnConfig(inputs=cfg.end_of_turn_inputs, steps=cfg.steps_end_of_turn))
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)

@@ -81,11 +81,14 @@ class OrganismConfig:
         "help": "half-width of the ambiguous region left free (DESIGN's 0.5 around the balance point)"})
     end_of_turn: bool = field(default=False, metadata={
         "help": "also train the end-of-turn token after the answer word, so generate() stops after one word"})
+    end_of_turn_inputs: int = field(default=2048, metadata={
+        "help": "without end_of_turn: prompts whose answer states train the head's end-of-turn row after the phases"})
+    steps_end_of_turn: int = field(default=4000, metadata={"help": "without end_of_turn: Adam steps on that row"})
 
     def __post_init__(self):
         if self.preference not in PLANTED_BALANCE:
             raise ValueError(f"preference must be one of {list(PLANTED_BALANCE)}, got {self.preference!r}")
-        for name in ("image_size", "patch", "hidden", "layers", "heads", "groups", "train_batch_size"):
+        for name in ("image_size", "patch", "hidden", "layers", "heads", "groups", "train_batch_size", "end_of_turn_inputs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.image_size % self.patch:
