@@ -78,7 +78,8 @@ class AlignArguments(LoraArguments):
     boundary_sigma: float = field(default=0.5, metadata={
         "help": "width of the boundary weights' fall-off outside [current, target], > 0"})
     boundary_floor: float = field(default=0.2, metadata={"help": "smallest weight of a sample far from the boundary"})
-    retention_share: float = field(default=0.3, metadata={"help": "share of unimodal retention examples, in [0, 1)"})
+    retention_share: float = field(default=0.3, metadata={
+        "help": "share of unimodal retention examples (half image only, half text only), in [0, 1)"})
     retention_weight: float = 1.0
     retention: str = field(default="distill", metadata={
         "help": "distill: keep the base's unimodal answer distributions | answer: train the unimodal answers"})
