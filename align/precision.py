@@ -168,11 +168,12 @@ class PrecisionRuns:
         return Recipe(align, self.model, training)
 
     def reuse_base_scores(self, seed: int, target: float) -> None:
-        """Copy the seed's base scores from an earlier run of it, so this run's recipe resumes instead of re-scoring."""
+        """Copy the seed's base scores from an earlier run of it, so this run's recipe resumes instead of re-scoring:
+        any other target's finished scores under OUTPUT_DIR/seed-S, also one an earlier command's --targets ran."""
         dst = run_dir(self.out, seed, target) / "runs"
         for name in TARGET_INDEPENDENT_RUNS:
-            sources = [run_dir(self.out, seed, t) / "runs" / name for t in self.p.targets if t != target]
-            source = next((s for s in sources if (s / "samples.parquet").exists()), None)
+            sources = sorted(dst.parent.parent.glob(f"b*/runs/{name}/samples.parquet"))
+            source = next((s.parent for s in sources if s.parent != dst / name), None)
             if self.state.is_main and source and not (dst / name).exists():
                 shutil.copytree(source, dst / name)
         self.state.wait()

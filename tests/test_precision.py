@@ -57,6 +57,26 @@ def test_precision_command_refuses_a_training_seed_as_the_fresh_seed(capsys):
     assert "fresh_seed 3 is also a training seed" in capsys.readouterr().err
 
 
+def test_base_scores_are_reused_from_any_finished_target_of_the_seed(tmp_path):
+    """A later command with other --targets still finds the seed's base scores; unfinished scores are not copied."""
+    from transformers import TrainingArguments
+    from align.arguments import AlignArguments
+    from align.precision import PrecisionRuns
+    from models import ModelArguments
+    runs = PrecisionRuns(PrecisionArguments(targets=[1.0], data_seeds=[0]), AlignArguments(), ModelArguments(),
+                         TrainingArguments(output_dir=str(tmp_path)))
+    (tmp_path / "seed-0" / "b+0.50" / "runs" / "base").mkdir(parents=True)  # interrupted: shards, no table
+    for name in ("base", "base_train"):
+        done = tmp_path / "seed-0" / "b-1.00" / "runs" / name
+        done.mkdir(parents=True)
+        (done / "samples.parquet").write_text(name)
+    runs.reuse_base_scores(0, 1.0)
+    copied = tmp_path / "seed-0" / "b+1.00" / "runs"
+    assert [(copied / n / "samples.parquet").read_text() for n in ("base", "base_train")] == ["base", "base_train"]
+    runs.reuse_base_scores(1, 1.0)  # another seed's scores are never taken
+    assert not (tmp_path / "seed-1").exists()
+
+
 @pytest.mark.slow
 def test_precision_table_end_to_end_reuses_base_scores_and_resumes(tmp_path, caplog):
     """Two targets of one seed on the organism (small budget): the second run resumes the first's base scores
