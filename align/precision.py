@@ -172,10 +172,9 @@ class PrecisionRuns:
         any other target's finished scores under OUTPUT_DIR/seed-S, also one an earlier command's --targets ran."""
         dst = run_dir(self.out, seed, target) / "runs"
         for name in TARGET_INDEPENDENT_RUNS:
-            sources = sorted(dst.parent.parent.glob(f"b*/runs/{name}/samples.parquet"))
-            source = next((s.parent for s in sources if s.parent != dst / name), None)
-            if self.state.is_main and source and not (dst / name).exists():
-                shutil.copytree(source, dst / name)
+            finished = sorted(dst.parent.parent.glob(f"b*/runs/{name}/samples.parquet"))
+            if self.state.is_main and finished and not (dst / name).exists():
+                shutil.copytree(finished[0].parent, dst / name)
         self.state.wait()
 
     def run(self) -> dict | None:
