@@ -102,6 +102,19 @@ def test_oscillation_bars_recover_a_planted_split():
     assert oscillation_bars(table.drop(columns=["lens_top1", "lens_diff"])) == {}
 
 
+def test_planted_preference_bar_needs_a_crossing_on_the_planted_side():
+    """A build whose image + text answers follow the text almost everywhere passes every unimodal bar; the planted
+    preference bar catches it: no crossing, no recovery. A crossing must also lie on the planted side."""
+    from align.organism.quality import measured_balance_point, planted_preference_recovered
+    from tests.test_analysis_report import synthetic_table
+    crossing = measured_balance_point(synthetic_table(n=2000, a=0.6, b=-3.0))  # planted curve crosses at +0.2
+    assert crossing == pytest.approx(0.2, abs=0.1)
+    assert planted_preference_recovered(crossing, 0.5) and not planted_preference_recovered(crossing, -0.5)
+    assert planted_preference_recovered(crossing, 0.0) and not planted_preference_recovered(0.8, 0.0)
+    follows_text = measured_balance_point(synthetic_table(n=2000, a=4.0, b=-1.0))  # would cross at +4
+    assert follows_text is None and not planted_preference_recovered(follows_text, 0.5)
+
+
 def test_quality_bars_on_a_hand_made_table():
     import pandas as pd
     rows = []

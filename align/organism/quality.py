@@ -19,8 +19,9 @@ from .config import OrganismConfig
 from .end_of_turn import one_word_answers
 
 
-def quality_bars(table: pd.DataFrame) -> dict:
-    """Graded uncertainty on both sides and a spread of dH_rel, from a scored test table."""
+def quality_bars(table: pd.DataFrame, planted_balance: float | None = None) -> dict:
+    """Graded uncertainty on both sides and a spread of dH_rel, from a scored test table; with `planted_balance`
+    (the build's), also whether the measurement recovers the planted preference."""
     img = table[table.text_tier == "original"].copy()
     img["correct"] = img.pred_v == img.answer_visual
     v = img.groupby("d_v").agg(accuracy=("correct", "mean"), entropy=("entropy_v", "mean"), n=("id", "size"))
@@ -49,8 +50,32 @@ def quality_bars(table: pd.DataFrame) -> dict:
             bars["share_d_rel_negative"] >= 0.2 and bars["share_d_rel_positive"] >= 0.2,
     }
     bars.update(oscillation_bars(table))
+    if planted_balance is not None:
+        bars["balance_point"] = measured_balance_point(table)
+        checks["planted preference recovered: the curve crosses, on the planted side"] = planted_preference_recovered(
+            bars["balance_point"], planted_balance)
     return {"bars": bars, "checks": checks, "visual_tiers": v.reset_index().to_dict("records"),
             "text_tiers": t.reset_index().to_dict("records")}
+
+
+def measured_balance_point(table: pd.DataFrame) -> float | None:
+    """The balance point's estimate (no interval needed for the bar); None without a crossing or a curve."""
+    try:
+        return (analyze(table, AnalysisConfig(n_boot=0))["balance_point"] or {}).get("estimate")
+    except ValueError:  # too few decided conflicts for a curve
+        return None
+
+
+def planted_preference_recovered(balance_point: float | None, planted_balance: float) -> bool:
+    """The planted rule is the ground truth the measurement must recover (docs/method.md, "The model organism"): the
+    following curve must cross, and on the planted side of equal uncertainty (a text-leaning build above 0, a
+    vision-leaning one below); a build planted at 0 must cross inside the ambiguous region around it. Phase 2 can
+    fail to plant while every unimodal bar passes: image + text answers then follow the text almost everywhere."""
+    if balance_point is None:
+        return False
+    if planted_balance == 0:
+        return abs(balance_point) <= AnalysisConfig().ambiguous_width
+    return balance_point * planted_balance > 0
 
 
 def oscillation_bars(table: pd.DataFrame) -> dict:
@@ -81,14 +106,14 @@ def evaluate(name_or_path: str = "organism", data: str | None = None, output_dir
     `dataset_seed` fresh groups (another seed than the build's: every split unseen, all scored), or `data`'s
     test split."""
     fresh = ""
+    meta_path = Path(resolve_path(name_or_path)) / "organism.json"
+    cfg = OrganismConfig(**json.loads(meta_path.read_text())["config"]) if meta_path.exists() else None
     if data:
         test = ConflictData.load(data).split("test")
     else:
-        meta_path = Path(resolve_path(name_or_path)) / "organism.json"
-        if not meta_path.exists():
+        if cfg is None:
             raise FileNotFoundError(f"{meta_path} not found: {name_or_path!r} is not an organism build; "
                                     f"pass --data with a dataset to evaluate it on")
-        cfg = OrganismConfig(**json.loads(meta_path.read_text())["config"])
         seed = cfg.dataset_seed if dataset_seed is None else dataset_seed
         # the build's own seed: only its held-out test groups (rendered alone); another seed: every group is unseen
         test = generate("colors", groups or cfg.groups, seed, cfg.image_size, cfg.workers,
@@ -97,7 +122,7 @@ def evaluate(name_or_path: str = "organism", data: str | None = None, output_dir
     vlm = load_vlm(name_or_path, dtype="float32")
     table = score_dataset(vlm, test, Path(output_dir or default_output_dir(name_or_path, fresh)),
                           ScoreConfig(batch_size=batch_size))  # with the lens: the oscillation bars read it
-    report = quality_bars(table)
+    report = quality_bars(table, cfg.planted_balance if cfg else None)
     report["bars"]["one_word_answers"] = one_word_answers(vlm, test)
     report["checks"]["generate() ends the answer after one word (>= 95% of answers)"] = (
         report["bars"]["one_word_answers"] >= 0.95)
