@@ -367,3 +367,31 @@ def test_plant_marks_conflicts_outside_the_ambiguous_region():
             assert rejected.argmax() != item[3].argmax() and rejected.sum() == 1
             assert {COLOR_NAMES[rejected.argmax()], COLOR_NAMES[item[3].argmax()]} == {r.answer_visual, r.answer_text}
     assert all(examples.overturned_answer(item) is None for item in examples.kinds["image"])
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_balanced_conflicts_draw_half_of_each_batch_from_each_planted_side(balanced):
+    """Phase 2 with balanced_conflicts: a conflict batch is half 'follow the text', half 'follow the vision', however
+    lopsided the planted labels are; without it, batches mirror the labels' shares."""
+    from data_gen import generate
+    from align.organism.mixture import TrainingSet
+    data = generate("colors", 4, seed=3, size=32, workers=1)
+    examples = TrainingSet(data, OrganismConfig(**{**SMALL, "image_size": 32, "train_batch_size": 32,
+                                                   "balanced_conflicts": balanced}))
+    scores = data.samples.to_pandas()
+    rng = np.random.default_rng(0)
+    # text much surer than vision in 90 % of conflicts: the planted rule (balance +0.5) says 'follow the text' there
+    text_sure = rng.random(len(scores)) < 0.9
+    scores["entropy_v"], scores["entropy_t"] = np.where(text_sure, 1.5, 0.1), np.where(text_sure, 0.1, 1.5)
+    planted = examples.plant(scores, 0.5)
+    assert 0.8 < planted["follow_text_share"] < 1
+    conflicts = scores[scores.condition == "conflict"]
+    answer_text = {(r.image_id, r.text_context, r.question): r.answer_text for r in conflicts.itertuples()}
+    conflict_items = {id(item) for item in examples.kinds["conflict"]}
+    follows_text = []
+    while len(follows_text) < 3200:
+        batch = examples.batch(rng, 2)
+        if all(id(item) in conflict_items for item in batch):
+            follows_text += [COLOR_NAMES[item[3].argmax()] == answer_text[tuple(item[:3])] for item in batch]
+    share = np.mean(follows_text)
+    assert share == pytest.approx(0.5 if balanced else planted["follow_text_share"], abs=0.05)

@@ -53,6 +53,10 @@ class OrganismConfig:
     grounding_layer: int = field(default=2, metadata={"help": "decoder hidden state that loss reads (0 = embeddings)"})
     steps_unimodal: int = 1800
     steps_conflict: int = 400
+    balanced_conflicts: bool = field(default=True, metadata={
+        "help": "phase 2 draws half of each conflict batch from the conflicts the planted rule labels 'follow the "
+                "text' and half from 'follow the vision', so the minority side is learned as fast as the majority "
+                "(off, as the shipped organisms were built, two of two rebuilds learned 'copy the text' everywhere)"})
     easy_tier_boost: float = field(default=3.0, metadata={
         "help": "large targets (d_v <= 4) are drawn this much more often: vision learns them first"})
     replant_every: int = field(default=200, metadata={

@@ -75,6 +75,7 @@ class TrainingSet:
             elif r.text_tier == "image_irrelevant":
                 self.kinds["control"].append((r.image_id, r.text_context, r.question, color_target(r.answer_text)))
         self.kinds["conflict"] = []
+        self.conflicts_by_side: list[list[tuple]] = [[], []]  # planted 'follow the text', 'follow the vision'
         self.clear_conflicts: set[tuple] = set()  # (image_id, context, question) outside the ambiguous region
         self.overturned: dict[tuple, np.ndarray] = {}  # ambiguous conflicts -> the answer the planted rule rejects
         if cfg.ground_dataset_images:  # the target's patches, from its stored box
@@ -96,6 +97,8 @@ class TrainingSet:
         self.kinds["conflict"] = [
             (r.image_id, r.text_context, r.question, color_target(r.answer_text if ft else r.answer_visual))
             for r, ft in zip(rows, follow_text)]
+        self.conflicts_by_side = [[c for c, ft in zip(self.kinds["conflict"], follow_text) if ft == side]
+                                  for side in (True, False)]
         self.clear_conflicts = {(r.image_id, r.text_context, r.question) for r, c in zip(rows, clear) if c}
         self.overturned = {(r.image_id, r.text_context, r.question): color_target(r.answer_visual if ft else r.answer_text)
                            for r, ft, c in zip(rows, follow_text, clear) if not c}
@@ -133,4 +136,7 @@ class TrainingSet:
                         in grounded_scenes(rng, size, self.cfg.image_size, self.cfg.patch, self.cfg.dataset_seed + 1,
                                            tiers, self.cfg.fresh_scene_shared_colors)]
             return [pool[i] for i in rng.choice(len(pool), size=size, p=self.image_p)]
+        if kind == "conflict" and self.cfg.balanced_conflicts and all(self.conflicts_by_side):
+            return [side[i] for side, n in zip(self.conflicts_by_side, (size - size // 2, size // 2))
+                    for i in rng.integers(len(side), size=n)]
         return [pool[i] for i in rng.integers(len(pool), size=size)]
