@@ -52,7 +52,9 @@ class OrganismConfig:
         "help": "also apply the grounding loss to the dataset's images (every tier), on the patches of the target's box"})
     grounding_layer: int = field(default=2, metadata={"help": "decoder hidden state that loss reads (0 = embeddings)"})
     steps_unimodal: int = 1800
-    steps_conflict: int = 400
+    steps_conflict: int = field(default=800, metadata={
+        "help": "phase 2 steps (the shipped organisms: 400, after which rebuilds' image-only accuracy on tiers 1-4 had "
+                "not recovered and a vision-leaning build did not plant)"})
     balanced_conflicts: bool = field(default=True, metadata={
         "help": "phase 2 draws half of each conflict batch from the conflicts the planted rule labels 'follow the "
                 "text' and half from 'follow the vision', so the minority side is learned as fast as the majority "
