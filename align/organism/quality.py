@@ -49,21 +49,29 @@ def quality_bars(table: pd.DataFrame, planted_balance: float | None = None) -> d
         "dH_rel spreads: >= 20% on each side of 0":
             bars["share_d_rel_negative"] >= 0.2 and bars["share_d_rel_positive"] >= 0.2,
     }
-    bars.update(oscillation_bars(table))
+    analysis = curve_analysis(table)  # once: both the oscillation split and the planted bar read it
+    bars.update(oscillation_bars(table, analysis))
     if planted_balance is not None:
-        bars["balance_point"] = measured_balance_point(table)
+        bars["balance_point"] = measured_balance_point(table, analysis)
         checks["planted preference recovered: the curve crosses, on the planted side"] = planted_preference_recovered(
             bars["balance_point"], planted_balance)
     return {"bars": bars, "checks": checks, "visual_tiers": v.reset_index().to_dict("records"),
             "text_tiers": t.reset_index().to_dict("records")}
 
 
-def measured_balance_point(table: pd.DataFrame) -> float | None:
-    """The balance point's estimate (no interval needed for the bar); None without a crossing or a curve."""
+def curve_analysis(table: pd.DataFrame) -> dict | None:
+    """The run's analysis without the bootstrap (the bars need estimates, and the oscillation intervals need none);
+    None when too few conflicts are decided for a curve."""
     try:
-        return (analyze(table, AnalysisConfig(n_boot=0))["balance_point"] or {}).get("estimate")
-    except ValueError:  # too few decided conflicts for a curve
+        return analyze(table, AnalysisConfig(n_boot=0))
+    except ValueError:
         return None
+
+
+def measured_balance_point(table: pd.DataFrame, analysis: dict | None = None) -> float | None:
+    """The balance point's estimate (no interval needed for the bar); None without a crossing or a curve."""
+    analysis = analysis or curve_analysis(table)
+    return (analysis["balance_point"] or {}).get("estimate") if analysis else None
 
 
 def planted_preference_recovered(balance_point: float | None, planted_balance: float) -> bool:
@@ -78,15 +86,13 @@ def planted_preference_recovered(balance_point: float | None, planted_balance: f
     return balance_point * planted_balance > 0
 
 
-def oscillation_bars(table: pd.DataFrame) -> dict:
+def oscillation_bars(table: pd.DataFrame, analysis: dict | None = None) -> dict:
     """Mean oscillation in the ambiguous region around the balance point and outside it, with intervals (the paper's
     LLaVA-1.6-7B: 1.43 vs 0.71); empty for a table scored without the logit lens, or without a balance point."""
     if "lens_top1" not in table or table.lens_top1.isna().all():
         return {}
-    try:
-        osc = analyze(table, AnalysisConfig(n_boot=0))["oscillation"]  # its intervals need no bootstrap
-    except ValueError:  # too few decided conflicts for a curve, so no balance point to split around
-        return {}
+    analysis = analysis or curve_analysis(table)
+    osc = analysis and analysis["oscillation"]  # no curve: no balance point to split around
     if not osc or osc["ambiguous"]["mean"] is None or osc["clear"]["mean"] is None:
         return {}
     amb, clear = osc["ambiguous"], osc["clear"]
