@@ -100,6 +100,13 @@ def test_oscillation_bars_recover_a_planted_split():
     assert bars["oscillation_ambiguous"] > 1.5 > bars["oscillation_clear"]
     assert bars["oscillation_ambiguous_ci"][0] > bars["oscillation_clear_ci"][1] and bars["oscillation_ratio"] > 1.5
     assert oscillation_bars(table.drop(columns=["lens_top1", "lens_diff"])) == {}
+    # the law as a bar, for builds that plant it: passes here, fails once the clear rows switch as often
+    law = lambda t: {k: v for k, v in quality_bars(t, oscillation_law=True)["checks"].items() if k.startswith("oscillation")}
+    assert list(law(table).values()) == [True]
+    assert not any(k.startswith("oscillation") for k in quality_bars(table)["checks"])  # not planted: reported only
+    table["lens_top1"] = [[10, 20, 10, 20, 20, 20] if n else [10, 20, 10, 20, 10, 20 if t == "blue" else 10]
+                          for n, t in zip(near, table.pred_m)]
+    assert list(law(table).values()) == [False]
 
 
 def test_planted_preference_bar_needs_a_crossing_on_the_planted_side():
@@ -318,6 +325,22 @@ def test_end_of_turn_ends_answers_and_moves_no_candidate_logit(tmp_path):
     assert torch.allclose(entropy(before), entropy(after), atol=1e-3)
 
 
+def test_end_of_turn_prompts_draw_a_third_from_each_condition():
+    """Text-only prompts are a few percent of the distinct inputs; the end-of-turn row is held down on as many of
+    them as of the image-only and image + text ones, and a small pool's shortfall goes to the larger ones."""
+    from align.organism.end_of_turn import prompts_of
+    from data_gen import generate
+    data = generate("colors", 6, 5, 32, workers=1)
+    condition = lambda k: "t" if k[0] is None else ("m" if k[1] else "v")
+    counts = lambda picked: {c: sum(condition(k) == c for k in picked) for c in "vtm"}
+    picked = prompts_of(data, 60, seed=0)
+    assert counts(picked) == {"v": 20, "t": 20, "m": 20} and len(set(picked)) == 60
+    assert picked == prompts_of(data, 60, seed=0) != prompts_of(data, 60, seed=1)
+    text_only = counts(prompts_of(data, 10**6, seed=0))["t"]  # every text-only prompt there is
+    wide = prompts_of(data, 3 * text_only + 30, seed=0)
+    assert counts(wide)["t"] == text_only and len(wide) == 3 * text_only + 30
+
+
 def test_lens_commitment_loss_by_hand():
     """The target's soft cross-entropy under each hidden state's lens, at the answer position of the chosen rows only,
     averaged over the hidden states; its gradient reaches the states, not the final norm and head."""
@@ -338,6 +361,33 @@ def test_lens_commitment_loss_by_hand():
                                                 for h in hidden]))
     got.backward()  # the states move, the read-out does not
     assert head.weight.grad is None and hidden[0].grad[[0, 2], -1].abs().sum() > 0 and hidden[0].grad[1].abs().sum() == 0
+
+
+def test_lens_undecided_loss_by_hand():
+    """-log(1 - p(Y_v) - p(Y_t)) under each hidden state's lens over the full vocabulary, at the answer position of the
+    chosen rows, averaged; it vanishes as the lens leaves both answers, and its gradient never reaches the head."""
+    from types import SimpleNamespace
+
+    from align.organism.build import lens_undecided_loss
+    torch.manual_seed(0)
+    head = torch.nn.Linear(4, 6, bias=False)
+    vlm = SimpleNamespace(head=head, final_norm=torch.nn.Identity())
+    hidden = [torch.randn(3, 5, 4, requires_grad=True) for _ in range(2)]
+    answer_ids = torch.tensor([1, 3, 4])  # three colour words; rows mark two of them as Y_v and Y_t
+    both = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+    rows = torch.tensor([True, False, True])
+    got = lens_undecided_loss(vlm, hidden, rows, -1, answer_ids, both)
+    p = [torch.softmax(head(h[:, -1]), -1) for h in hidden]
+    by_hand = np.mean([np.mean([-np.log(1 - pl[0, 1].item() - pl[0, 3].item()),
+                                -np.log(1 - pl[2, 1].item() - pl[2, 4].item())]) for pl in p])
+    assert got.item() == pytest.approx(by_hand, rel=1e-5)
+    got.backward()
+    assert head.weight.grad is None and hidden[1].grad[[0, 2], -1].abs().sum() > 0 and hidden[1].grad[1].abs().sum() == 0
+    # a lens that reads out another word leaves nothing to pay
+    away = torch.zeros(3, 5, 4)
+    head.weight.data = torch.zeros(6, 4)
+    head.weight.data[0] = 50.0
+    assert lens_undecided_loss(vlm, [away + 1], rows, -1, answer_ids, both).item() < 1e-6
 
 
 def test_plant_marks_conflicts_outside_the_ambiguous_region():
@@ -367,6 +417,10 @@ def test_plant_marks_conflicts_outside_the_ambiguous_region():
             assert rejected.argmax() != item[3].argmax() and rejected.sum() == 1
             assert {COLOR_NAMES[rejected.argmax()], COLOR_NAMES[item[3].argmax()]} == {r.answer_visual, r.answer_text}
     assert all(examples.overturned_answer(item) is None for item in examples.kinds["image"])
+    # every conflict, clear or not, marks both its answers for the undecided early layers
+    for item, r in zip(examples.kinds["conflict"], conflicts.itertuples()):
+        assert {COLOR_NAMES[i] for i in np.flatnonzero(examples.conflict_answers(item))} == {r.answer_visual, r.answer_text}
+    assert all(examples.conflict_answers(item) is None for item in examples.kinds["image"])
 
 
 @pytest.mark.parametrize("balanced", [False, True])
@@ -395,3 +449,15 @@ def test_balanced_conflicts_draw_half_of_each_batch_from_each_planted_side(balan
             follows_text += [COLOR_NAMES[item[3].argmax()] == answer_text[tuple(item[:3])] for item in batch]
     share = np.mean(follows_text)
     assert share == pytest.approx(0.5 if balanced else planted["follow_text_share"], abs=0.05)
+
+
+@pytest.mark.parametrize("options, named", [
+    (dict(lens_undecided_layers=4), "lens_undecided_layers"),  # the last of 4 layers gives the answer
+    (dict(lens_undecided_layers=2, lens_commitment_weight=1.0, lens_commitment_from=2), "lens_commitment_from"),
+    (dict(lens_commitment_weight=1.0, lens_commitment_from=4), "lens_commitment_from"),
+    (dict(image_size=60), "image_size"),
+])
+def test_organism_config_names_the_bad_option(options, named):
+    with pytest.raises(ValueError, match=named):
+        OrganismConfig(layers=4, **options)
+    OrganismConfig(layers=4, lens_undecided_layers=1, lens_commitment_weight=1.0, lens_commitment_from=2)  # fine

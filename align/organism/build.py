@@ -43,18 +43,39 @@ def soft_cross_entropy(logits: torch.Tensor, token_ids: torch.Tensor, target: to
     return -(target * logp).sum(-1).mean()
 
 
+def lens_logits(vlm: VLM, hidden: torch.Tensor) -> torch.Tensor:
+    """The logit lens through the final norm and head as they are: a lens loss moves the intermediate states only,
+    never the read-out the last layer's answer goes through."""
+    frozen = lambda module, x: torch.func.functional_call(
+        module, {name: p.detach() for name, p in module.named_parameters()}, (x,))
+    return frozen(vlm.head, frozen(vlm.final_norm, hidden))
+
+
 def lens_commitment_loss(vlm: VLM, hidden_states, rows: torch.Tensor, position: int, answer_ids: torch.Tensor,
                          target: torch.Tensor) -> torch.Tensor:
     """`target`'s cross-entropy under the logit lens of each intermediate hidden state, at the answer position of
     `rows`: with the planted answer, the model decides those conflicts early (their lens does not switch); with the
     rejected one (deliberation), that layer leads the other way and the last layers overturn it."""
-    # the lens reads through the final norm and head as they are: the loss moves the intermediate states only, never
-    # the read-out the last layer's answer goes through
-    frozen = lambda module, x: torch.func.functional_call(
-        module, {name: p.detach() for name, p in module.named_parameters()}, (x,))
-    per_layer = [soft_cross_entropy(frozen(vlm.head, frozen(vlm.final_norm, h[rows, position])), answer_ids,
-                                    target[rows]) for h in hidden_states]
+    per_layer = [soft_cross_entropy(lens_logits(vlm, h[rows, position]), answer_ids, target[rows]) for h in hidden_states]
     return torch.stack(per_layer).mean()
+
+
+def lens_undecided_loss(vlm: VLM, hidden_states, rows: torch.Tensor, position: int, answer_ids: torch.Tensor,
+                        both: torch.Tensor) -> torch.Tensor:
+    """-log of the probability the logit lens of each hidden state puts on neither answer (`both` marks Y_v and Y_t
+    over `answer_ids`), at the answer position of `rows`: those layers read out neither, as a real LLM's early ones."""
+    per_layer = []
+    for h in hidden_states:
+        on_answers = (torch.softmax(lens_logits(vlm, h[rows, position]).float(), -1)[:, answer_ids] * both[rows]).sum(-1)
+        per_layer.append(-torch.log1p(-on_answers.clamp(max=1 - 1e-6)).mean())
+    return torch.stack(per_layer).mean()
+
+
+def answer_vectors(vectors: list[np.ndarray | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows that have a vector over the colour answers, and the vectors stacked (zeros where none)."""
+    rows = torch.tensor([v is not None for v in vectors])
+    return rows, torch.tensor(np.stack([v if v is not None else np.zeros(len(COLOR_NAMES)) for v in vectors]),
+                              dtype=torch.float32)
 
 
 def lr_schedule(cfg: OrganismConfig):
@@ -133,23 +154,25 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
         inputs = vlm.encode(prompts, images)
         committed = torch.tensor([examples.is_clear_conflict(item) for item in batch]) \
             if cfg.lens_commitment_weight and phase2_step >= 0 else torch.zeros(len(batch), dtype=torch.bool)
-        overturned = [examples.overturned_answer(item) for item in batch] \
-            if cfg.lens_deliberation_weight and phase2_step >= 0 else [None] * len(batch)
-        deliberated = torch.tensor([o is not None for o in overturned])
+        deliberated, rejected = answer_vectors([examples.overturned_answer(item) for item in batch]
+                                               if cfg.lens_deliberation_weight and phase2_step >= 0 else [None] * len(batch))
+        undecided, both = answer_vectors([examples.conflict_answers(item) for item in batch]
+                                         if cfg.lens_undecided_layers and phase2_step >= 0 else [None] * len(batch))
         output = model(**inputs, logits_to_keep=-answer,
                        output_hidden_states=(grounded and not cfg.image_first) or bool(committed.any())
-                       or bool(deliberated.any()),
+                       or bool(deliberated.any()) or bool(undecided.any()),
                        output_attentions=grounded and cfg.image_first)
         loss = soft_cross_entropy(output.logits[:, answer], answer_ids, target)
         if committed.any():
             loss = loss + cfg.lens_commitment_weight * lens_commitment_loss(
                 vlm, output.hidden_states[cfg.lens_commitment_from:cfg.layers], committed, answer, answer_ids, target)
         if deliberated.any():  # the rejected answer leads at one intermediate layer; the last layers overturn it
-            rejected = torch.tensor(np.stack([o if o is not None else np.zeros(len(COLOR_NAMES)) for o in overturned]),
-                                    dtype=torch.float32)
             loss = loss + cfg.lens_deliberation_weight * lens_commitment_loss(
                 vlm, output.hidden_states[cfg.lens_commitment_from:cfg.lens_commitment_from + 1], deliberated, answer,
                 answer_ids, rejected)
+        if undecided.any():
+            loss = loss + lens_undecided_loss(vlm, output.hidden_states[1:1 + cfg.lens_undecided_layers], undecided,
+                                              answer, answer_ids, both)
         if cfg.end_of_turn:
             loss = loss + torch.nn.functional.cross_entropy(
                 output.logits[:, -1].float(), torch.full((len(batch),), vlm.answer_end_id))

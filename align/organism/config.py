@@ -82,6 +82,11 @@ class OrganismConfig:
         "help": "phase 2: on conflicts inside the ambiguous region, the logit lens of hidden state lens_commitment_from "
                 "is trained toward the answer the planted rule rejects, which the last layers then overturn: a "
                 "planted oscillation law, the positive control of the oscillation measurement (docs/method.md)"})
+    lens_undecided_layers: int = field(default=0, metadata={
+        "help": "phase 2: the logit lens of the first N decoder layers is trained away from both answers of every "
+                "conflict (-log(1 - p(Y_v) - p(Y_t))), as a real LLM's early layers read out neither: the organism's "
+                "first layer otherwise copies the text's colour word, so every vision-following answer counts a "
+                "switch wherever its dH_rel lies and the clear region oscillates as often as the ambiguous one"})
     lens_commitment_from: int = field(default=2, metadata={"help": "first decoder hidden state the lens commitment reads"})
     lens_commitment_width: float = field(default=0.5, metadata={
         "help": "half-width of the ambiguous region left free (DESIGN's 0.5 around the balance point)"})
@@ -113,6 +118,13 @@ class OrganismConfig:
         if (self.lens_commitment_weight or self.lens_deliberation_weight) and not 1 <= self.lens_commitment_from < self.layers:
             raise ValueError(f"lens_commitment_from must be in [1, layers - 1 = {self.layers - 1}] (an intermediate "
                              f"hidden state), got {self.lens_commitment_from}")
+        if not 0 <= self.lens_undecided_layers < self.layers:
+            raise ValueError(f"lens_undecided_layers must be in [0, layers - 1 = {self.layers - 1}] (the last layer "
+                             f"gives the answer), got {self.lens_undecided_layers}")
+        if (self.lens_undecided_layers and (self.lens_commitment_weight or self.lens_deliberation_weight)
+                and self.lens_commitment_from <= self.lens_undecided_layers):
+            raise ValueError(f"lens_commitment_from ({self.lens_commitment_from}) must be above lens_undecided_layers "
+                             f"({self.lens_undecided_layers}): a layer cannot both read out neither answer and one")
         if self.replant_every < 1:
             raise ValueError(f"replant_every must be >= 1, got {self.replant_every}")
 

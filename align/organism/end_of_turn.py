@@ -48,11 +48,19 @@ class EndOfTurnConfig:
 
 
 def prompts_of(data: ConflictData, n: int, seed: int) -> list[tuple[str | None, str, str]]:
-    """`n` distinct inputs (image_id or None, context, question) of `data`'s rows, all three conditions."""
+    """`n` distinct inputs (image_id or None, context, question) of `data`'s rows, a third from each condition (image
+    only, text only, both): text-only prompts are a few percent of the distinct inputs, and drawn in that share they
+    left some unseen text-only answer positions where the trained row won."""
     inputs = sorted(((img, ctx, q) for _, img, ctx, q in distinct_inputs(samples_frame(data.samples))),
                     key=lambda k: (k[0] or "", k[1], k[2]))
-    keep = np.random.default_rng(seed).permutation(len(inputs))[:n]
-    return [inputs[i] for i in sorted(keep)]
+    condition = lambda k: "t" if k[0] is None else ("m" if k[1] else "v")
+    pools = [[k for k in inputs if condition(k) == c] for c in "vtm"]
+    rng = np.random.default_rng(seed)
+    picked = []
+    for i, pool in enumerate(sorted(pools, key=len)):  # what a small pool leaves goes to the larger ones
+        share = (n - len(picked)) // (3 - i)
+        picked += [pool[j] for j in sorted(rng.permutation(len(pool))[:share])]
+    return picked
 
 
 def batches_of(inputs: list[tuple], batch_size: int) -> list[list[tuple]]:

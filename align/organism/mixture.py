@@ -77,6 +77,7 @@ class TrainingSet:
         self.kinds["conflict"] = []
         self.conflicts_by_side: list[list[tuple]] = [[], []]  # planted 'follow the text', 'follow the vision'
         self.clear_conflicts: set[tuple] = set()  # (image_id, context, question) outside the ambiguous region
+        self.both_answers: dict[tuple, np.ndarray] = {}  # conflicts -> Y_v and Y_t marked
         self.overturned: dict[tuple, np.ndarray] = {}  # ambiguous conflicts -> the answer the planted rule rejects
         if cfg.ground_dataset_images:  # the target's patches, from its stored box
             boxes = dict(zip(data.images["image_id"], data.images["target_box"]))
@@ -102,6 +103,8 @@ class TrainingSet:
         self.clear_conflicts = {(r.image_id, r.text_context, r.question) for r, c in zip(rows, clear) if c}
         self.overturned = {(r.image_id, r.text_context, r.question): color_target(r.answer_visual if ft else r.answer_text)
                            for r, ft, c in zip(rows, follow_text, clear) if not c}
+        self.both_answers = {(r.image_id, r.text_context, r.question): color_target(r.answer_visual)
+                             + color_target(r.answer_text) for r in rows}
         return {"conflicts": len(s), "follow_text_share": float(np.mean(follow_text)),
                 "clear_share": float(np.mean(clear))}
 
@@ -113,6 +116,10 @@ class TrainingSet:
     def overturned_answer(self, item: tuple) -> np.ndarray | None:
         """For a planted conflict inside the ambiguous region, the answer the planted rule rejects; else None."""
         return self.overturned.get(tuple(item[:3])) if isinstance(item[0], str) else None
+
+    def conflict_answers(self, item: tuple) -> np.ndarray | None:
+        """For a planted conflict, both its answers (Y_v and Y_t marked); else None."""
+        return self.both_answers.get(tuple(item[:3])) if isinstance(item[0], str) else None
 
     def batch(self, rng: np.random.Generator, phase: int, hard_scenes: bool = True) -> list[tuple]:
         """One batch of one kind; fresh scenes come from tiers 0..fresh_scene_tiers-1 once `hard_scenes`, else the

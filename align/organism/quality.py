@@ -19,9 +19,13 @@ from .config import OrganismConfig
 from .end_of_turn import one_word_answers
 
 
-def quality_bars(table: pd.DataFrame, planted_balance: float | None = None) -> dict:
+MIN_OSCILLATION_RATIO = 1.5  # the paper's LLaVA-1.6-7B: 1.43 vs 0.71, about 2
+
+
+def quality_bars(table: pd.DataFrame, planted_balance: float | None = None, oscillation_law: bool = False) -> dict:
     """Graded uncertainty on both sides and a spread of dH_rel, from a scored test table; with `planted_balance`
-    (the build's), also whether the measurement recovers the planted preference."""
+    (the build's), also whether the measurement recovers the planted preference; with `oscillation_law` (a build
+    whose early layers were trained undecided), whether it shows the law."""
     img = table[table.text_tier == "original"].copy()
     img["correct"] = img.pred_v == img.answer_visual
     v = img.groupby("d_v").agg(accuracy=("correct", "mean"), entropy=("entropy_v", "mean"), n=("id", "size"))
@@ -51,6 +55,9 @@ def quality_bars(table: pd.DataFrame, planted_balance: float | None = None) -> d
     }
     analysis = curve_analysis(table)  # once: both the oscillation split and the planted bar read it
     bars.update(oscillation_bars(table, analysis))
+    if oscillation_law:
+        checks[f"oscillation law: ambiguous > clear, intervals apart, ratio >= {MIN_OSCILLATION_RATIO}"] = \
+            oscillation_law_shown(bars)
     if planted_balance is not None:
         bars["balance_point"] = measured_balance_point(table, analysis)
         checks["planted preference recovered: the curve crosses, on the planted side"] = planted_preference_recovered(
@@ -101,6 +108,14 @@ def oscillation_bars(table: pd.DataFrame, analysis: dict | None = None) -> dict:
             "oscillation_ratio": amb["mean"] / clear["mean"] if clear["mean"] else None}
 
 
+def oscillation_law_shown(bars: dict) -> bool:
+    """The ambiguous region oscillates more than the clear one, intervals apart, by at least MIN_OSCILLATION_RATIO."""
+    if not bars.get("oscillation_ratio"):
+        return False
+    return (bars["oscillation_ambiguous_ci"][0] > bars["oscillation_clear_ci"][1]
+            and bars["oscillation_ratio"] >= MIN_OSCILLATION_RATIO)
+
+
 def default_output_dir(name_or_path: str, fresh: str = "") -> Path:
     """Under the working directory, never inside the (installed) organism's folder."""
     return Path("outputs") / "organism-evaluation" / (Path(resolve_path(name_or_path)).name + fresh)
@@ -128,7 +143,8 @@ def evaluate(name_or_path: str = "organism", data: str | None = None, output_dir
     vlm = load_vlm(name_or_path, dtype="float32")
     table = score_dataset(vlm, test, Path(output_dir or default_output_dir(name_or_path, fresh)),
                           ScoreConfig(batch_size=batch_size))  # with the lens: the oscillation bars read it
-    report = quality_bars(table, cfg.planted_balance if cfg else None)
+    report = quality_bars(table, cfg.planted_balance if cfg else None,
+                          oscillation_law=bool(cfg and cfg.lens_undecided_layers))
     report["bars"]["one_word_answers"] = one_word_answers(vlm, test)
     report["checks"]["generate() ends the answer after one word (>= 95% of answers)"] = (
         report["bars"]["one_word_answers"] >= 0.95)
