@@ -13,7 +13,7 @@ from data_gen.palette import COLOR_NAMES
 from models import load_vlm, organism_path
 from models.vlm import ORGANISMS_DIR
 
-SMALL = dict(groups=24, steps_shapes=3, steps_unimodal=6, steps_conflict=4, warmup_steps=2, train_batch_size=8, hidden=32, layers=2,
+SMALL = dict(groups=24, steps_shapes=3, steps_unimodal=6, steps_conflict=4, warmup_steps=2, train_batch_size=8, hidden=32, layers=3,
              vision_layers=2, replant_every=3, workers=1, end_of_turn_inputs=256, steps_end_of_turn=200)
 # the recipe without phase 0 and grounding (a trainable tower learning only from answers)
 UNGROUNDED = dict(steps_shapes=0, freeze_tower=False, fresh_scene_share=0.0, grounding_weight=0.0)

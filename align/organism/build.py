@@ -6,7 +6,8 @@ large-target scenes with a grounding loss (which image tokens the question names
 dataset's images at every tier. Then the model scores the training conflicts, and phase 2 adds
 conflict pairs labelled by the planted preference: follow the text iff the model's own dH_rel <
 `planted_balance` (+0.5 leans text, -0.5 leans vision), a known ground truth for the measurement
-to recover. Phase 2 re-plants every `replant_every` steps, since the entropies move as it trains.
+to recover. Phase 2 re-plants every `replant_every` steps, since the entropies move as it trains. It also plants the
+oscillation law on the logit lens: the first layer reads out neither answer, clear conflicts commit after it.
 """
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ class OrganismConfig:
     image_first: bool = field(default=False, metadata={
         "help": "LLaVA's order, the image before the question (experimental): grounding then supervises the answer "
                 "position's attention over the image tokens instead of the image tokens themselves"})
-    lens_commitment_weight: float = field(default=0.0, metadata={
+    lens_commitment_weight: float = field(default=1.0, metadata={
         "help": "phase 2: on conflicts outside the ambiguous region (|dH_rel - planted balance| > "
                 "lens_commitment_width), the logit lens of hidden states lens_commitment_from..layers-1 is trained "
                 "toward the planted answer too, so clear conflicts decide early and ambiguous ones are left free (a "
@@ -82,7 +82,7 @@ class OrganismConfig:
         "help": "phase 2: on conflicts inside the ambiguous region, the logit lens of hidden state lens_commitment_from "
                 "is trained toward the answer the planted rule rejects, which the last layers then overturn: a "
                 "planted oscillation law, the positive control of the oscillation measurement (docs/method.md)"})
-    lens_undecided_layers: int = field(default=0, metadata={
+    lens_undecided_layers: int = field(default=1, metadata={
         "help": "phase 2: the logit lens of the first N decoder layers is trained away from both answers of every "
                 "conflict (-log(1 - p(Y_v) - p(Y_t))), as a real LLM's early layers read out neither: the organism's "
                 "first layer otherwise copies the text's colour word, so every vision-following answer counts a "
