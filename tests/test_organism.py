@@ -89,17 +89,17 @@ def test_shipped_organisms_meet_the_quality_bars(preference, organism_test_data,
 def test_oscillation_bars_recover_a_planted_split():
     """Rows near the balance point switch answers across layers three times, the rest never: the bars see the
     ambiguous region oscillate more, with intervals apart; a table without the lens gives no bars."""
-    from align.organism.quality import oscillation_bars
+    from align.organism.quality import curve_analysis, oscillation_bars
     from tests.test_analysis_report import synthetic_table
     table = synthetic_table(n=2000, layers=6)  # balance point +0.2
     d_rel = 2 * (table.entropy_t - table.entropy_v) / (table.entropy_t + table.entropy_v)
     near = (d_rel - 0.2).abs() <= 0.3
     table["lens_top1"] = [[10, 20, 10, 20, 20, 20] if n else [10] * 5 + [20 if t == "blue" else 10]
                           for n, t in zip(near, table.pred_m)]
-    bars = oscillation_bars(table)
+    bars = oscillation_bars(curve_analysis(table))
     assert bars["oscillation_ambiguous"] > 1.5 > bars["oscillation_clear"]
     assert bars["oscillation_ambiguous_ci"][0] > bars["oscillation_clear_ci"][1] and bars["oscillation_ratio"] > 1.5
-    assert oscillation_bars(table.drop(columns=["lens_top1", "lens_diff"])) == {}
+    assert oscillation_bars(curve_analysis(table.drop(columns=["lens_top1", "lens_diff"]))) == {}
     # the law as a bar, for builds that plant it: passes here, fails once the clear rows switch as often
     law = lambda t: {k: v for k, v in quality_bars(t, oscillation_law=True)["checks"].items() if k.startswith("oscillation")}
     assert list(law(table).values()) == [True]
@@ -112,13 +112,13 @@ def test_oscillation_bars_recover_a_planted_split():
 def test_planted_preference_bar_needs_a_crossing_on_the_planted_side():
     """A build whose image + text answers follow the text almost everywhere passes every unimodal bar; the planted
     preference bar catches it: no crossing, no recovery. A crossing must also lie on the planted side."""
-    from align.organism.quality import measured_balance_point, planted_preference_recovered
+    from align.organism.quality import curve_analysis, measured_balance_point, planted_preference_recovered
     from tests.test_analysis_report import synthetic_table
-    crossing = measured_balance_point(synthetic_table(n=2000, a=0.6, b=-3.0))  # planted curve crosses at +0.2
+    crossing = measured_balance_point(curve_analysis(synthetic_table(n=2000, a=0.6, b=-3.0)))  # planted curve crosses at +0.2
     assert crossing == pytest.approx(0.2, abs=0.1)
     assert planted_preference_recovered(crossing, 0.5) and not planted_preference_recovered(crossing, -0.5)
     assert planted_preference_recovered(crossing, 0.0) and not planted_preference_recovered(0.8, 0.0)
-    follows_text = measured_balance_point(synthetic_table(n=2000, a=4.0, b=-1.0))  # would cross at +4
+    follows_text = measured_balance_point(curve_analysis(synthetic_table(n=2000, a=4.0, b=-1.0)))  # would cross at +4
     assert follows_text is None and not planted_preference_recovered(follows_text, 0.5)
 
 

@@ -54,12 +54,12 @@ def quality_bars(table: pd.DataFrame, planted_balance: float | None = None, osci
             bars["share_d_rel_negative"] >= 0.2 and bars["share_d_rel_positive"] >= 0.2,
     }
     analysis = curve_analysis(table)  # once: both the oscillation split and the planted bar read it
-    bars.update(oscillation_bars(table, analysis))
+    bars.update(oscillation_bars(analysis))
     if oscillation_law:
         checks[f"oscillation law: ambiguous > clear, intervals apart, ratio >= {MIN_OSCILLATION_RATIO}"] = \
             oscillation_law_shown(bars)
     if planted_balance is not None:
-        bars["balance_point"] = measured_balance_point(table, analysis)
+        bars["balance_point"] = measured_balance_point(analysis)
         checks["planted preference recovered: the curve crosses, on the planted side"] = planted_preference_recovered(
             bars["balance_point"], planted_balance)
     return {"bars": bars, "checks": checks, "visual_tiers": v.reset_index().to_dict("records"),
@@ -75,9 +75,9 @@ def curve_analysis(table: pd.DataFrame) -> dict | None:
         return None
 
 
-def measured_balance_point(table: pd.DataFrame, analysis: dict | None = None) -> float | None:
-    """The balance point's estimate (no interval needed for the bar); None without a crossing or a curve."""
-    analysis = analysis or curve_analysis(table)
+def measured_balance_point(analysis: dict | None) -> float | None:
+    """The balance point's estimate in a `curve_analysis` (no interval needed for the bar); None without a crossing or
+    a curve."""
     return (analysis["balance_point"] or {}).get("estimate") if analysis else None
 
 
@@ -93,13 +93,11 @@ def planted_preference_recovered(balance_point: float | None, planted_balance: f
     return balance_point * planted_balance > 0
 
 
-def oscillation_bars(table: pd.DataFrame, analysis: dict | None = None) -> dict:
+def oscillation_bars(analysis: dict | None) -> dict:
     """Mean oscillation in the ambiguous region around the balance point and outside it, with intervals (the paper's
-    LLaVA-1.6-7B: 1.43 vs 0.71); empty for a table scored without the logit lens, or without a balance point."""
-    if "lens_top1" not in table or table.lens_top1.isna().all():
-        return {}
-    analysis = analysis or curve_analysis(table)
-    osc = analysis and analysis["oscillation"]  # no curve: no balance point to split around
+    LLaVA-1.6-7B: 1.43 vs 0.71), from a `curve_analysis`; empty for a table scored without the logit lens, or without
+    a balance point."""
+    osc = analysis and analysis["oscillation"]  # no lens: None; no curve: no balance point to split around
     if not osc or osc["ambiguous"]["mean"] is None or osc["clear"]["mean"] is None:
         return {}
     amb, clear = osc["ambiguous"], osc["clear"]
