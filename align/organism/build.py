@@ -7,7 +7,8 @@ dataset's images at every tier. Then the model scores the training conflicts, an
 conflict pairs labelled by the planted preference: follow the text iff the model's own dH_rel <
 `planted_balance` (+0.5 leans text, -0.5 leans vision), a known ground truth for the measurement
 to recover. Phase 2 re-plants every `replant_every` steps, since the entropies move as it trains. It also plants the
-oscillation law on the logit lens: the first layer reads out neither answer, clear conflicts commit after it.
+oscillation law on the logit lens: the first layer reads out neither answer, clear conflicts commit after it,
+ambiguous ones lead with the rejected answer at the next layer and are overturned by the last.
 """
 from __future__ import annotations
 

@@ -76,8 +76,8 @@ class OrganismConfig:
     lens_commitment_weight: float = field(default=1.0, metadata={
         "help": "phase 2: on conflicts outside the ambiguous region (|dH_rel - planted balance| > "
                 "lens_commitment_width), the logit lens of hidden states lens_commitment_from..layers-1 is trained "
-                "toward the planted answer too, so clear conflicts decide early and ambiguous ones are left free (a "
-                "planted oscillation law: docs/method.md, 'Oscillation')"})
+                "toward the planted answer too, so clear conflicts decide early while ambiguous ones deliberate (a "
+                "planted oscillation law: docs/method.md, 'Oscillation law')"})
     lens_deliberation_weight: float = field(default=1.0, metadata={
         "help": "phase 2: on conflicts inside the ambiguous region, the logit lens of hidden state lens_commitment_from "
                 "is trained toward the answer the planted rule rejects, which the last layers then overturn: a "
