@@ -452,6 +452,10 @@ def test_release_names_the_base_by_hub_id_or_relative_name():
     snippet = load_snippet("llava-hf/llava-1.5-7b-hf", "me/adapter")
     assert 'base = "llava-hf/llava-1.5-7b-hf"' in snippet and "PeftModel.from_pretrained" in snippet
     assert "import align" not in snippet and "from models" not in snippet.split("```bash")[0]
+    for organism, folder in [("organism", "organism-text"), ("organism:vision", "organism-vision"),
+                             ("organism:recognition", "organism-recognition")]:
+        assert f'base = "path/to/{folder}"' in load_snippet(organism, None)
+        assert f"(models/organisms/{folder})" in load_snippet(organism, None)
 
 
 @pytest.mark.parametrize("mixed_precision, consistent", [("bf16", True), ("no", False)])
