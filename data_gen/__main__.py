@@ -4,16 +4,19 @@
     python -m data_gen recognition --output_dir data/recognition --groups 200 --image_size 64
     python -m data_gen av --output_dir data/av --groups 200 --image_size 32
     python -m data_gen import --jsonl my_conflicts.jsonl --output_dir data/mine
+    python -m data_gen readability --image_size 64 --patch 8
 """
 from __future__ import annotations
 
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .av import generate_av
 from .cli import Command, run_commands
 from .contact_sheet import contact_sheet
+from .readability import tier_readability
 from .store import SPLIT_SHARES, ConflictData, generate
 from .user_import import import_jsonl
 
@@ -51,6 +54,15 @@ class ShowArguments:
     n: int = field(default=5, metadata={"help": "conflict rows to print"})
 
 
+@dataclass
+class ReadabilityArguments:
+    image_size: int = field(default=224, metadata={"help": "canvas side in px, as the model sees it"})
+    patch: int = field(default=14, metadata={"help": "the vision tower's patch side in px (LLaVA-1.5: 14 at 336)"})
+    groups: int = field(default=100, metadata={"help": "colour groups rendered per tier"})
+    dataset_seed: int = field(default=0, metadata={"help": "the groups' seed, as in `colors`"})
+    output_dir: str | None = field(default=None, metadata={"help": "also write readability.csv here"})
+
+
 def generator(task: str):
     def run(args: GenerateArguments) -> int:
         t0 = time.time()
@@ -86,6 +98,18 @@ def run_sheet(args: SheetArguments) -> int:
     return 0
 
 
+def run_readability(args: ReadabilityArguments) -> int:
+    table = tier_readability(args.image_size, args.patch, args.groups, args.dataset_seed)
+    print(f"visual tiers at {args.image_size} px, {args.patch}-px patches ({args.groups} groups each):")
+    print(table.to_string(index=False, float_format="%.3f"))
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "readability.csv", index=False)
+        print(f"wrote {out / 'readability.csv'}")
+    return 0
+
+
 def run_show(args: ShowArguments) -> int:
     data = ConflictData.load(args.data)
     if "evidence" in data.samples.column_names:  # conflict recognition
@@ -112,6 +136,8 @@ COMMANDS = {
                   [GenerateArguments], run_av),
     "import": Command("import a JSONL + image folder of your own conflicts", [ImportArguments], run_import),
     "sheet": Command("write a PNG contact sheet, one sample per visual tier", [SheetArguments], run_sheet),
+    "readability": Command("what each visual tier leaves readable at a canvas and patch size (no model)",
+                           [ReadabilityArguments], run_readability),
     "show": Command("print a few conflict rows of a saved dataset", [ShowArguments], run_show),
 }
 

@@ -125,3 +125,10 @@ class LabelMap:
         a = crop[y0 - y:y1 - y, x0 - x:x1 - x]
         b = o.crop[y0 - o.y:y1 - o.y, x0 - o.x:x1 - o.x]
         return bool((a & b).any())
+
+
+def patch_owners(top: np.ndarray, patch: int) -> np.ndarray:
+    """An owner map (`LabelMap.top`) cut into patches, row-major as a ViT orders them: (patches, patch * patch)."""
+    grid = top.shape[0] // patch
+    owners = top[:grid * patch, :grid * patch].reshape(grid, patch, grid, patch).transpose(0, 2, 1, 3)
+    return owners.reshape(grid * grid, patch * patch)

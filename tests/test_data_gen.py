@@ -239,3 +239,34 @@ def test_av_clips_conditions_targets_and_determinism(tmp_path):
     generate_av(12, seed=3, size=32).save(tmp_path / "av2")  # the same groups again: the same bytes
     assert AVData.load(tmp_path / "av").info["fingerprint"] == AVData.load(tmp_path / "av2").info["fingerprint"]
     assert AVData.load(tmp_path / "av").split("test").samples["split"] == ["test"] * 36
+
+
+def test_scene_readability_on_a_hand_made_owner_map():
+    """Target (object 0, red) fills half of patch 0; blue shows in three patches, green in two: the rarest colour is
+    red alone; with red as common as green the reader splits the tie."""
+    from data_gen.readability import scene_readability
+    owners = np.full((4, 4), -1)
+    owners[0, :2] = 0
+    owners[1, :] = 1
+    owners[2, :2], owners[3, :2] = 2, 2
+    owners[2, 2:], owners[3, 3] = 1, 1
+    share, rarest = scene_readability(owners, ["red", "blue", "green"])
+    assert share == 0.5 and rarest == 1.0
+    owners[3, 2] = 0  # red now in two patches, as green
+    assert scene_readability(owners, ["red", "blue", "green"])[1] == 0.5
+
+
+def test_tier_readability_at_the_organism_grid(capsys):
+    """At 64 px with 8-px patches the small targets (tiers 7-13) own a fraction of a patch the large ones (0-6) do
+    not, and counting colours answers the crowded tiers (9-13) better than the sparse small ones (7-8): the signals
+    docs/organism-builds.md explains the organism's image-only ladder by."""
+    from data_gen.readability import tier_readability
+    table = tier_readability(64, 8, groups=12, seed=5).set_index("d_v")
+    assert len(table) == len(COLOR_TIERS)
+    assert table.target_patch_share.loc[:6].min() > 2 * table.target_patch_share.loc[7:].max()
+    assert table.rarest_color_accuracy.loc[0] == 1.0  # one object: its colour is the only one shown
+    assert table.rarest_color_accuracy.loc[9:].mean() > table.rarest_color_accuracy.loc[7:8].mean() + 0.2
+    with pytest.raises(ValueError, match="multiple of patch"):
+        tier_readability(64, 7)
+    assert data_gen_main(["readability", "--image_size", "64", "--patch", "8", "--groups", "2"]) == 0
+    assert "rarest_color_accuracy" in capsys.readouterr().out

@@ -24,20 +24,13 @@ import torch
 
 from data_gen.colors import BACKGROUND, INSTRUCTION, question, render_color_scene, sample_group
 from data_gen.palette import COLORS, SHAPES
-from data_gen.raster import LabelMap, polygon_mask
+from data_gen.raster import LabelMap, patch_owners, polygon_mask
 from data_gen.tiers import COLOR_TIERS
 
 SHAPE_BACKGROUND = len(SHAPES)  # the heads' extra class for patches no object covers
 COLOR_BACKGROUND = len(COLORS)
 LARGE_TARGET_TIERS = 5  # visual tiers 0-4: large targets, no occlusion
 MIN_COVER = 1 / 8  # a patch is labelled with an object that covers at least this share of it
-
-
-def patch_owners(top: np.ndarray, patch: int) -> np.ndarray:
-    """The owner map cut into patches, row-major as the ViT orders them: (patches, patch * patch)."""
-    grid = top.shape[0] // patch
-    owners = top[:grid * patch, :grid * patch].reshape(grid, patch, grid, patch).transpose(0, 2, 1, 3)
-    return owners.reshape(grid * grid, patch * patch)
 
 
 def labelled_scene(rng: np.random.Generator, canvas: int, patch: int, max_objects: int = 5,
