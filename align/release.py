@@ -18,7 +18,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from eval.recognition import format_mean, format_rate
 from eval.recognition_report import describe_imbalance_change
-from models.vlm import ORGANISM_NAMES, is_organism, looks_local
+from models.vlm import is_organism, looks_local, organism_folder
 
 log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -75,7 +75,7 @@ def _osc(h: dict, region: str) -> str:
 def load_snippet(model_name: str, hub_model_id: str | None) -> str:
     adapter = hub_model_id or "path/to/this/folder"
     if is_organism(model_name):
-        folder = f"organism-{ORGANISM_NAMES.get(model_name, 'text')}"  # as models.vlm.organism_path names it
+        folder = organism_folder(model_name)
         base = f"path/to/{folder}"
         note = (f"# the base is the project's model organism `{model_name}`, shipped inside the modality-alignment "
                 f"package\n# (models/organisms/{folder}); point `base` at that folder\n")

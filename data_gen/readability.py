@@ -46,11 +46,11 @@ def tier_readability(image_size: int, patch: int, groups: int = 100, seed: int =
         raise ValueError(f"image_size ({image_size}) must be a multiple of patch ({patch})")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
+    sampled = [sample_group(g, seed) for g in range(groups)]  # each tier renders the same groups
     rows = []
     for tier in tqdm(COLOR_TIERS, desc="rendering tiers", unit="tier"):  # ~3 s a tier at 64 px, 200 groups
         measured = []
-        for g in range(groups):
-            group = sample_group(g, seed)
+        for group in sampled:
             scene = render_color_scene(group, tier, image_size, seed)
             measured.append(scene_readability(patch_owners(scene.labels.top, patch), scene.colors))
         share, rarest = np.mean(measured, axis=0)

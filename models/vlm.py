@@ -56,13 +56,18 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch
     return DTYPES[dtype]
 
 
+def organism_folder(name: str) -> str:
+    """The folder of `models/organisms/` that holds the shipped organism `name` (one of ORGANISM_NAMES)."""
+    return f"organism-{ORGANISM_NAMES[name]}"
+
+
 def organism_path(name: str = "organism") -> Path:
     """The shipped organism addressed by `name` (exactly one of ORGANISM_NAMES)."""
     if name not in ORGANISM_NAMES:
         raise ValueError(f"{name!r} is not a shipped organism; use one of {sorted(ORGANISM_NAMES)}, or build another "
                          f"with `{BUILD_HINT.format(preference='none')}` and pass that DIR")
     preference = ORGANISM_NAMES[name]
-    path = ORGANISMS_DIR / f"organism-{preference}"
+    path = ORGANISMS_DIR / organism_folder(name)
     if not (path / "config.json").exists():
         hint = BUILD_HINTS.get(preference, BUILD_HINT.format(preference=preference))
         raise FileNotFoundError(f"the shipped organism {name!r} is missing from {path} (an incomplete install?); "
