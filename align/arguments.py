@@ -15,8 +15,8 @@ from transformers import TrainingArguments
 
 from data_gen.store import SPLIT_SHARES, check_split_shares
 from eval.analysis import AnalysisConfig
-from models import ModelArguments
-from models.vlm import check_model, resolve_dtype
+from eval.models import ModelArguments
+from eval.models.vlm import check_model, resolve_dtype
 
 from .targets import BALANCE_RANGE, resolve_target
 from .training import LOSS_TYPES, RETENTION_MODES

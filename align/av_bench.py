@@ -46,9 +46,9 @@ class AVBenchArguments:
 
 def build(args: AVBenchArguments, **shape_overrides):
     from .organism.av import av_tokenizer
-    from models import load_vlm
-    from models.families.qwen2_5_omni import qwen2_5_omni_7b_thinker_shape
-    from models.vlm import VLM, resolve_dtype
+    from eval.models import load_vlm
+    from eval.models.families.qwen2_5_omni import qwen2_5_omni_7b_thinker_shape
+    from eval.models.vlm import VLM, resolve_dtype
     if args.model != SHAPE:
         return load_vlm(args.model, dtype=args.dtype, device=args.device), 32
     model, processor = qwen2_5_omni_7b_thinker_shape(av_tokenizer(), args.device, resolve_dtype(args.dtype, args.device),

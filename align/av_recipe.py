@@ -20,7 +20,7 @@ from eval.av import analyze_av, describe_av
 from eval.av_report import write_av_report
 from eval.av_scoring import AVScoreConfig, score_av
 from eval.recognition import format_rate
-from models import VLM, ModelArguments
+from eval.models import VLM, ModelArguments
 
 from . import tracking
 from .arguments import AVAlignArguments
@@ -103,8 +103,8 @@ class AVRecipe(Recipe):
 
 
 def run_av_alignment(align: AVAlignArguments, model: ModelArguments, training: TrainingArguments) -> dict | None:
-    from models import family_for
-    from models.vlm import check_model
+    from eval.models import family_for
+    from eval.models.vlm import check_model
     from .arguments import check_inputs
     check_inputs(align, model, training)
     model_type = check_model(model.model_name_or_path, model.model_revision, model.trust_remote_code)

@@ -21,7 +21,7 @@ from eval.recognition import RecognitionConfig, analyze_recognition, describe, s
 from eval.recognition_report import describe_imbalance_change, write_recognition_report
 from eval.report import write_report
 from eval.scoring import ScoreConfig, generate_once, processes, score_dataset
-from models import VLM, ModelArguments, load_from_args
+from eval.models import VLM, ModelArguments, load_from_args
 
 from . import tracking
 from .arguments import AlignArguments, check_inputs, trainer_arguments

@@ -18,7 +18,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from eval.recognition import format_mean, format_rate
 from eval.recognition_report import describe_imbalance_change
-from models.vlm import is_organism, looks_local, organism_folder
+from eval.models.vlm import is_organism, looks_local, organism_folder
 
 log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -78,7 +78,7 @@ def load_snippet(model_name: str, hub_model_id: str | None) -> str:
         folder = organism_folder(model_name)
         base = f"path/to/{folder}"
         note = (f"# the base is the project's model organism `{model_name}`, shipped inside the modality-alignment "
-                f"package\n# (models/organisms/{folder}); point `base` at that folder\n")
+                f"package\n# (eval/models/organisms/{folder}); point `base` at that folder\n")
     else:
         base = base_reference(model_name)
         note = "" if base_model_id(model_name) else "# point `base` at your local copy of the base model\n"

@@ -142,8 +142,8 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_commands("python -m data_gen", __doc__, COMMANDS, argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    return run_commands(prog or "python -m data_gen", __doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

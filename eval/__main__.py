@@ -16,7 +16,7 @@ from pathlib import Path
 from data_gen import ConflictData
 from data_gen.av import AVData
 from data_gen.cli import Command, run_commands
-from models import ModelArguments, load_from_args
+from .models import ModelArguments, load_from_args
 
 from .analysis import AnalysisConfig, analyze
 from .av import analyze_av, describe_av
@@ -207,8 +207,8 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_commands("python -m eval", __doc__, COMMANDS, argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    return run_commands(prog or "python -m eval", __doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ import torch
 from data_gen import generate, samples_frame
 from data_gen.cli import parse
 from eval.scoring import Candidates, ScoreConfig, score_dataset, score_rows
-from models import load_vlm
-from models.tiny import build_tiny, dataset_tokenizer
+from .models import load_vlm
+from .models.tiny import build_tiny, dataset_tokenizer
 
 
 @dataclass
@@ -262,8 +262,8 @@ def bench_model_named(name: str, args, tmp: Path):
     """The VLM for a --models entry and the image size to render at: a random LLaVA of the tests' shape (16 image
     tokens), of LLaVA-1.5's 576 image tokens, of LLaVA-1.5-7B's whole shape (built on the device), or any name
     `load_vlm` takes."""
-    from models.families.llava import llava_1_5_7b_shape
-    from models.vlm import VLM, resolve_dtype
+    from .models.families.llava import llava_1_5_7b_shape
+    from .models.vlm import VLM, resolve_dtype
     tiny = {"tiny-llava": (32, 8), "tiny-llava-576": (336, 14)}  # (image size, patch)
     if name == "llava-1.5-7b-shape":
         model, processor = llava_1_5_7b_shape(dataset_tokenizer(), args.device, resolve_dtype(args.dtype, args.device))

@@ -7,32 +7,13 @@
 Flags are the fields of AlignArguments (the method), ModelArguments (the model) and transformers'
 TrainingArguments; YAML keys are the same names, and the command line wins over the YAML.
 """
-import logging
 import sys
 
-from transformers import TrainingArguments
-
-from align.arguments import TRAINING_DEFAULTS, AlignArguments
-from align.recipe import run_alignment
-from data_gen.cli import parse, usage_error
-from models import ModelArguments
+from align.commands import align_main
 
 
-def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        align, model, training = parse([AlignArguments, ModelArguments, TrainingArguments], argv,
-                                       "recipes/align_llava.py", __doc__, TRAINING_DEFAULTS)
-        result = run_alignment(align, model, training)
-    except (ValueError, OSError) as e:
-        return usage_error(e)
-    if result:
-        b, a = result["base"]["balance_point"], result["aligned"]["balance_point"]
-        print(f"balance point: {b['description']} -> {a['description']} (target {result['target_balance_point']:+.2f})")
-        if "guarantee" in result:
-            print(result["guarantee"]["description"])
-        print(f"release bundle (adapter, model card, report) in {result['release']} ({result['seconds']:.0f}s)")
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    return align_main(argv, prog="recipes/align_llava.py", description=__doc__)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ def tiny_data(tmp_path_factory):
 
 
 def _families():
-    from models import supported_families
+    from eval.models import supported_families
     return supported_families()
 
 

@@ -8,7 +8,7 @@ import torch
 from data_gen import ConflictData, generate
 from data_gen.palette import COLOR_NAMES
 from data_gen.recognition import ANSWERS, CAPTION, QUESTION
-from models.tiny import build_tiny, dataset_tokenizer
+from eval.models.tiny import build_tiny, dataset_tokenizer
 
 IMAGE_SIZE, PATCH = 32, 8
 
@@ -42,7 +42,7 @@ def answer_with_colours(model, processor, data: ConflictData, inputs: int = 48) 
     `data`'s prompts (all three conditions), made orthogonal to its mean; every other row is zero. The colour
     logits then sum to zero, so one is always the top token, and which one follows the input, not the random
     model's constant offset."""
-    from models import VLM
+    from eval.models import VLM
     vlm = VLM(model.eval(), processor, "tiny")
     rows = data.samples.select(range(0, len(data.samples), max(1, len(data.samples) // (inputs // 3))))
     hidden = []

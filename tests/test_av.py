@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from data_gen.av import ASKED, CLASSES, LONG_CONTEXT, generate_av
-from models.image_only import image_only
-from models.tiny import build_tiny, dataset_tokenizer
+from eval.models.image_only import image_only
+from eval.models.tiny import build_tiny, dataset_tokenizer
 
 FRAME = "<|vision_bos|><|IMAGE|><|vision_eos|>"
 SOUND = "<|audio_bos|><|AUDIO|><|audio_eos|>"
@@ -54,7 +54,7 @@ def test_av_rows_batch_like_single_rows_and_other_families_refuse_audio(tmp_path
     answer logits equal those of the row alone. A family without audio says which one has it."""
     import tempfile
     from pathlib import Path
-    from models import load_vlm
+    from eval.models import load_vlm
     from tests.fixtures import tiny_model_dir
     model, processor = tiny_omni()
     for part in (model, processor):
@@ -83,7 +83,7 @@ def test_av_scoring_table_attention_mass_and_analysis(tmp_path):
     position's attention mass on frame and sound tokens per layer; the analysis reads that table."""
     from eval.av import accuracy_by_condition, attention_effect_by_layer
     from eval.av_scoring import AVScoreConfig, score_av
-    from models import load_vlm
+    from eval.models import load_vlm
     model, processor = tiny_omni()
     for part in (model, processor):
         part.save_pretrained(tmp_path / "omni")
@@ -123,7 +123,7 @@ def test_asked_modality_examples_train_the_asked_class(tmp_path):
     scoring does, and SoftTargetTrainer's loss on the batch is -ln q(asked class)."""
     from align.asked_modality import AVCollator, asked_modality_examples
     from align.training import soft_target_loss
-    from models import load_vlm
+    from eval.models import load_vlm
     model, processor = tiny_omni()
     for part in (model, processor):
         part.save_pretrained(tmp_path / "omni")
@@ -194,7 +194,7 @@ def test_av_organism_passes_its_bars_on_unseen_clips_and_ends_its_answer(tmp_pat
     either modality alone, brittle under misaligned sound and a misleading caption (intervals apart); greedy
     generation writes one class word and stops."""
     from align.organism.__main__ import main
-    from models import load_vlm
+    from eval.models import load_vlm
     assert main(["evaluate", "--model", "organism:av", "--groups", "60", "--dataset_seed", "11",
                  "--output_dir", str(tmp_path / "eval")]) == 0
     assert (tmp_path / "eval" / "report.html").exists()
@@ -213,7 +213,7 @@ def test_omni_7b_thinker_shape_and_the_av_bench_on_a_shrunk_copy():
     nothing allocated), and align.av_bench runs scoring and asked-modality LoRA steps end to end on a shrunk copy."""
     from align.organism.av import av_tokenizer
     from align.av_bench import AVBenchArguments, run
-    from models.families.qwen2_5_omni import qwen2_5_omni_7b_thinker_shape
+    from eval.models.families.qwen2_5_omni import qwen2_5_omni_7b_thinker_shape
     model, _ = qwen2_5_omni_7b_thinker_shape(av_tokenizer(), "meta", torch.bfloat16)
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(8.93e9, rel=0.005)
     assert model.config.text_config.rope_parameters["mrope_section"] == [16, 24, 24]

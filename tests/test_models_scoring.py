@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import load_vlm
+from eval.models import load_vlm
 from data_gen.user_import import import_jsonl
 from eval import scoring
 from eval.scoring import Candidates, ScoreConfig, forward_answer_position, score_dataset
@@ -351,14 +351,14 @@ def test_data_parallel_under_accelerate_matches_one_process(tiny_data, tmp_path)
 
 
 def test_families_register_by_model_type():
-    from models import family_for, supported_families
+    from eval.models import family_for, supported_families
     assert {"llava", "llava_next", "idefics3", "gemma3"} <= set(supported_families())
     with pytest.raises(ValueError, match="not supported yet"):
         family_for("mamba_vlm")
 
 
 def test_organisms_are_named_exactly_and_never_built_on_load(tmp_path, monkeypatch):
-    from models import vlm as vlm_module
+    from eval.models import vlm as vlm_module
     with pytest.raises(ValueError, match="python -m align.organism build"):
         load_vlm("organism:none")
     # a path or hub id that merely starts with "organism" is that path or hub id, not the shipped organism
@@ -387,7 +387,7 @@ def test_adapter_loads_by_name_and_scores_like_the_peft_model(tiny_model, tiny_d
     assert scoring_vlm.name.endswith("+" + str(tmp_path / "adapter"))
     assert np.abs(direct.entropy_m.to_numpy() - plain.entropy_m.to_numpy()).max() > 1e-4  # the adapter changed scores
     # float32 adapters are merged for scoring: the same scores as the unmerged PEFT model
-    from models.vlm import VLM
+    from eval.models.vlm import VLM
     assert "lora" not in " ".join(n for n, _ in scoring_vlm.model.named_modules()).lower()
     peft_model.eval()
     unmerged = score_dataset(VLM(peft_model, base.processor, "unmerged"), data, tmp_path / "u", ScoreConfig(batch_size=8))
@@ -489,8 +489,8 @@ def test_bench_checks_agreement_and_prints_the_ratios(capsys):
 def test_llava_7b_shape_builds_on_the_device_in_its_dtype():
     """The GPU bench's model, shrunk: LLaVA-1.5's 576 image tokens and 32064-row head, built in bf16 directly."""
     import torch
-    from models.families.llava import llava_1_5_7b_shape
-    from models.tiny import dataset_tokenizer
+    from eval.models.families.llava import llava_1_5_7b_shape
+    from eval.models.tiny import dataset_tokenizer
     model, processor = llava_1_5_7b_shape(dataset_tokenizer(), "cpu", torch.bfloat16, hidden=64, layers=2, heads=4,
                                           intermediate=128, vision_hidden=32, vision_layers=2, vision_heads=4)
     assert next(model.parameters()).dtype == torch.bfloat16 and torch.get_default_dtype() == torch.float32

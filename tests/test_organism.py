@@ -10,8 +10,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from align.organism import OrganismConfig, build, quality_bars
 from data_gen.palette import COLOR_NAMES
-from models import load_vlm, organism_path
-from models.vlm import ORGANISMS_DIR
+from eval.models import load_vlm, organism_path
+from eval.models.vlm import ORGANISMS_DIR
 
 SMALL = dict(groups=24, steps_shapes=3, steps_unimodal=6, steps_conflict=4, warmup_steps=2, train_batch_size=8, hidden=32, layers=3,
              vision_layers=2, replant_every=3, workers=1, end_of_turn_inputs=256, steps_end_of_turn=200)
@@ -209,7 +209,7 @@ def test_color_presence_by_hand():
 @pytest.mark.parametrize("presence", [False, True], ids=["main-colour", "colour-presence"])
 def test_shape_pretraining_lowers_its_loss(presence):
     from align.organism.shape_pretraining import pretrain_shapes
-    from models.tiny import build_tiny, build_tokenizer
+    from eval.models.tiny import build_tiny, build_tokenizer
     model, processor = build_tiny("llava", build_tokenizer(["red", "star"]), 32, 8, hidden=32, layers=2)
     torch.manual_seed(0)
     before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}

@@ -62,7 +62,7 @@ def test_base_scores_are_reused_from_any_finished_target_of_the_seed(tmp_path):
     from transformers import TrainingArguments
     from align.arguments import AlignArguments
     from align.precision import PrecisionRuns
-    from models import ModelArguments
+    from eval.models import ModelArguments
     runs = PrecisionRuns(PrecisionArguments(targets=[1.0], data_seeds=[0]), AlignArguments(), ModelArguments(),
                          TrainingArguments(output_dir=str(tmp_path)))
     (tmp_path / "seed-0" / "b+0.50" / "runs" / "base").mkdir(parents=True)  # interrupted: shards, no table
@@ -85,7 +85,7 @@ def test_precision_table_end_to_end_reuses_base_scores_and_resumes(tmp_path, cap
     from align.arguments import TRAINING_DEFAULTS, AlignArguments
     from align.precision import run_precision
     from data_gen.cli import parse
-    from models import ModelArguments
+    from eval.models import ModelArguments
     out = tmp_path / "precision"
     argv = ["--targets", "0", "0.5", "--data_seeds", "0", "--fresh_seed", "5", "--fresh_groups", "12",
             "--groups", "40", "--split_shares", '{"train": 0.7, "validation": 0.1, "test": 0.2}', "--max_steps", "2",

@@ -15,7 +15,7 @@ from transformers import TrainingArguments
 
 from align.arguments import TRAINING_DEFAULTS, AlignArguments
 from data_gen.cli import parse
-from models import ModelArguments, supported_families
+from eval.models import ModelArguments, supported_families
 from align.targets import (boundary_weights, calibration_reached, closest_round, next_training_target, resolve_target,
                            sample_hard_targets, target_text_probability)
 from align.training import retention_examples, soft_target_loss
@@ -123,7 +123,7 @@ def test_trl_variants_train_the_measured_token(tiny_model, tiny_data):
     """hard (SFTTrainer) and dpo (DPOTrainer) batches put the scored answer token where the loss reads it."""
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
-    from models import load_vlm
+    from eval.models import load_vlm
     from align.training import trl_dataset
     vlm = load_vlm(str(tiny_model), dtype="float32")
     rows = tiny_data.split("train").samples.to_pandas()
@@ -348,7 +348,7 @@ def test_recipe_end_to_end_on_every_family(arch, answering_data, tmp_path):
     head answers with colours (a random head answers nothing the analysis can read)."""
     from safetensors.torch import load_file
     from align.recipe import run_alignment
-    from models import family_for
+    from eval.models import family_for
     from tests.fixtures import tiny_model_dir
     model = tiny_model_dir(arch, tmp_path / "model", answering=answering_data)
     result = run_alignment(*parse_recipe([
@@ -451,11 +451,11 @@ def test_release_names_the_base_by_hub_id_or_relative_name():
     assert base_reference("/home/me/checkpoints/my-llava/") == "my-llava" and base_model_id("/home/me/my-llava") is None
     snippet = load_snippet("llava-hf/llava-1.5-7b-hf", "me/adapter")
     assert 'base = "llava-hf/llava-1.5-7b-hf"' in snippet and "PeftModel.from_pretrained" in snippet
-    assert "import align" not in snippet and "from models" not in snippet.split("```bash")[0]
+    assert "import align" not in snippet and "from eval.models" not in snippet.split("```bash")[0]
     for organism, folder in [("organism", "organism-text"), ("organism:vision", "organism-vision"),
                              ("organism:recognition", "organism-recognition")]:
         assert f'base = "path/to/{folder}"' in load_snippet(organism, None)
-        assert f"(models/organisms/{folder})" in load_snippet(organism, None)
+        assert f"(eval/models/organisms/{folder})" in load_snippet(organism, None)
 
 
 @pytest.mark.parametrize("mixed_precision, consistent", [("bf16", True), ("no", False)])
@@ -499,7 +499,7 @@ def test_distillation_reference_runs_on_the_retention_rows_only(tiny_model, tiny
     one a reference over the whole batch gives."""
     from peft import LoraConfig, get_peft_model
     from transformers import TrainingArguments
-    from models import load_vlm
+    from eval.models import load_vlm
     from align.training import TARGET_KEYS, AlignmentCollator, SoftTargetTrainer
     vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
     torch.manual_seed(0)

@@ -140,7 +140,7 @@ def test_distance_from_balance_and_its_paired_change_on_planted_tables():
 def test_attention_capture_reproduces_each_family_attention_output(tiny_model, recognition_data):
     """sum over heads of W_O,h sum_j alpha v equals the attention module's output at the answer position: the
     hooks read the right weights, values, head layout and grouped-query repeat for every family."""
-    from models import load_vlm
+    from eval.models import load_vlm
     vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
     rows = recognition_data.samples.to_pandas().query("evidence == 'image_text'").iloc[:3]
     batch = vlm.encode([vlm.prompt(q, c) for q, c in zip(rows.question, rows.text_context)],
@@ -181,7 +181,7 @@ def test_shipped_recognition_organism_recognises_within_a_modality_not_across(tm
     """On groups it never saw (another seed): unimodal contradictions recognised, cross-modal ones missed."""
     from data_gen import ConflictData
     from eval.recognition import RecognitionConfig, score_recognition
-    from models import load_vlm
+    from eval.models import load_vlm
     generate("recognition", 8, seed=11, size=64, workers=1).save(tmp_path / "data")
     data = ConflictData.load(tmp_path / "data")
     table = score_recognition(load_vlm("organism:recognition", dtype="float32", device="cpu"), data,
@@ -194,7 +194,7 @@ def test_shipped_recognition_organism_recognises_within_a_modality_not_across(tm
 def test_recognition_batches_show_unrelated_images_only_when_given():
     from PIL import Image
     from align.organism.recognition import RecognitionOrganismConfig, recognition_batch
-    from models import load_vlm
+    from eval.models import load_vlm
     vlm = load_vlm("organism", dtype="float32", device="cpu")
     rows = pd.DataFrame({"question": ["Is there a contradiction?"] * 3, "text_context": ["The star is red."] * 3,
                          "answer": ["yes", "no", "yes"]})
@@ -212,7 +212,7 @@ def test_recognition_batches_show_unrelated_images_only_when_given():
 @pytest.mark.slow
 def test_recognition_organism_builder_extends_the_vocabulary_and_keeps_old_ids(tmp_path):
     from align.organism.recognition import RecognitionOrganismConfig, build_recognition
-    from models import load_vlm
+    from eval.models import load_vlm
     out = build_recognition(RecognitionOrganismConfig(groups=10, steps=4, train_batch_size=4), tmp_path / "org")
     built, base = load_vlm(str(out), dtype="float32", device="cpu"), load_vlm("organism", dtype="float32", device="cpu")
     assert {"yes", "no", "contradiction"} <= set(built.tokenizer.get_vocab())
@@ -236,7 +236,7 @@ def test_each_kind_of_dataset_is_refused_by_the_other_command(recognition_data, 
 
 def test_a_recognition_run_resumes_only_itself(tiny_model_dir_llava, recognition_data, tmp_path):
     from eval.recognition import RecognitionConfig, score_recognition
-    from models import load_vlm
+    from eval.models import load_vlm
     vlm = load_vlm(str(tiny_model_dir_llava), dtype="float32", device="cpu")
     data = recognition_data.split("test")
     first = score_recognition(vlm, data, tmp_path / "run", RecognitionConfig(attention=False, shard_rows=64))

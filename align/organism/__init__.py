@@ -6,7 +6,7 @@
 It is a `LlavaForConditionalGeneration` (small CLIP tower, small Llama decoder) with a word-level
 tokenizer and a `LlavaProcessor`, so it runs exactly the code path of real checkpoints, with
 graded uncertainty on both sides built in (docs/method.md, "The model organism"). The shipped
-builds live in `models/organisms/` and load as `organism` / `organism:text` / `organism:vision`.
+builds live in `eval/models/organisms/` and load as `organism` / `organism:text` / `organism:vision`.
 
 config.py: the build configuration; mixture.py: the training data mixture and the planted
 preference; shape_pretraining.py: phase 0; build.py: the training phases; quality.py: quality bars.

@@ -6,8 +6,8 @@ import sys
 from dataclasses import dataclass, field
 
 from data_gen.cli import Command, run_commands
-from models import ModelArguments, family_for
-from models.vlm import check_model
+from eval.models import ModelArguments, family_for
+from eval.models.vlm import check_model
 
 from . import __doc__ as PACKAGE_DOC
 from .av import AVOrganismConfig, build_av, evaluate_av
@@ -92,8 +92,8 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_commands("python -m align.organism", PACKAGE_DOC, COMMANDS, argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    return run_commands(prog or "python -m align.organism", PACKAGE_DOC, COMMANDS, argv)
 
 
 if __name__ == "__main__":

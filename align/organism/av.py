@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from data_gen.av import (ASKED, AUDIO_SNR_DB, CLASSES, LONG_CONTEXT, SAMPLING_RATE, VISUAL_SCALE, class_frames,
                          noisy_sound)
-from models import VLM
-from models.tiny import build_tiny, dataset_tokenizer
+from eval.models import VLM
+from eval.models.tiny import build_tiny, dataset_tokenizer
 
 from .shape_pretraining import optimizer_step
 
@@ -210,7 +210,7 @@ def evaluate_av(name_or_path: str = "organism:av", groups: int = 200, dataset_se
     from eval.av import analyze_av, describe_av
     from eval.av_report import write_av_report
     from eval.av_scoring import AVScoreConfig, score_av
-    from models import load_vlm
+    from eval.models import load_vlm
     from .quality import default_output_dir
     out = Path(output_dir or default_output_dir(name_or_path, f"-seed{dataset_seed}-groups{groups}"))
     vlm = load_vlm(name_or_path, dtype="float32")

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from data_gen import ConflictData, generate
 from data_gen.palette import COLOR_NAMES
 from eval.scoring import ScoreConfig, score_dataset
-from models import VLM
-from models.tiny import CHAT_TEMPLATE, ORGANISM_CHAT_TEMPLATE, build_tiny, dataset_tokenizer
+from eval.models import VLM
+from eval.models.tiny import CHAT_TEMPLATE, ORGANISM_CHAT_TEMPLATE, build_tiny, dataset_tokenizer
 
 from .config import OrganismConfig
 from .end_of_turn import EndOfTurnConfig, teach_end_of_turn

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from data_gen import ConflictData, generate, samples_frame
 from eval.scoring import distinct_inputs, hidden_at_answer
-from models import VLM, load_vlm
-from models.vlm import resolve_path
+from eval.models import VLM, load_vlm
+from eval.models.vlm import resolve_path
 
 from .config import OrganismConfig
 

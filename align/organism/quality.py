@@ -12,8 +12,8 @@ from data_gen import ConflictData, generate
 from eval.analysis import AnalysisConfig, analyze
 from eval.scoring import ScoreConfig, score_dataset
 from eval.stats import relative_uncertainty
-from models import load_vlm
-from models.vlm import resolve_path
+from eval.models import load_vlm
+from eval.models.vlm import resolve_path
 
 from .config import OrganismConfig
 from .end_of_turn import one_word_answers

@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from data_gen import generate, samples_frame
 from data_gen.recognition import ANSWERS, CAPTION, QUESTION, recognition_from
-from models import VLM, load_vlm
-from models.tiny import with_words, words_of
+from eval.models import VLM, load_vlm
+from eval.models.tiny import with_words, words_of
 
 from .shape_pretraining import optimizer_step
 

@@ -57,7 +57,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch
 
 
 def organism_folder(name: str) -> str:
-    """The folder of `models/organisms/` that holds the shipped organism `name` (one of ORGANISM_NAMES)."""
+    """The folder of `eval/models/organisms/` that holds the shipped organism `name` (one of ORGANISM_NAMES)."""
     return f"organism-{ORGANISM_NAMES[name]}"
 
 

@@ -1,6 +1,6 @@
 """Model access at the bottom of the stack: `eval/` and `align/` import it; it imports neither.
 
-    from models import load_vlm
+    from eval.models import load_vlm
     vlm = load_vlm("organism")            # or a hub id / local path; adapter="DIR_OR_HUB_ID"
 """
 from .registry import LANGUAGE_LORA_REGEX, Family, family_for, register_family, supported_families

@@ -1,0 +1,107 @@
+"""The recipes' command-line mains: `recipes/*.py` and `modality-align align|align-av|precision` run these.
+
+Flags are the fields of the method's arguments, ModelArguments and transformers' TrainingArguments; YAML keys
+(`--config FILE.yaml`) are the same names and the command line wins. Bad input is one line and exit code 2.
+"""
+from __future__ import annotations
+
+import logging
+
+from data_gen.cli import parse, usage_error
+
+ALIGN_DOC = """Move a VLM's balance point with uncertainty-aware LoRA, proven by the same measurement code.
+
+    accelerate launch recipes/align_llava.py                                  # the embedded model organism
+    accelerate launch recipes/align_llava.py --config recipes/configs/llava-1.5-7b.yaml
+    accelerate launch --config_file recipes/accelerate_configs/zero2.yaml recipes/align_llava.py --target_balance_point 0.5
+"""
+
+PRECISION_DOC = """The precision table: targets x training data seeds, each adapter's realized balance point on a fresh
+data seed. Each run is the recipe, unchanged, in OUTPUT_DIR/seed-S/bT; writes OUTPUT_DIR/precision.{json,csv,png};
+a re-run resumes.
+
+    python recipes/precision_table.py --config recipes/configs/organism-precision.yaml
+    python recipes/precision_table.py --config recipes/configs/organism-precision.yaml --targets 0 0.5 --data_seeds 0
+"""
+
+AV_DOC = """Asked-modality alignment of an audio-visual model: answer from the modality the question asks about.
+Measures accuracy per condition x asked modality and attention on frames vs sound per layer on held-out groups,
+trains a LoRA adapter whose answer is the asked modality's class, and measures again with the same code.
+
+    accelerate launch recipes/align_omni.py                                    # the embedded AV organism
+    accelerate launch recipes/align_omni.py --config recipes/configs/qwen2.5-omni-7b-thinker.yaml
+"""
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def align_main(argv: list[str] | None = None, prog: str = "modality-align align", description: str = ALIGN_DOC) -> int:
+    """Measure -> targets -> LoRA -> re-measure -> report -> release; prints the before/after line and the guarantee."""
+    from transformers import TrainingArguments
+
+    from eval.models import ModelArguments
+
+    from .arguments import TRAINING_DEFAULTS, AlignArguments
+    from .recipe import run_alignment
+    _logging()
+    try:
+        align, model, training = parse([AlignArguments, ModelArguments, TrainingArguments], argv, prog, description,
+                                       TRAINING_DEFAULTS)
+        result = run_alignment(align, model, training)
+    except (ValueError, OSError) as e:
+        return usage_error(e)
+    if result:
+        b, a = result["base"]["balance_point"], result["aligned"]["balance_point"]
+        print(f"balance point: {b['description']} -> {a['description']} (target {result['target_balance_point']:+.2f})")
+        if "guarantee" in result:
+            print(result["guarantee"]["description"])
+        print(f"release bundle (adapter, model card, report) in {result['release']} ({result['seconds']:.0f}s)")
+    return 0
+
+
+def precision_main(argv: list[str] | None = None, prog: str = "modality-align precision",
+                   description: str = PRECISION_DOC) -> int:
+    """The precision table over targets and training data seeds, measured on a fresh data seed."""
+    from transformers import TrainingArguments
+
+    from eval.models import ModelArguments
+
+    from .arguments import TRAINING_DEFAULTS, AlignArguments
+    from .precision import PrecisionArguments, describe_summary, format_table, run_precision
+    _logging()
+    try:
+        precision, align, model, training = parse(
+            [PrecisionArguments, AlignArguments, ModelArguments, TrainingArguments], argv, prog, description,
+            {**TRAINING_DEFAULTS, "output_dir": "outputs/precision-organism"})
+        result = run_precision(precision, align, model, training)
+    except (ValueError, OSError) as e:
+        return usage_error(e)
+    if result:
+        print(format_table(result["rows"]))
+        print(describe_summary(result["summary"]))
+        print(f"table and plot in {result['figure'].rsplit('/', 1)[0]} ({result['summary']['seconds']:.0f}s)")
+    return 0
+
+
+def align_av_main(argv: list[str] | None = None, prog: str = "modality-align align-av", description: str = AV_DOC) -> int:
+    """Asked-modality alignment of an audio-visual model, before/after accuracy per condition."""
+    from transformers import TrainingArguments
+
+    from eval.models import ModelArguments
+
+    from .arguments import AV_TRAINING_DEFAULTS, AVAlignArguments
+    from .av_recipe import describe_change, run_av_alignment
+    _logging()
+    try:
+        align, model, training = parse([AVAlignArguments, ModelArguments, TrainingArguments], argv, prog, description,
+                                       {**AV_TRAINING_DEFAULTS, "model_name_or_path": "organism:av"})
+        result = run_av_alignment(align, model, training)
+    except (ValueError, OSError) as e:
+        return usage_error(e)
+    if result:
+        print("accuracy against the asked modality's class, both questions pooled (base -> aligned):")
+        print(describe_change(result["change"]))
+        print(f"release bundle (adapter, model card, report) in {result['release']} ({result['seconds']:.0f}s)")
+    return 0

@@ -1,1 +1,0 @@
-"""One module per model family; each registers itself with `models.registry.register_family`."""
