@@ -18,7 +18,8 @@ from data_gen.av import AVData
 from data_gen.cli import Command, run_commands
 from .models import ModelArguments, load_from_args
 
-from .analysis import AnalysisConfig, analyze
+from .analysis import AnalysisConfig
+from .api import measure
 from .av import analyze_av, describe_av
 from .av_report import write_av_report
 from .av_scoring import AVScoreConfig, score_av
@@ -125,14 +126,14 @@ def run_score(model: ModelArguments, args: ScoreArguments) -> int:
 
 
 def run_measure(model: ModelArguments, args: ScoreArguments, analysis: AnalysisConfig) -> int:
-    table = score(model, args, seed=analysis.seed)
-    if table is None:
+    data = args.data or generate_once(Path(args.output_dir) / "data", args.groups, args.dataset_seed, args.image_size)
+    result = measure(load_from_args(model), data, split=args.split, batch_size=args.per_device_eval_batch_size,
+                     lens=args.lens, analysis=analysis, output_dir=args.output_dir, shard_inputs=args.shard_inputs,
+                     share_prefix=args.share_prefix)
+    if result is None:
         return 0
-    print(f"{len(table)} sample rows -> {Path(args.output_dir) / 'samples.parquet'}")
-    res = analyze(table, analysis)
-    path = Path(args.output_dir) / "analysis.json"
-    path.write_text(json.dumps(res, indent=2, default=float))
-    print_headline(res, path)
+    print(f"{len(result.samples)} sample rows -> {Path(args.output_dir) / 'samples.parquet'}")
+    print_headline(result.analysis, Path(args.output_dir) / "analysis.json")
     return 0
 
 

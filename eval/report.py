@@ -201,20 +201,29 @@ def _fmt_ci(v, ci):
 def write_report(runs: list[str | Path], out: str | Path, cfg: AnalysisConfig | None = None,
                  names: list[str] | None = None, results: dict[str, dict] | None = None,
                  target: float | None = None) -> dict:
-    """Analyse each run (or take `results` already computed, keyed by name) and write the report;
+    """Analyse each run folder (or take `results` already computed, keyed by name) and write the report;
     `target` (a balance point aimed at) is drawn on the curve."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     names = names or [Path(r).name for r in runs]
     if len(set(names)) < len(names):
         names = [f"{i}:{n}" for i, n in enumerate(names)]
-    results, infos, warnings = dict(results or {}), {}, []
+    results, infos = dict(results or {}), {}
     for name, run in zip(names, runs):
         table, info = load_run(run)
-        infos[name] = info
+        infos[name] = {"path": str(run), **info}
         if name not in results:
             results[name] = analyze(table, cfg)
         (Path(run) / "analysis.json").write_text(json.dumps(results[name], indent=2, default=float))
+    return report_results({n: results[n] for n in names}, out, infos, target)
+
+
+def report_results(results: dict[str, dict], out: str | Path, infos: dict[str, dict] | None = None,
+                   target: float | None = None) -> dict:
+    """figures, report.html and summary.json in `out` for analyses keyed by run name; `infos` (per name: its
+    run.json, with `path`) name the model and the dataset each was scored on."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    infos = {name: (infos or {}).get(name, {}) for name in results}
+    warnings = []
     prints = {n: i.get("dataset_fingerprint") for n, i in infos.items()}
     if len(set(prints.values())) > 1:
         warnings.append(f"runs were scored on different datasets {prints}: curves are not directly comparable")
@@ -232,8 +241,8 @@ def write_report(runs: list[str | Path], out: str | Path, cfg: AnalysisConfig | 
     figs = figures(results, target)
     for key, png in figs.items():
         (out / f"{key}.png").write_bytes(png)
-    summary = {"runs": {n: {"path": str(r), "model": infos[n].get("model"), **headline(results[n])}
-                        for n, r in zip(names, runs)}, "warnings": warnings}
+    summary = {"runs": {n: {"path": infos[n].get("path"), "model": infos[n].get("model"), **headline(results[n])}
+                        for n in results}, "warnings": warnings}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     (out / "report.html").write_text(_html(summary, figs))
     return summary

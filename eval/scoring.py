@@ -522,17 +522,16 @@ def generate_once(path: Path, groups: int, seed: int, size: int, render=None,
     return Path(path)
 
 
-def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | None = None,
+def score_dataset(vlm, data: ConflictData, out: str | Path | None = None, cfg: ScoreConfig | None = None,
                   seed: int | None = None) -> pd.DataFrame | None:
     """Score all rows of `data` into out/samples.parquet (+ run.json), resumably and data-parallel.
 
     Under `accelerate launch` each process takes every n-th shard; the main process merges.
-    Returns the merged table on the main process, None elsewhere.
+    Returns the merged table on the main process, None elsewhere. With `out=None` nothing is written: one
+    process scores every shard in memory (no resume).
     """
     state = processes()
     cfg = cfg or ScoreConfig()
-    out = Path(out)
-    shard_dir = out / "shards"
     rows = samples_frame(data.samples)
     if rows.empty:
         raise ValueError("the dataset has no rows to score; check the split you selected")
@@ -540,6 +539,15 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
     if cands.collisions():
         log.warning("answers with identical tokens cannot be told apart: %s; their rows are flagged "
                     "answer_collision and left out of the analysis", list(cands.collisions().values()))
+    shards = plan_shards(rows, cfg.conditions, cfg.shard_inputs)
+    if out is None:
+        if state.count > 1:
+            raise ValueError("scoring under several processes needs an output directory to merge their shards; "
+                             "give output_dir")
+        tables = score_shards(vlm, data, rows, shards, range(len(shards)), cands, cfg, state)
+        return in_dataset_order(pd.concat(tables, ignore_index=True), rows)
+    out = Path(out)
+    shard_dir = out / "shards"
     info = json.loads(json.dumps(run_info(vlm, data, cfg, cands, seed), default=str))  # as it reads back
     info_path = out / "run.json"
     if info_path.exists():
@@ -548,7 +556,6 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
             if old.get(key) != info.get(key):
                 raise ValueError(f"{out} holds a run with a different {key} ({old.get(key)!r} vs {info.get(key)!r}); "
                                  f"use a new --output_dir or delete {out}")
-    shards = plan_shards(rows, cfg.conditions, cfg.shard_inputs)
     shard_dir.mkdir(parents=True, exist_ok=True)
     mine = [k for k in range(len(shards)) if k % state.count == state.index]
     todo = [k for k in mine if not (shard_dir / f"shard-{k:05d}.parquet").exists()]
@@ -556,22 +563,38 @@ def score_dataset(vlm, data: ConflictData, out: str | Path, cfg: ScoreConfig | N
         info_path.write_text(json.dumps(info, indent=2, default=str))
         if len(todo) < len(mine):
             log.info("resuming: %d of %d shards already scored", len(mine) - len(todo), len(mine))
-    n_inputs = sum(len(distinct_inputs(rows.iloc[shards[k]], cfg.conditions)) for k in todo)
-    t0 = time.time()
-    with tqdm(total=n_inputs, desc=f"scoring [{state.index}]", unit="input",
-              disable=not todo) as bar:
-        for k in todo:
-            table = score_rows(vlm, data, rows.iloc[shards[k]], cands, cfg, bar)
-            _atomic_parquet(table, shard_dir / f"shard-{k:05d}.parquet")
-    if todo:
-        log.info("process %d scored %d distinct inputs (each image-only, text-only and image+text prompt once) "
-                 "in %.1fs; the table has one row per sample", state.index, n_inputs, time.time() - t0)
+    score_shards(vlm, data, rows, shards, todo, cands, cfg, state,
+                 keep=lambda k, table: _atomic_parquet(table, shard_dir / f"shard-{k:05d}.parquet"))
     state.wait()
     if not state.is_main:
         return None
     table = pd.concat([pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(len(shards))],
                       ignore_index=True)
-    # the dataset's row order, whatever the shard plan and the number of processes
-    table = table.set_index("id").loc[rows.id].reset_index()
+    table = in_dataset_order(table, rows)
     _atomic_parquet(table, out / "samples.parquet")
     return table
+
+
+def score_shards(vlm, data: ConflictData, rows: pd.DataFrame, shards: list[np.ndarray], todo, cands: Candidates,
+                 cfg: ScoreConfig, state: Processes, keep=None) -> list[pd.DataFrame]:
+    """Score the shards `todo` under one progress bar; `keep(k, table)` stores each as it finishes (a crash then
+    loses at most one), else the tables are returned."""
+    todo = list(todo)
+    n_inputs = sum(len(distinct_inputs(rows.iloc[shards[k]], cfg.conditions)) for k in todo)
+    t0, tables = time.time(), []
+    with tqdm(total=n_inputs, desc=f"scoring [{state.index}]", unit="input", disable=not todo) as bar:
+        for k in todo:
+            table = score_rows(vlm, data, rows.iloc[shards[k]], cands, cfg, bar)
+            if keep:
+                keep(k, table)
+            else:
+                tables.append(table)
+    if todo:
+        log.info("process %d scored %d distinct inputs (each image-only, text-only and image+text prompt once) "
+                 "in %.1fs; the table has one row per sample", state.index, n_inputs, time.time() - t0)
+    return tables
+
+
+def in_dataset_order(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The dataset's row order, whatever the shard plan and the number of processes."""
+    return table.set_index("id").loc[rows.id].reset_index()
