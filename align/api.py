@@ -85,7 +85,7 @@ def align(model: str = "organism", target_balance_point: float | None = 0.0, met
     align_opts, model_opts, training_opts = split_options(options)
     if "balance_shift" in align_opts:
         target_balance_point = None
-    align_args = AlignArguments(target_balance_point=target_balance_point, loss_type=method, **align_opts)
+    align_args = AlignArguments(target_balance_point=target_balance_point, method=method, **align_opts)
     model_args = ModelArguments(model_name_or_path=model, **model_opts)
     training = TrainingArguments(**{**TRAINING_DEFAULTS, "output_dir": str(output_dir), "report_to": report_to,
                                     **training_opts})

@@ -19,7 +19,8 @@ from eval.models import ModelArguments
 from eval.models.vlm import check_model, resolve_dtype
 
 from .targets import BALANCE_RANGE, resolve_target
-from .training import LOSS_TYPES, RETENTION_MODES
+from .methods import supported_methods
+from .training import RETENTION_MODES
 
 # Where the recipe's defaults differ from TrainingArguments' (they are the organism's; the 7B configs set theirs)
 TRAINING_DEFAULTS = dict(
@@ -71,10 +72,14 @@ class AlignArguments(LoraArguments):
         "help": "b*, the balance point to reach (0 when neither it nor balance_shift is set)"})
     balance_shift: float | None = field(default=None, metadata={"help": "or: b* = measured balance point + this"})
     tau: float = field(default=0.25, metadata={"help": "temperature of p*(x) = sigmoid((b* - dH_rel) / tau), > 0"})
-    loss_type: str = field(default="soft", metadata={
-        "help": "soft (SoftTargetTrainer) | hard (TRL SFTTrainer on answers drawn from p*) | dpo (TRL DPOTrainer) | "
-                "mixed (modality-mixed recognition instances: image + text to reconcile; measures recognition too)"})
-    dpo_beta: float = field(default=0.1, metadata={"help": "beta of loss_type dpo"})
+    task: str = field(default="colors", metadata={
+        "help": "what the run measures and trains (eval/tasks): colors | attributes | jsonl (balance point) | "
+                "recognition (conflict recognition, beside the colour balance point)"})
+    method: str = field(default="soft", metadata={
+        "aliases": ["--loss_type"],
+        "help": "how the adapter is trained (align/methods): soft (SoftTargetTrainer) | hard (TRL SFTTrainer on "
+                "answers drawn from p*) | dpo (TRL DPOTrainer) | mixed (modality-mixed instances; task recognition)"})
+    dpo_beta: float = field(default=0.1, metadata={"help": "beta of method dpo"})
     boundary_sigma: float = field(default=0.5, metadata={
         "help": "width of the boundary weights' fall-off outside [current, target], > 0"})
     boundary_floor: float = field(default=0.2, metadata={"help": "smallest weight of a sample far from the boundary"})
@@ -100,8 +105,16 @@ class AlignArguments(LoraArguments):
                 "models too weak to pass that filter, where the curve then mixes in what the model cannot see)"})
 
     def __post_init__(self):
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type {self.loss_type!r} is not available; use one of {LOSS_TYPES}")
+        from eval.tasks import get_task
+        from .methods import get_method
+        method, task = get_method(self.method), get_task(self.task)  # each names the choices when unknown
+        if method.tasks is not None and self.task not in method.tasks:
+            raise ValueError(f"method {self.method!r} trains the {' / '.join(method.tasks)} task, not {self.task!r}; "
+                             f"set task: {method.tasks[0]}")
+        if method.tasks is None and not task.has_balance_point:
+            trains = [m for m in supported_methods() if self.task in (get_method(m).tasks or ())]
+            raise ValueError(f"task {self.task!r} has no balance point for method {self.method!r} to aim at; use "
+                             f"method: {' or '.join(trains) or 'one that trains it'}")
         if self.retention not in RETENTION_MODES:
             raise ValueError(f"retention must be one of {RETENTION_MODES}, got {self.retention!r}")
         if self.tau <= 0:
@@ -141,11 +154,17 @@ class AlignArguments(LoraArguments):
 
     @property
     def run_label(self) -> str:
-        """What the run aims at, for its name: the balance point, the shift, or recognition (loss mixed)."""
-        if self.loss_type == "mixed":
+        """What the run aims at, for its name: the balance point, the shift, or the task without a balance point."""
+        if self.task == "recognition":
             return "recognition"
         return (f"b{self.target_balance_point:+.2f}" if self.target_balance_point is not None
                 else f"shift{self.balance_shift:+.2f}")
+
+    @property
+    def hard_targets(self) -> bool:
+        """The method trains answers drawn from p*, not the distribution."""
+        from .methods import get_method
+        return get_method(self.method).examples == "hard"
 
     @property
     def analysis(self) -> AnalysisConfig:
@@ -217,7 +236,7 @@ class AVAlignArguments(LoraArguments):
                                                     "modality is absent have no target and are never trained)"})
     data_command = "av"
     # what the shared adapter training reads (align.recipe.Recipe.train_adapter): every row is an answer to train
-    loss_type = "soft"
+    method = "soft"
     retention = "answer"
     retention_weight = 1.0
     run_label = "asked-modality"

@@ -94,8 +94,8 @@ class Recipe:
         return result
 
     def train_mixed(self, base: VLM, recognition: ConflictData, train_table: pd.DataFrame) -> tuple[dict, list, Path]:
-        """loss_type mixed: one training on modality-mixed recognition instances (no calibration: there is no
-        balance point to aim at)."""
+        """Task recognition (method mixed): one training on modality-mixed recognition instances (no calibration:
+        there is no balance point to aim at)."""
         from .training import mixed_examples
         rows = samples_frame(recognition.split(self.align.train_split).samples)
         examples, stats = mixed_examples(rows, train_table, base, self.align.retention_share, self.training.seed)
@@ -124,35 +124,19 @@ class Recipe:
         return AlignmentCollator(base, data, dtype, reference_inputs=self.align.retention == "distill")
 
     def train_adapter(self, base: VLM, data: ConflictData, examples: list[dict], checkpoints: Path) -> Path:
-        """LoRA on the language model; `soft` through SoftTargetTrainer, `hard` through TRL's SFTTrainer,
-        `dpo` through TRL's DPOTrainer (reference = the base, adapter switched off). Returns the adapter folder."""
-        from peft import LoraConfig, get_peft_model
+        """LoRA on the language model, trained by the registered method (align/methods/). Returns the adapter
+        folder."""
+        from peft import LoraConfig
         from transformers import set_seed
-        from .training import ExampleDataset, SoftTargetTrainer, trl_dataset
+        from .methods import get_method
         a = self.align
+        method = get_method(a.method)
         lora = LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
                           target_modules=a.lora_target_modules or base.lora_target_modules, task_type="CAUSAL_LM")
         set_seed(self.training.seed)  # the LoRA init draws from the global RNG: same seed, same adapter
         dtype = next(base.model.parameters()).dtype
-        args = trainer_arguments(self.training, dtype, checkpoints)
-        common = {f.name: getattr(args, f.name) for f in TrainingArguments.__dataclass_fields__.values() if f.init}
-        if a.loss_type in ("soft", "mixed"):  # mixed: the soft loss with p* = 1 on "yes" for contradictions
-            model = get_peft_model(base.model, lora)
-            if args.activation_checkpointing:
-                model.enable_input_require_grads()  # PEFT + reentrant checkpointing needs grads on the inputs
-            trainer = SoftTargetTrainer(model=model, args=args, train_dataset=ExampleDataset(examples),
-                                        data_collator=self.collator(base, data, dtype),
-                                        retention_weight=a.retention_weight, retention=a.retention)
-        elif a.loss_type == "hard":
-            from trl import SFTConfig, SFTTrainer
-            trainer = SFTTrainer(model=base.model, args=SFTConfig(**common, max_length=None),
-                                 train_dataset=trl_dataset(examples, base, data, "hard"),
-                                 processing_class=base.processor, peft_config=lora)
-        else:
-            from trl import DPOConfig, DPOTrainer
-            trainer = DPOTrainer(model=base.model, args=DPOConfig(**common, max_length=None, beta=a.dpo_beta),
-                                 train_dataset=trl_dataset(examples, base, data, "dpo"),
-                                 processing_class=base.processor, peft_config=lora)
+        args = method.config(trainer_arguments(self.training, dtype, checkpoints), a)
+        trainer = method.build_trainer(base.model, lora, args, examples, base, data, self.collator(base, data, dtype))
         try:
             trainer.train(resume_from_checkpoint=self.training.resume_from_checkpoint)
         except torch.OutOfMemoryError as e:
@@ -190,7 +174,7 @@ class Recipe:
             aim = target if not rounds else next_training_target(
                 target, [r["trained_at"] for r in rounds], [r["realized"] for r in rounds])
             examples, stats = build_examples(train_table, aim, current, a.tau, a.boundary_sigma, a.boundary_floor,
-                                             a.retention_share, a.loss_type, self.training.seed, a.analysis)
+                                             a.retention_share, a.hard_targets, self.training.seed, a.analysis)
             log.info("training at b = %+.3f (round %d): %s", aim, len(rounds), stats)
             model = base if not rounds else self.load()
             if state.is_main:  # scores of an earlier adapter would be resumed as this one's
@@ -253,7 +237,7 @@ class Recipe:
     def _run(self, run, t0: float) -> dict | None:
         a, state, out = self.align, self.state, self.out
         data = self.prepare_data()
-        recognition = self.prepare_recognition(data) if a.loss_type == "mixed" else None
+        recognition = self.prepare_recognition(data) if a.task == "recognition" else None
         base = self.load()
         test, train = data.split(a.eval_split), data.split(a.train_split)
         if a.eval_rows == "conflicts":  # the analysis reads nothing else (docs/method.md, "Calibration")

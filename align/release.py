@@ -148,7 +148,7 @@ beside the balance point, so you see what else moved.{_imbalance_change(result["
                f"""This adapter moves the model's **balance point**, the relative uncertainty dH_rel at which it is
 equally likely to follow the image or the text, to **{result['target_balance_point']:+.2f}**. It was trained with
 uncertainty-aware soft targets p*(x) = sigmoid((b* - dH_rel(x)) / tau), tau = {align.tau}
-(loss `{align.loss_type}`, boundary-weighted, retention share {align.retention_share}: half image-only, half
+(loss `{align.method}`, boundary-weighted, retention share {align.retention_share}: half image-only, half
 text-only rows).""")
     guarantee = (f"**What this run guarantees** (95 % group-bootstrap intervals on the held-out groups): "
                  f"{result['guarantee']['description']}.\n\n" if result.get("guarantee") else "")

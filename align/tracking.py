@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def run_name(align, model) -> str:
     model_name = Path(model.model_name_or_path.rstrip("/")).name.replace(":", "-")
-    return f"{model_name}-{align.run_label}-{align.loss_type}-r{align.lora_r}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{model_name}-{align.run_label}-{align.method}-r{align.lora_r}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def start_run(align, model, training):

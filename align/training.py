@@ -17,14 +17,14 @@ from .targets import boundary_weights, sample_hard_targets, target_text_probabil
 
 TARGET_KEYS = ("token_text", "token_visual", "p_text", "weight", "is_conflict", "answer_token")
 RETENTION_MODES = ("distill", "answer")
-LOSS_TYPES = ("soft", "hard", "dpo", "mixed")  # mixed: modality-mixed recognition instances (mixed_examples)
 
 
 def build_examples(train_table: pd.DataFrame, target: float, current: float, tau: float,
-                   boundary_sigma: float, boundary_floor: float, retention_share: float, loss_type: str,
+                   boundary_sigma: float, boundary_floor: float, retention_share: float, hard: bool = False,
                    seed: int = 0, analysis: AnalysisConfig | None = None) -> tuple[list[dict], dict]:
     """Conflict examples with targets p* and weights, plus retention examples (unimodal answers); the conflicts
-    are those the analysis reads (`analysis`: by default, both unimodal answers right)."""
+    are those the analysis reads (`analysis`: by default, both unimodal answers right). `hard`: each target is an
+    answer drawn from p* (0 or 1), for methods that train answers, not distributions."""
     analysis = analysis or AnalysisConfig()
     conflicts, counts = conflict_samples(train_table, analysis)
     if "first_token_shared" in conflicts:  # the loss acts on first tokens: answers sharing one give it no signal
@@ -40,7 +40,7 @@ def build_examples(train_table: pd.DataFrame, target: float, current: float, tau
                          f"easier tiers.{hint}")
     d_rel = conflicts.d_rel_entropy.to_numpy()
     p_text = target_text_probability(d_rel, target, tau)
-    if loss_type == "hard":
+    if hard:
         p_text = sample_hard_targets(p_text, seed)
     weights = boundary_weights(d_rel, current, target, boundary_sigma, boundary_floor)
     examples = [
@@ -112,7 +112,7 @@ def mixed_examples(recognition_rows: pd.DataFrame, train_table: pd.DataFrame, vl
     return examples + retention, stats
 
 
-def trl_dataset(examples: list[dict], vlm, data, loss_type: str):
+def trl_dataset(examples: list[dict], vlm, data, kind: str):
     """The examples as TRL reads them: prompt-completion rows for `hard` (SFTTrainer), chosen/rejected
     rows for `dpo` (DPOTrainer): on conflicts chosen = the target modality's answer; on unimodal
     (retention) rows chosen = the right answer, rejected = the conflicting modality's answer, which
@@ -121,13 +121,13 @@ def trl_dataset(examples: list[dict], vlm, data, loss_type: str):
     rows = []
     for e in examples:
         conflict = e["is_conflict"] > 0
-        if loss_type == "dpo" and not conflict and not e["other"]:
+        if kind == "dpo" and not conflict and not e["other"]:
             continue  # no conflicting answer to reject
         # conflicts: the target modality's answer (`answer` is the text's); unimodal rows: the right answer
         answer, other = (e["other"], e["answer"]) if conflict and e["p_text"] < 0.5 else (e["answer"], e["other"])
         row = {"prompt": vlm.prompt(e["question"], e["context"], with_image=e["image_id"] is not None),
                "images": [data.image(e["image_id"])] if e["image_id"] is not None else []}
-        if loss_type == "hard":
+        if kind == "hard":
             row["completion"] = answer
         else:
             row["chosen"], row["rejected"] = answer, other
@@ -143,7 +143,7 @@ def _check_completion_token(vlm, answer: str) -> None:
     if not alone or alone[0] != vlm.first_token(answer):
         raise ValueError(f"{vlm.name}: the answer {answer!r} tokenizes on its own as {alone}, but after the prompt its "
                          f"first token is {vlm.first_token(answer)}: TRL would train another token than the one "
-                         f"measured; use loss_type: soft for this model")
+                         f"measured; use method: soft for this model")
 
 
 class ExampleDataset(torch.utils.data.Dataset):

@@ -8,38 +8,38 @@ analyse it.
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_gen import ConflictData
-from data_gen.av import AVData
 from data_gen.cli import Command, run_commands
 from .models import ModelArguments, load_from_args
 
 from .analysis import AnalysisConfig
 from .api import measure
-from .av import analyze_av, describe_av
+from .tasks import get_task
 from .av_report import write_av_report
-from .av_scoring import AVScoreConfig, score_av
-from .recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
+from .recognition import describe
 from .recognition_report import describe_imbalance_change, write_recognition_report
+from .av import analyze_av, describe_av
 from .report import load_run, write_report
-from .scoring import ScoreConfig, generate_once, score_dataset
+from .scoring import generate_once
 
 
 @dataclass
 class ScoreArguments:
     output_dir: str = field(metadata={"help": "run directory (re-running the same command resumes it)"})
     data: str | None = field(default=None, metadata={
-        "help": "a dataset written by `python -m data_gen`; default: --groups fresh colour groups of --dataset_seed, "
-                "generated into OUTPUT_DIR/data"})
-    groups: int = field(default=100, metadata={"help": "colour groups to generate when no --data is given"})
+        "help": "a dataset written by `python -m data_gen`; default: --groups fresh groups of --task and "
+                "--dataset_seed, generated into OUTPUT_DIR/data"})
+    groups: int = field(default=100, metadata={"help": "groups to generate when no --data is given"})
     dataset_seed: int = field(default=0, metadata={
         "aliases": ["--data_seed"], "help": "seed of the generated groups (another seed than training's: all unseen)"})
     image_size: int = field(default=64, metadata={"help": "pixels of the generated images"})
     split: str = field(default="test", metadata={"help": "split(s), comma-separated, or 'all'"})
+    task: str = field(default="colors", metadata={
+        "help": "a registered task (eval.tasks): colors, attributes, jsonl, recognition, av, ..."})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "inputs per forward pass"})
     shard_inputs: int = field(default=256, metadata={
         "help": "distinct inputs per resumable shard (about): the most a crash can lose"})
@@ -90,30 +90,24 @@ def load_split(path: str, split: str, kind: type = ConflictData):
     return data if split == "all" else data.split(split.split(","))
 
 
+def data_of(args: ScoreArguments) -> str | Path:
+    """--data, or --groups fresh groups of the task generated once into OUTPUT_DIR/data."""
+    task = get_task(args.task)
+    render = lambda groups, seed, size, split_shares=None: task.generate(groups, seed, size, split_shares)
+    return args.data or generate_once(Path(args.output_dir) / "data", args.groups, args.dataset_seed, args.image_size,
+                                      render)
+
+
 def score(model: ModelArguments, args: ScoreArguments, seed: int | None = None):
-    data = load_split(args.data or str(generate_once(Path(args.output_dir) / "data", args.groups, args.dataset_seed,
-                                                     args.image_size)), args.split)
-    if "evidence" in data.samples.column_names:
-        raise ValueError(f"{args.data} is a conflict-recognition dataset; measure it with "
-                         f"`python -m eval recognition --data {args.data} ...`")
-    config = ScoreConfig(batch_size=args.per_device_eval_batch_size, shard_inputs=args.shard_inputs, lens=args.lens,
-                         share_prefix=args.share_prefix)
-    return score_dataset(load_from_args(model), data, args.output_dir, config, seed=seed)
+    task = get_task(args.task)
+    data = load_split(str(data_of(args)), args.split, task.dataset)
+    task.check(data)
+    return task.score(load_from_args(model), data, args.output_dir, args.per_device_eval_batch_size, lens=args.lens,
+                      shard_inputs=args.shard_inputs, share_prefix=args.share_prefix, seed=seed)
 
 
 def print_headline(res: dict, out: Path | None = None) -> None:
-    bp = res["balance_point"]
-    f = res["following"]
-    print(f"balance point: {bp['description']}")
-    if f["tfr"] is not None:
-        mono = res["monotonicity"]
-        print(f"TFR {f['tfr']:.3f} [{f['tfr_ci'][0]:.3f}, {f['tfr_ci'][1]:.3f}]   VFR {f['vfr']:.3f}   "
-              f"analysed {res['counts']['analysed']} conflicts, {f['n']} text- or vision-following   "
-              f"monotonicity (Spearman) {'n/a' if mono is None or mono != mono else f'{mono:+.2f}'}")
-    osc = res.get("oscillation")
-    if osc and osc["ambiguous"]["mean"] is not None and osc["clear"]["mean"] is not None:
-        print(f"oscillation: ambiguous {osc['ambiguous']['mean']:.2f} (n={osc['ambiguous']['n']}), "
-              f"clear {osc['clear']['mean']:.2f} (n={osc['clear']['n']})")
+    print(get_task("colors").describe(res))
     if out:
         print(f"analysis written to {out}")
 
@@ -126,14 +120,18 @@ def run_score(model: ModelArguments, args: ScoreArguments) -> int:
 
 
 def run_measure(model: ModelArguments, args: ScoreArguments, analysis: AnalysisConfig) -> int:
-    data = args.data or generate_once(Path(args.output_dir) / "data", args.groups, args.dataset_seed, args.image_size)
-    result = measure(load_from_args(model), data, split=args.split, batch_size=args.per_device_eval_batch_size,
-                     lens=args.lens, analysis=analysis, output_dir=args.output_dir, shard_inputs=args.shard_inputs,
-                     share_prefix=args.share_prefix)
+    options = dict(lens=args.lens, shard_inputs=args.shard_inputs, share_prefix=args.share_prefix) \
+        if get_task(args.task).has_balance_point else {}
+    data = load_split(str(data_of(args)), args.split, get_task(args.task).dataset)  # bad data fails before loading
+    get_task(args.task).check(data)
+    result = measure(load_from_args(model), data, task=args.task, split="all",
+                     batch_size=args.per_device_eval_batch_size, analysis=analysis, output_dir=args.output_dir,
+                     name=Path(args.output_dir).name, **options)
     if result is None:
         return 0
     print(f"{len(result.samples)} sample rows -> {Path(args.output_dir) / 'samples.parquet'}")
-    print_headline(result.analysis, Path(args.output_dir) / "analysis.json")
+    print(get_task(args.task).describe(result.analysis))
+    print(f"analysis written to {Path(args.output_dir) / 'analysis.json'}")
     return 0
 
 
@@ -146,26 +144,24 @@ def run_report(args: ReportArguments, analysis: AnalysisConfig) -> int:
 
 
 def run_recognition(model: ModelArguments, args: RecognitionArguments) -> int:
-    data = load_split(args.data, args.split)
-    table = score_recognition(load_from_args(model), data, args.output_dir,
-                              RecognitionConfig(batch_size=args.per_device_eval_batch_size, attention=args.attention))
-    res = analyze_recognition(table, args.n_boot)
-    write_recognition_report([args.output_dir], args.output_dir, [Path(args.output_dir).name],
-                             {Path(args.output_dir).name: res})
-    print(describe(res))
-    print(f"{len(table)} rows -> {Path(args.output_dir) / 'samples.parquet'}; report {Path(args.output_dir) / 'report.html'}")
-    return 0
+    return measure_and_report(model, args, "recognition", AnalysisConfig(n_boot=args.n_boot))
 
 
 def run_av(model: ModelArguments, args: AVArguments) -> int:
-    data = load_split(args.data, args.split, AVData)
-    table = score_av(load_from_args(model), data, args.output_dir,
-                     AVScoreConfig(batch_size=args.per_device_eval_batch_size, attention=args.attention))
-    res = analyze_av(table)
-    (Path(args.output_dir) / "analysis.json").write_text(json.dumps(res, indent=2, default=float))
-    write_av_report({Path(args.output_dir).name: res}, args.output_dir)  # av.png, summary.json, report.html
-    print(describe_av(res))
-    print(f"{len(table)} rows -> {Path(args.output_dir) / 'samples.parquet'}; report {Path(args.output_dir) / 'report.html'}")
+    return measure_and_report(model, args, "av")
+
+
+def measure_and_report(model: ModelArguments, args, task: str, analysis: AnalysisConfig | None = None) -> int:
+    """`task`'s measurement of args.data, its report in the run folder beside the table, and its console lines."""
+    out = Path(args.output_dir)
+    data = load_split(args.data, args.split, get_task(task).dataset)  # bad data fails before the model loads
+    get_task(task).check(data)
+    result = measure(load_from_args(model), data, task=task, split="all",
+                     batch_size=args.per_device_eval_batch_size, analysis=analysis, output_dir=out, name=out.name,
+                     attention=args.attention)
+    result.report(out)
+    print(get_task(task).describe(result.analysis))
+    print(f"{len(result.samples)} rows -> {out / 'samples.parquet'}; report {out / 'report.html'}")
     return 0
 
 

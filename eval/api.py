@@ -14,15 +14,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from data_gen import ConflictData, generate
-
-from .analysis import AnalysisConfig, analyze
+from .analysis import AnalysisConfig
 from .models import VLM, load_vlm
-from .report import report_results, unimodal_accuracy
-from .scoring import ScoreConfig, score_dataset
+from .report import unimodal_accuracy
+from .tasks import Task, get_task
 
 
 @dataclass
@@ -33,25 +32,27 @@ class Measurement:
     analysis: dict
     samples: pd.DataFrame = field(repr=False)
     info: dict = field(default_factory=dict, repr=False)
+    task: str = "colors"
 
     @property
     def balance_point(self) -> dict:
         """estimate, ci (95 %), leans, direction, description; estimate is None when the curve never crosses 0.5."""
-        return self.analysis["balance_point"] or {}
+        return self.analysis.get("balance_point") or {}
 
     @property
     def tfr(self) -> float | None:
-        return self.analysis["following"]["tfr"]
+        return self.analysis.get("following", {}).get("tfr")
 
     @property
     def vfr(self) -> float | None:
-        return self.analysis["following"]["vfr"]
+        return self.analysis.get("following", {}).get("vfr")
 
     @property
     def curve(self) -> pd.DataFrame:
         """The following curve of the main uncertainty index: one row per dH_rel bin (centre, rate, its interval, n)."""
-        bins = self.analysis["curves"][self.analysis["config"]["index"]]["bins"]
-        return pd.DataFrame(bins)
+        if "curves" not in self.analysis:
+            raise ValueError(f"the {self.task} task has no following curve")
+        return pd.DataFrame(self.analysis["curves"][self.analysis["config"]["index"]].get("bins", {}))
 
     @property
     def oscillation(self) -> dict | None:
@@ -61,13 +62,13 @@ class Measurement:
     @property
     def accuracy(self) -> dict:
         """Image-only and text-only accuracy over all tiers."""
-        return unimodal_accuracy(self.analysis)
+        return unimodal_accuracy(self.analysis) if "difficulty" in self.analysis else {}
 
     @property
     def accuracy_by_tier(self) -> pd.DataFrame:
         """Accuracy and mean entropy per visual tier (image only) and text tier (text only)."""
         frames = [pd.DataFrame(rows).assign(modality=side).rename(columns={"d_v": "tier", "d_t": "tier"})
-                  for side, rows in self.analysis["difficulty"].items() if rows]
+                  for side, rows in self.analysis.get("difficulty", {}).items() if rows]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def to_pandas(self) -> pd.DataFrame:
@@ -76,10 +77,14 @@ class Measurement:
     def report(self, output_dir: str | Path, *others: "Measurement", target: float | None = None) -> Path:
         """figures, report.html and summary.json in `output_dir` for this measurement (and `others` beside it)."""
         runs = (self, *others)
-        report_results({m.name: m.analysis for m in runs}, output_dir, {m.name: m.info for m in runs}, target)
+        if len({m.task for m in runs}) > 1:
+            raise ValueError(f"one report holds one task's runs; got {sorted({m.task for m in runs})}")
+        get_task(self.task).report({m.name: m for m in runs}, output_dir, target)
         return Path(output_dir) / "report.html"
 
     def __str__(self) -> str:
+        if not get_task(self.task).has_balance_point:
+            return f"{self.name} ({self.task}):\n{get_task(self.task).describe(self.analysis)}"
         f, acc = self.analysis["following"], self.accuracy
         tfr = "n/a" if f["tfr"] is None else f"{f['tfr']:.3f} [{f['tfr_ci'][0]:.3f}, {f['tfr_ci'][1]:.3f}]"
         pct = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"
@@ -88,53 +93,54 @@ class Measurement:
                 f"{self.analysis['counts']['analysed']} conflicts analysed")
 
 
-def measure(model: str | Path | VLM = "organism", data: str | Path | ConflictData | None = None,
-            adapter: str | Path | None = None, *,
+def measure(model: str | Path | VLM = "organism", data: str | Path | Any = None, adapter: str | Path | None = None, *,
             task: str = "colors", groups: int = 100, dataset_seed: int = 0, image_size: int = 64, split: str = "test",
-            batch_size: int = 32, lens: bool = True, analysis: AnalysisConfig | None = None,
-            output_dir: str | Path | None = None, name: str | None = None, device: str | None = None,
-            dtype: str = "auto", shard_inputs: int = 256, share_prefix: bool = True) -> Measurement | None:
-    """Score a model on conflict data and analyse it.
+            batch_size: int = 32, analysis: AnalysisConfig | None = None, output_dir: str | Path | None = None,
+            name: str | None = None, device: str | None = None, dtype: str = "auto",
+            **score_options) -> Measurement | None:
+    """Score a model on a task's data and analyse it.
 
     model: a shipped organism name, a hub id, a local path, or an already loaded VLM (then `adapter` must be None).
-    data: a dataset folder written by `modality-align data`, a ConflictData, or None to render `groups` fresh
-    groups of `task` ('colors' or 'attributes') from `dataset_seed` at `image_size` px.
+    data: a dataset folder (`modality-align data ...`), a dataset object, or None to render `groups` fresh groups of
+    `task` from `dataset_seed` at `image_size` px.
+    task: a registered task (eval.tasks.supported_tasks(): colors, attributes, jsonl, recognition, av, ...).
     split: the split(s) scored, comma-separated, or 'all'.
     output_dir: where samples.parquet, run.json and analysis.json go (and where a re-run resumes); None keeps
     everything in memory.
+    score_options: the task's scoring options (colours: lens, shard_inputs, share_prefix; recognition and av:
+    attention).
     Under `accelerate launch` every process scores its shards and only the main one returns the Measurement.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    spec = get_task(task)
     if isinstance(model, VLM):
         if adapter is not None:
             raise ValueError("adapter applies to a model loaded here: pass the model's name or path, not a VLM")
         vlm = model
     else:
         vlm = load_vlm(str(model), dtype=dtype, device=device, adapter=None if adapter is None else str(adapter))
-    dataset = load_data(data, task, groups, dataset_seed, image_size, split)
-    if "evidence" in dataset.samples.column_names:
-        raise ValueError("this is a conflict-recognition dataset; measure it with `modality-align recognition`")
-    table = score_dataset(vlm, dataset, output_dir, ScoreConfig(batch_size=batch_size, lens=lens,
-                                                                shard_inputs=shard_inputs, share_prefix=share_prefix),
-                          seed=(analysis or AnalysisConfig()).seed)
+    dataset = load_data(spec, data, groups, dataset_seed, image_size, split)
+    spec.check(dataset)
+    seed = (analysis or AnalysisConfig()).seed
+    table = spec.score(vlm, dataset, output_dir, batch_size, seed=seed, **score_options)
     if table is None:  # a process other than the main one under `accelerate launch`: the main one analyses
         return None
-    result = analyze(table, analysis)
-    info = {"model": vlm.name, "adapter": None if adapter is None else str(adapter), "dataset_fingerprint": dataset.fingerprint}
+    result = json.loads(json.dumps(spec.analyze(table, analysis), default=float))  # as analysis.json reads back
+    info = {"model": vlm.name, "adapter": None if adapter is None else str(adapter),
+            "dataset_fingerprint": getattr(dataset, "fingerprint", None)}
     if output_dir is not None:
         info = {**json.loads((Path(output_dir) / "run.json").read_text()), "path": str(output_dir)}
         (Path(output_dir) / "analysis.json").write_text(json.dumps(result, indent=2, default=float))
-    return Measurement(name or vlm.name, result, table, info)
+    return Measurement(name or vlm.name, result, table, info, task)
 
 
-def load_data(data: str | Path | ConflictData | None, task: str, groups: int, dataset_seed: int, image_size: int,
-              split: str) -> ConflictData:
-    """The rows to score: a saved or given dataset, or freshly rendered groups; restricted to `split`."""
+def load_data(task: Task, data: str | Path | Any, groups: int, dataset_seed: int, image_size: int, split: str):
+    """The rows to score: a saved or given dataset, or freshly rendered groups of `task`; restricted to `split`."""
     if data is None:
-        dataset = generate(task, groups, dataset_seed, image_size)
-    elif isinstance(data, ConflictData):
-        dataset = data
+        dataset = task.generate(groups, dataset_seed, image_size)
+    elif isinstance(data, (str, Path)):
+        dataset = task.load(data)
     else:
-        dataset = ConflictData.load(data)
+        dataset = data
     return dataset if split == "all" else dataset.split(split.split(","))

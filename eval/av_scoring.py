@@ -59,8 +59,9 @@ def score_av_batch(vlm, data: AVData, rows: pd.DataFrame, cands: Candidates, cfg
     return out
 
 
-def score_av(vlm, data: AVData, out: str | Path, cfg: AVScoreConfig | None = None) -> pd.DataFrame:
-    """Score every row into out/samples.parquet (+ run.json); re-running resumes from the finished shards."""
+def score_av(vlm, data: AVData, out: str | Path | None, cfg: AVScoreConfig | None = None) -> pd.DataFrame:
+    """Score every row into out/samples.parquet (+ run.json); re-running resumes from the finished shards.
+    With `out=None` the table is only returned."""
     cfg = cfg or AVScoreConfig()
     rows = samples_frame(data.samples)
     if rows.empty:
@@ -74,5 +75,6 @@ def score_av(vlm, data: AVData, out: str | Path, cfg: AVScoreConfig | None = Non
     table = score_resumably(out, rows, info, lambda batch: score_av_batch(vlm, data, batch, cands, cfg),
                             cfg.batch_size, cfg.shard_rows, "av", batch_by="_silent").drop(columns="_silent")
     table["correct"] = (table.pred == table.target) & (table.target != "")
-    _atomic_parquet(table, Path(out) / "samples.parquet")
+    if out is not None:
+        _atomic_parquet(table, Path(out) / "samples.parquet")
     return table

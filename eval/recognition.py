@@ -62,8 +62,9 @@ def score_batch(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, 
     return out
 
 
-def score_recognition(vlm, data: ConflictData, out: str | Path, cfg: RecognitionConfig | None = None) -> pd.DataFrame:
-    """Score every row into out/samples.parquet (+ run.json); re-running resumes from the finished shards."""
+def score_recognition(vlm, data: ConflictData, out: str | Path | None, cfg: RecognitionConfig | None = None) -> pd.DataFrame:
+    """Score every row into out/samples.parquet (+ run.json); re-running resumes from the finished shards.
+    With `out=None` the table is only returned."""
     check_recognition_data(data)
     cfg = cfg or RecognitionConfig()
     rows = samples_frame(data.samples)
@@ -78,7 +79,8 @@ def score_recognition(vlm, data: ConflictData, out: str | Path, cfg: Recognition
                             cfg.shard_rows, "recognition", batch_by="_text_only").drop(columns="_text_only")
     table["said_yes"] = table.pred == ANSWERS[True]
     table["correct"] = table.pred == table.answer
-    _atomic_parquet(table, Path(out) / "samples.parquet")
+    if out is not None:
+        _atomic_parquet(table, Path(out) / "samples.parquet")
     return table
 
 

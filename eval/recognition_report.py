@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from data_gen.recognition import EVIDENCE
 
@@ -60,8 +61,7 @@ def recognition_figures(results: dict[str, dict]) -> dict[str, bytes]:
 
 def write_recognition_report(runs: list[str | Path], out: str | Path, names: list[str] | None = None,
                              results: dict[str, dict] | None = None, n_boot: int = 1000) -> dict:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Analyse each recognition run folder (or take `results`, keyed by name) and write the report."""
     names = names or [Path(r).name for r in runs]
     results, tables = dict(results or {}), []
     paired = len(runs) == 2  # before/after: the paired change needs both tables
@@ -71,6 +71,17 @@ def write_recognition_report(runs: list[str | Path], out: str | Path, names: lis
         if name not in results:
             results[name] = analyze_recognition(table, n_boot)
         (Path(run) / "analysis.json").write_text(json.dumps(results[name], indent=2, default=float))
+    return recognition_report_results({n: results[n] for n in names}, out, tables if paired else None, n_boot)
+
+
+def recognition_report_results(results: dict[str, dict], out: str | Path, tables: list[pd.DataFrame] | None = None,
+                               n_boot: int = 1000) -> dict:
+    """Figures, summary.json and report.html in `out` for recognition analyses keyed by run name; with the two
+    per-sample tables of a before/after pair, the paired change of the distance from balance too."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(results)
+    paired = tables is not None and len(tables) == 2 and len(names) == 2
     figs = recognition_figures(results)
     for key, png in figs.items():
         (out / f"{key}.png").write_bytes(png)

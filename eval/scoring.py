@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
@@ -545,7 +546,8 @@ def score_dataset(vlm, data: ConflictData, out: str | Path | None = None, cfg: S
             raise ValueError("scoring under several processes needs an output directory to merge their shards; "
                              "give output_dir")
         tables = score_shards(vlm, data, rows, shards, range(len(shards)), cands, cfg, state)
-        return in_dataset_order(pd.concat(tables, ignore_index=True), rows)
+        table = in_dataset_order(pd.concat(tables, ignore_index=True), rows)
+        return pa.Table.from_pandas(table, preserve_index=False).to_pandas()  # the values a saved table reads back
     out = Path(out)
     shard_dir = out / "shards"
     info = json.loads(json.dumps(run_info(vlm, data, cfg, cands, seed), default=str))  # as it reads back

@@ -11,11 +11,20 @@ from tqdm.auto import tqdm
 from .scoring import _atomic_parquet
 
 
-def score_resumably(out: Path, rows: pd.DataFrame, info: dict, score_batch: Callable[[pd.DataFrame], pd.DataFrame],
+def score_resumably(out: Path | None, rows: pd.DataFrame, info: dict, score_batch: Callable[[pd.DataFrame], pd.DataFrame],
                     batch_size: int, shard_rows: int, desc: str, batch_by: str | None = None) -> pd.DataFrame:
     """`rows` merged (by id) with `score_batch`'s columns, scored in batches of `batch_size` (rows of one
     `batch_by` value per batch, so each pads to its own kind) and shards of `shard_rows` under out/shards.
-    Finished shards are resumed only if out/run.json matches `info` (the model, the data, the settings)."""
+    Finished shards are resumed only if out/run.json matches `info` (the model, the data, the settings).
+    With `out=None` nothing is written and nothing resumes."""
+    if out is None:
+        parts = []
+        with tqdm(total=len(rows), desc=desc, unit="row") as bar:
+            for _, kind in (rows.groupby(batch_by, sort=False) if batch_by else [(None, rows)]):
+                for i in range(0, len(kind), batch_size):
+                    parts.append(score_batch(kind.iloc[i:i + batch_size]))
+                    bar.update(len(parts[-1]))
+        return rows.merge(pd.concat(parts), on="id", validate="one_to_one")
     out = Path(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     if (out / "run.json").exists():

@@ -133,3 +133,55 @@ def test_same_flag_names_everywhere():
     banned = {"out", "size", "canvas", "data_groups", "data_size", "batch_size", "eval_batch_size", "data_seed"}
     for cls in (GenerateArguments, AlignArguments, OrganismConfig, ScoreArguments, EvaluateArguments):
         assert not fields(cls) & banned, (cls.__name__, fields(cls) & banned)
+
+
+# ---- the registries: a family, a task and a method are each one registered module
+REGISTRIES = {  # package -> (registry module, its dict, what one unit is)
+    "eval.models.families": ("eval.models.registry", "FAMILIES"),
+    "eval.tasks": ("eval.tasks", "TASKS"),
+    "align.methods": ("align.methods", "METHODS"),
+}
+
+
+@pytest.mark.parametrize("package", list(REGISTRIES))
+def test_every_registered_unit_lives_in_its_own_module_of_the_registry_package(package):
+    import importlib
+    module, name = REGISTRIES[package]
+    registry = importlib.import_module(module)
+    discover = getattr(registry, "_discover")
+    discover()
+    units = getattr(registry, name)
+    assert len(units) >= 4, units
+    homes = [cls.__module__ for cls in units.values()]
+    assert all(h.startswith(package + ".") for h in homes), homes
+    assert len(set(homes)) == len(homes), f"two units registered in one module: {homes}"
+
+
+@pytest.mark.parametrize("package, forbidden", [
+    ("eval.tasks", {"eval.api", "eval.__main__"}),  # tasks sit below the API and the commands that read them
+    ("align.methods", {"align.recipe", "align.api", "align.commands", "align.cli", "align.precision"}),
+    ("eval.models", {"eval.tasks", "eval.api"}),
+])
+def test_registry_packages_sit_below_what_reads_them(package, forbidden):
+    graph = project_modules()
+    bad = {(a, b) for a, deps in graph.items() if a == package or a.startswith(package + ".") for b in deps
+           if b in forbidden}
+    assert not bad, bad
+
+
+def test_every_method_has_its_own_training_config():
+    from transformers import TrainingArguments
+    from align.methods import get_method, supported_methods
+    configs = [get_method(m).config_class for m in supported_methods()]
+    assert all(issubclass(c, TrainingArguments) for c in configs)
+    assert len(set(configs)) == len(configs), "each method names its own config dataclass"
+    assert {"soft", "hard", "dpo", "mixed"} <= set(supported_methods())
+
+
+def test_every_task_implements_the_interface():
+    from eval.tasks import Task, get_task, supported_tasks
+    assert {"colors", "attributes", "jsonl", "recognition", "av"} <= set(supported_tasks())
+    for name in supported_tasks():
+        task = get_task(name)
+        assert isinstance(task, Task) and task.name == name and task.help
+        assert task.recipe_config is None or (ROOT / task.recipe_config).exists(), task.recipe_config

@@ -338,7 +338,7 @@ def test_recipe_trl_variants_train_an_adapter(loss_type, small_data, tmp_path):
     from safetensors.torch import load_file
     lora_b = [v for k, v in load_file(tmp_path / "release" / "adapter_model.safetensors").items() if "lora_B" in k]
     assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
-    assert json.loads((tmp_path / "alignment.json").read_text())["config"]["align"]["loss_type"] == loss_type
+    assert json.loads((tmp_path / "alignment.json").read_text())["config"]["align"]["method"] == loss_type
 
 
 @pytest.mark.slow
@@ -367,7 +367,7 @@ def test_recipe_end_to_end_on_every_family(arch, answering_data, tmp_path):
 
 @pytest.mark.slow
 def test_mixed_recipe_measures_recognition_before_and_after(answering_data, tmp_path, monkeypatch):
-    """loss_type mixed: recognition data beside the colour data, trained on image+text instances with the soft
+    """Task recognition, method mixed: recognition data beside the colour data, trained on image+text instances with the soft
     loss, measured before and after with recognition rates and R per layer, reported, carded and released."""
     from huggingface_hub import ModelCard
     from align.recipe import run_alignment
@@ -381,7 +381,7 @@ def test_mixed_recipe_measures_recognition_before_and_after(answering_data, tmp_
     out = tmp_path / "out"
     result = run_alignment(*parse_recipe([
         "--model", str(model), *TRAIN_HEAVY, "--groups", "12", "--image_size", "32", "--output_dir", str(out),
-        "--loss_type", "mixed",
+        "--task", "recognition", "--method", "mixed",
         "--max_steps", "2", "--per_device_train_batch_size", "4", "--n_boot", "0", "--per_device_eval_batch_size", "32",
         "--dtype", "float32", "--report_to", "none", "--unimodal_correct", "false"]))
     recognition = result["recognition"]

@@ -1,0 +1,68 @@
+"""Alignment methods: how an adapter is trained on the recipe's examples, registered by name.
+
+A method is one module here: its config dataclass (TRL-style: it extends `TrainingArguments` or a TRL config
+with the method's own fields) and a `Method` subclass decorated with `@register_method` that builds the
+trainer. The recipe (align/recipe.py) builds the examples, the LoRA config and the training arguments, and reads
+a method only through this interface.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from transformers import TrainingArguments
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    help: ClassVar[str]
+    config_class: ClassVar[type[TrainingArguments]]
+    # the examples the recipe builds: "soft" (p* and boundary weights), "hard" (answers drawn from p*), or
+    # "mixed" (modality-mixed recognition instances)
+    examples: ClassVar[str] = "soft"
+    # the tasks it trains; None: every task with a balance point
+    tasks: ClassVar[tuple[str, ...] | None] = None
+
+    def own_fields(self, align) -> dict[str, Any]:
+        """The method's own config fields, read from the recipe's arguments (AlignArguments)."""
+        return {}
+
+    def config(self, training: TrainingArguments, align) -> TrainingArguments:
+        """The method's config: every TrainingArguments field of `training` plus the method's own."""
+        common = {f.name: getattr(training, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
+        return self.config_class(**common, **self.own_fields(align))
+
+    @abstractmethod
+    def build_trainer(self, model, lora, args: TrainingArguments, examples: list[dict], vlm, data, collator):
+        """A transformers/TRL trainer of a LoRA adapter (`lora`, a peft LoraConfig) on `model` over `examples`.
+        `vlm` is the loaded base (processor, prompts), `data` the dataset the examples' images come from, and
+        `collator` the recipe's batch builder for the soft loss."""
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"alignment method {cls.name!r} is registered twice")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+def supported_methods() -> list[str]:
+    _discover()
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> Method:
+    _discover()
+    if name not in METHODS:
+        raise ValueError(f"method {name!r} is not available; use one of {supported_methods()}")
+    return METHODS[name]()

@@ -1,0 +1,28 @@
+"""`mixed`: modality-mixed training instances for conflict recognition (docs/method.md, "Conflict recognition"):
+an image and a statement to reconcile, trained with the soft loss (p* = 1 on "yes" for contradictions)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import Method, register_method
+from .soft import SoftTargetConfig, soft_trainer
+
+
+@dataclass
+class MixedInstanceConfig(SoftTargetConfig):
+    """The soft loss's config: the instances differ, not the loss."""
+
+
+@register_method
+class MixedInstances(Method):
+    name = "mixed"
+    help = "modality-mixed recognition instances (image + statement: do they contradict?) with the soft loss"
+    config_class = MixedInstanceConfig
+    examples = "mixed"
+    tasks = ("recognition",)
+
+    def own_fields(self, align) -> dict:
+        return {"retention_weight": align.retention_weight, "retention": align.retention}
+
+    def build_trainer(self, model, lora, args, examples, vlm, data, collator):
+        return soft_trainer(model, lora, args, examples, collator)

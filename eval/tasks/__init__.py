@@ -1,0 +1,85 @@
+"""Tasks: what a measurement measures, registered by name (`colors`, `attributes`, `jsonl`, `recognition`, `av`).
+
+A task is one unit: its data generator, the conditions it scores (the per-sample table), its analysis of that
+table, its console lines, its report section and its default recipe config. `measure(..., task=NAME)`, the
+`measure` command and the recipe read a task only through this interface. Adding a task means adding a data
+generator to `data_gen/` and one module here that defines a `Task` subclass decorated with `@register_task`
+(a task defined elsewhere, e.g. in a notebook or a test, registers the same way).
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from data_gen import ConflictData
+
+TASKS: dict[str, type["Task"]] = {}
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    help: ClassVar[str]
+    dataset: ClassVar[type] = ConflictData  # what `load` reads and `generate` returns
+    # the recipe config that aligns a model on this task (recipes/configs/...), None where no recipe trains it
+    recipe_config: ClassVar[str | None] = None
+    # the analysis has a following curve and a balance point the recipe can aim at
+    has_balance_point: ClassVar[bool] = False
+
+    def generate(self, groups: int, seed: int = 0, size: int = 64, split_shares: dict | None = None):
+        """`groups` fresh groups of this task's data."""
+        raise ValueError(f"the {self.name} task has no generator; pass data (a dataset folder)")
+
+    def load(self, path: str | Path):
+        return self.dataset.load(path)
+
+    def check(self, data) -> None:
+        """Raise a ValueError naming the fix when `data` is not this task's kind of dataset."""
+
+    @abstractmethod
+    def score(self, vlm, data, out: str | Path | None, batch_size: int, **options) -> pd.DataFrame | None:
+        """The per-sample table of `data` (written to out/samples.parquet when `out` is given; None on the
+        processes other than the main one under `accelerate launch`)."""
+
+    @abstractmethod
+    def analyze(self, table: pd.DataFrame, config: Any = None) -> dict:
+        """Every headline number, JSON-ready, from the per-sample table alone."""
+
+    @abstractmethod
+    def describe(self, result: dict) -> str:
+        """The console lines of one analysis."""
+
+    @abstractmethod
+    def report(self, runs: dict[str, Any], out: str | Path, target: float | None = None) -> dict:
+        """Figures, report.html and summary.json in `out`; `runs` maps a run's name to an object with
+        `.analysis`, `.samples` and `.info` (a Measurement)."""
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    if cls.name in TASKS and TASKS[cls.name] is not cls:
+        raise ValueError(f"task {cls.name!r} is registered twice")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    """Import every module of this package once, so each registers itself."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+def supported_tasks() -> list[str]:
+    _discover()
+    return sorted(TASKS)
+
+
+def get_task(name: str) -> Task:
+    _discover()
+    if name not in TASKS:
+        raise ValueError(f"task {name!r} is unknown; use one of {supported_tasks()}, or register one with "
+                         f"eval.tasks.register_task")
+    return TASKS[name]()

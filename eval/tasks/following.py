@@ -1,0 +1,51 @@
+"""Modality following on image + text conflicts: the measurement the colour, attribute and imported tasks share.
+
+Scores image only, text only and image + text at the answer position (entropy, lens), analyses the following curve,
+its balance point, TFR/VFR, oscillation and accuracy by tier (eval/analysis.py), reports them (eval/report.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..analysis import AnalysisConfig, analyze
+from ..report import report_results
+from ..scoring import ScoreConfig, score_dataset
+from . import Task
+
+
+class ModalityFollowing(Task):
+    has_balance_point = True
+
+    def check(self, data) -> None:
+        if "evidence" in data.samples.column_names:
+            path = data.info.get("path", "DATA")
+            raise ValueError(f"{path} is a conflict-recognition dataset; measure it with `python -m eval recognition "
+                             f"--data {path} ...` (modality-align recognition; task='recognition' in measure())")
+
+    def score(self, vlm, data, out, batch_size: int, lens: bool = True, shard_inputs: int = 256,
+              share_prefix: bool = True, seed: int | None = None) -> pd.DataFrame | None:
+        config = ScoreConfig(batch_size=batch_size, lens=lens, shard_inputs=shard_inputs, share_prefix=share_prefix)
+        return score_dataset(vlm, data, out, config, seed=seed)
+
+    def analyze(self, table: pd.DataFrame, config: AnalysisConfig | None = None) -> dict:
+        return analyze(table, config)
+
+    def describe(self, result: dict) -> str:
+        bp, f = result["balance_point"], result["following"]
+        lines = [f"balance point: {bp['description']}"]
+        if f["tfr"] is not None:
+            mono = result["monotonicity"]
+            lines.append(f"TFR {f['tfr']:.3f} [{f['tfr_ci'][0]:.3f}, {f['tfr_ci'][1]:.3f}]   VFR {f['vfr']:.3f}   "
+                         f"analysed {result['counts']['analysed']} conflicts, {f['n']} text- or vision-following   "
+                         f"monotonicity (Spearman) {'n/a' if mono is None or mono != mono else f'{mono:+.2f}'}")
+        osc = result.get("oscillation")
+        if osc and osc["ambiguous"]["mean"] is not None and osc["clear"]["mean"] is not None:
+            lines.append(f"oscillation: ambiguous {osc['ambiguous']['mean']:.2f} (n={osc['ambiguous']['n']}), "
+                         f"clear {osc['clear']['mean']:.2f} (n={osc['clear']['n']})")
+        return "\n".join(lines)
+
+    def report(self, runs: dict, out: str | Path, target: float | None = None) -> dict:
+        return report_results({n: r.analysis for n, r in runs.items()}, out, {n: r.info for n, r in runs.items()},
+                              target)

@@ -1,0 +1,39 @@
+"""Conflict recognition (DESIGN section 8): does the model say its evidence contradicts itself, by where it sits?"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from data_gen import generate
+
+from ..recognition import RecognitionConfig, analyze_recognition, check_recognition_data, describe, score_recognition
+from ..recognition_report import recognition_report_results
+from . import Task, register_task
+
+
+@register_task
+class Recognition(Task):
+    name = "recognition"
+    help = "is the evidence contradictory? recognition by evidence kind and attention imbalance R per layer"
+    recipe_config = "recipes/configs/organism-mixed.yaml"
+
+    def generate(self, groups: int, seed: int = 0, size: int = 64, split_shares: dict | None = None):
+        return generate("recognition", groups, seed, size, split_shares=split_shares)
+
+    def check(self, data) -> None:
+        check_recognition_data(data)
+
+    def score(self, vlm, data, out, batch_size: int, attention: bool = True, **_) -> pd.DataFrame:
+        return score_recognition(vlm, data, out, RecognitionConfig(batch_size=batch_size, attention=attention))
+
+    def analyze(self, table: pd.DataFrame, config=None) -> dict:
+        return analyze_recognition(table, getattr(config, "n_boot", 1000))
+
+    def describe(self, result: dict) -> str:
+        return describe(result)
+
+    def report(self, runs: dict, out: str | Path, target: float | None = None) -> dict:
+        tables = [r.samples for r in runs.values()]
+        return recognition_report_results({n: r.analysis for n, r in runs.items()}, out,
+                                          tables if len(tables) == 2 else None)
