@@ -61,7 +61,7 @@ class AlignArguments(LoraArguments):
     split_shares: dict = field(default_factory=lambda: dict(RECIPE_SPLIT_SHARES), metadata={
         "help": "each split's share of the generated groups (JSON). A balance point's interval narrows with the square "
                 "root of the groups: the default 1,000 groups give 350 validation and 450 test groups, which measure "
-                "the aligned organism's to about +-0.09"})
+                "the aligned organism's to about +-0.07"})
     train_split: str = field(default="train", metadata={"help": "groups the targets are computed and trained on"})
     eval_split: str = field(default="test", metadata={"help": "groups the before/after result is reported on"})
     eval_rows: str = field(default="conflicts", metadata={
@@ -220,9 +220,8 @@ AV_TRAINING_DEFAULTS = {**TRAINING_DEFAULTS, "output_dir": "outputs/align-omni-o
 class AVAlignArguments(LoraArguments):
     """Asked-modality alignment (docs/method.md, "Audio-visual conflicts"): train the answer to be the class of the
     modality the question asks about, on every condition that has one. The 7B config uses MMA-Bench's modality
-    alignment tuning (LoRA r 8 on q/v, lr 1e-4). On the AV organism (lr 2e-3, test groups of the default data)
-    q/v alone moved misaligned accuracy by 2.5 points in 3 epochs; every decoder projection (the family default)
-    by 21.7 in 3 epochs and 39.2 in 5 (the default)."""
+    alignment tuning (LoRA r 8 on q/v, lr 1e-4); the AV organism's defaults adapt every decoder projection
+    (docs/results.md, "Audio-visual conflicts")."""
     data: str | None = field(default=None, metadata={
         "help": "a saved AV dataset (`python -m data_gen av`); by default `groups` groups are generated into "
                 "OUTPUT_DIR/data"})

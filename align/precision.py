@@ -26,7 +26,9 @@ from transformers import TrainingArguments
 from data_gen import ConflictData
 from eval.analysis import alignment_guarantee, analyze
 from eval.report import unimodal_accuracy
-from eval.scoring import ScoreConfig, generate_once, processes, score_dataset
+from eval.prepare import generate_once
+from eval.processes import processes
+from eval.scoring import ScoreConfig, score_dataset
 
 from . import tracking
 from .arguments import AlignArguments, check_inputs

@@ -20,7 +20,9 @@ from eval.analysis import alignment_guarantee, analyze, describe_guarantee
 from eval.recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
 from eval.recognition_report import describe_imbalance_change, write_recognition_report
 from eval.report import write_report
-from eval.scoring import ScoreConfig, generate_once, processes, score_dataset
+from eval.prepare import generate_once
+from eval.processes import processes
+from eval.scoring import ScoreConfig, score_dataset
 from eval.models import VLM, ModelArguments, load_from_args
 
 from . import tracking

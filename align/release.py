@@ -134,7 +134,8 @@ def model_card(result: dict, align, model, training) -> ModelCard:
             ("distance from balance, mean over layers of abs(R - 0.5)", _distance(rb), _distance(ra))] + rows
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     rounds = result.get("calibration") or []
-    calibration = ("; ".join(f"trained at {r['trained_at']:+.3f} -> {r['description']}" for r in rounds)
+    calibration = ("; ".join(f"round {k}: trained at {r['trained_at']:+.3f} -> {r['description']}"
+                             + (" (released)" if r.get("released") else "") for k, r in enumerate(rounds))
                    if rounds else "none")
     name = model.model_name_or_path
     data = align.data or (f"generated colour conflicts, {align.groups} groups, dataset seed {align.dataset_seed}, "
@@ -173,7 +174,7 @@ text-only rows).""")
 - lr {training.learning_rate}, {getattr(training.lr_scheduler_type, 'value', training.lr_scheduler_type)}, warmup {training.warmup_steps}, epochs {training.num_train_epochs},
   batch {training.per_device_train_batch_size} x {training.gradient_accumulation_steps} per device, seed {training.seed}
 - examples: {result['training_examples']}
-- calibration on the `{align.calibration_split}` groups (the released adapter is the last round): {calibration}
+- calibration on the `{align.calibration_split}` groups (the released adapter is the round whose realized balance point lies nearest b*): {calibration}
 
 ## Load it
 {load_snippet(name, training.hub_model_id)}

@@ -57,9 +57,9 @@ def build_examples(train_table: pd.DataFrame, target: float, current: float, tau
 
 def retention_examples(train_table: pd.DataFrame, n_trained: int, retention_share: float, seed: int) -> list[dict]:
     """Unimodal answers as `retention_share` of all examples beside `n_trained` others, half image only and half
-    text only (the smaller pool repeated). Drawn from the pooled rows, text only was 1 row in 9 (a group has 14
-    images but ~2 distinct text contexts): pushing toward vision then doubled the text-only entropy H_t, moving
-    the very x-axis (dH_rel) the targets were set on, and b* = -1 stalled near -0.8."""
+    text only (the smaller pool repeated): a group has many images but few text contexts, and retention that
+    starves text only lets H_t drift, moving the very x-axis (dH_rel) the targets were set on
+    (docs/method.md, "Retention")."""
     rng = np.random.default_rng(seed)
     image_only = train_table[train_table.top1_v.notna() & train_table.token_visual.notna()].drop_duplicates(["image_id", "question"])
     text_only = train_table[(train_table.condition == "conflict") & train_table.token_text.notna()].drop_duplicates(["text_context", "question"])
@@ -116,7 +116,7 @@ def trl_dataset(examples: list[dict], vlm, data, kind: str):
     """The examples as TRL reads them: prompt-completion rows for `hard` (SFTTrainer), chosen/rejected
     rows for `dpo` (DPOTrainer): on conflicts chosen = the target modality's answer; on unimodal
     (retention) rows chosen = the right answer, rejected = the conflicting modality's answer, which
-    keeps DPO from unlearning text-only answers (without them text-only accuracy fell 100 % -> 37 %)."""
+    keeps DPO from unlearning text-only answers."""
     from datasets import Dataset
     rows = []
     for e in examples:

@@ -24,7 +24,7 @@ from .recognition import describe
 from .recognition_report import describe_imbalance_change, write_recognition_report
 from .av import analyze_av, describe_av
 from .report import load_run, write_report
-from .scoring import generate_once
+from .prepare import generate_once
 
 
 @dataclass

@@ -21,7 +21,8 @@ from data_gen.recognition import ANSWERS
 
 from . import stats
 from .attention import MODALITIES, attention_by_modality, imbalance_ratio
-from .scoring import Candidates, _atomic_parquet, forward_answer_position
+from .scoring import Candidates, forward_answer_position
+from .sharded import atomic_parquet
 from .sharded import score_resumably
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def score_recognition(vlm, data: ConflictData, out: str | Path | None, cfg: Reco
     table["said_yes"] = table.pred == ANSWERS[True]
     table["correct"] = table.pred == table.answer
     if out is not None:
-        _atomic_parquet(table, Path(out) / "samples.parquet")
+        atomic_parquet(table, Path(out) / "samples.parquet")
     return table
 
 

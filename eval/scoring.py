@@ -13,12 +13,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import platform
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +25,21 @@ import pandas as pd
 import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from data_gen import ConflictData, generate, samples_frame
+from data_gen import ConflictData, samples_frame
 
 from . import uncertainty
+from .processes import Processes, processes
+from .sharded import atomic_parquet
 from .prefix import (ImagePrefixBatch, encode_prefixes, matches_whole_prompts, prefix_starts,
                      split_at_image, suffix_inputs)
 
 log = logging.getLogger(__name__)
 CONDITIONS = ("v", "t", "m")  # image only, text only, image + text
+# the forward's KV-cache argument and output: `cache` since transformers 5.25 (`past_key_values` there warns on every
+# run), `past_key_values` before
+CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 @dataclass
@@ -148,7 +153,7 @@ def continuation_logprobs(vlm, prefix: Prefix, rows: list[int], sequences: list[
     mask = torch.cat([prefix.attention_mask[index], (targets >= 0).to(prefix.attention_mask.dtype)], dim=1)
     positions = {} if prefix.next_positions is None else {
         "position_ids": prefix.next_positions[index, None] + torch.arange(length, device=device)}
-    out = vlm.model(input_ids=inputs, attention_mask=mask, past_key_values=_select_rows(prefix.cache, index),
+    out = vlm.model(input_ids=inputs, attention_mask=mask, **{CACHE: _select_rows(prefix.cache, index)},
                     use_cache=True, **positions)
     logp = torch.log_softmax(out.logits.float(), dim=-1)
     picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -229,7 +234,7 @@ def forward_answer_position(vlm, prompts: list[str], images: list | None, cands:
     enc = batch if batch is not None else with_image_features(vlm, vlm.encode(prompts, images), images, features)
     with hidden_at_answer(vlm, lens) as captured:
         out = vlm.model(**enc, logits_to_keep=1, use_cache=bool(cands.continued))
-    prefix = Prefix(out.past_key_values, enc["attention_mask"],
+    prefix = Prefix(getattr(out, CACHE), enc["attention_mask"],
                     vlm.family.next_positions(vlm.model, enc) if cands.continued else None)
     return answer_statistics(vlm, out.logits[:, -1], captured, prefix, cands, required, chunk)
 
@@ -241,14 +246,14 @@ def forward_shared_prefix(vlm, split: ImagePrefixBatch, cands: Candidates, lens:
     """`forward_answer_position` for prompts that share their image prefix: the prefixes run once (one row per
     image), then every prompt's suffix over a copy of its image's KV cache. `prefix`: `encode_prefixes(split)`."""
     pre = prefix if prefix is not None else encode_prefixes(vlm, split)
-    cache = vlm.model(**pre, use_cache=True, logits_to_keep=1).past_key_values
+    cache = getattr(vlm.model(**pre, use_cache=True, logits_to_keep=1), CACHE)
     suffix = suffix_inputs(vlm, split, pre, prefix_starts(vlm, pre))
     cache.batch_select_indices(suffix["rows"])  # one cache row per suffix (an image's row repeated)
     with hidden_at_answer(vlm, lens) as captured:
         out = vlm.model(input_ids=suffix["input_ids"], attention_mask=suffix["attention_mask"],
-                        position_ids=suffix["position_ids"], past_key_values=cache,
+                        position_ids=suffix["position_ids"], **{CACHE: cache},
                         use_cache=bool(cands.continued), logits_to_keep=1)
-    continuation = Prefix(out.past_key_values, suffix["attention_mask"], suffix["next_positions"])
+    continuation = Prefix(getattr(out, CACHE), suffix["attention_mask"], suffix["next_positions"])
     return answer_statistics(vlm, out.logits[:, -1], captured, continuation, cands, required, chunk)
 
 
@@ -447,12 +452,6 @@ def plan_shards(rows: pd.DataFrame, conditions, shard_inputs: int) -> list[np.nd
     return shards
 
 
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)  # a kill leaves either no shard or a whole one
-
-
 def run_info(vlm, data: ConflictData, cfg: ScoreConfig, cands: Candidates, seed: int | None) -> dict:
     import importlib.metadata as md
     versions = {}
@@ -470,57 +469,6 @@ def run_info(vlm, data: ConflictData, cfg: ScoreConfig, cands: Candidates, seed:
         "answer_collisions": list(cands.collisions().values()),
         "num_layers": len(vlm.layers), "versions": versions, "python": platform.python_version(),
     }
-
-
-@dataclass
-class Processes:
-    index: int
-    count: int
-    wait: object  # a barrier callable
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.index == 0
-
-
-def processes() -> Processes:
-    """This process's rank among those `accelerate launch` started (one when run plainly).
-
-    On CPUs `cpu=True` lets `--multi_gpu` launches run gloo. A DeepSpeed launch must not pass it
-    (DeepSpeed sets up its own CPU backend), and accelerate then reports one process on CPUs,
-    so the rank is read from torch.distributed, which DeepSpeed has initialised.
-    """
-    from accelerate import PartialState
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    state = PartialState(cpu=not torch.cuda.is_available() and not deepspeed)
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return Processes(dist.get_rank(), dist.get_world_size(), dist.barrier, state.device)
-    if state.device.type == "cpu" and state.num_processes == 1:
-        use_every_core()
-    return Processes(state.process_index, state.num_processes, state.wait_for_everyone, state.device)
-
-
-def use_every_core() -> None:
-    """A one-process CPU run under `accelerate launch` gets OMP_NUM_THREADS=1 (accelerate counts physical cores,
-    one on a 2-vCPU machine), which halved the organism's recipe; give it the cores it may run on. A thread count
-    other than accelerate's 1 was chosen by someone and is kept."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    launched = "ACCELERATE_MIXED_PRECISION" in os.environ  # set by `accelerate launch` for its processes
-    if launched and os.environ.get("OMP_NUM_THREADS") == "1" and torch.get_num_threads() < cores:
-        torch.set_num_threads(cores)
-
-
-def generate_once(path: Path, groups: int, seed: int, size: int, render=None,
-                  split_shares: dict[str, float] | None = None) -> Path:
-    """Groups at `path`, generated by the main process unless already there (a re-run keeps its data):
-    `render(groups, seed, size, split_shares=...)` (default: colour groups) gives the dataset."""
-    state = processes()
-    if state.is_main and not (Path(path) / "info.json").exists():
-        (render or partial(generate, "colors"))(groups, seed, size, split_shares=split_shares).save(path)
-    state.wait()
-    return Path(path)
 
 
 def score_dataset(vlm, data: ConflictData, out: str | Path | None = None, cfg: ScoreConfig | None = None,
@@ -566,14 +514,14 @@ def score_dataset(vlm, data: ConflictData, out: str | Path | None = None, cfg: S
         if len(todo) < len(mine):
             log.info("resuming: %d of %d shards already scored", len(mine) - len(todo), len(mine))
     score_shards(vlm, data, rows, shards, todo, cands, cfg, state,
-                 keep=lambda k, table: _atomic_parquet(table, shard_dir / f"shard-{k:05d}.parquet"))
+                 keep=lambda k, table: atomic_parquet(table, shard_dir / f"shard-{k:05d}.parquet"))
     state.wait()
     if not state.is_main:
         return None
     table = pd.concat([pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(len(shards))],
                       ignore_index=True)
     table = in_dataset_order(table, rows)
-    _atomic_parquet(table, out / "samples.parquet")
+    atomic_parquet(table, out / "samples.parquet")
     return table
 
 

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .scoring import _atomic_parquet
+
+def atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)  # a kill leaves either no shard or a whole one
 
 
 def score_resumably(out: Path | None, rows: pd.DataFrame, info: dict, score_batch: Callable[[pd.DataFrame], pd.DataFrame],
@@ -46,6 +51,6 @@ def score_resumably(out: Path | None, rows: pd.DataFrame, info: dict, score_batc
                 for i in range(0, len(kind), batch_size):
                     parts.append(score_batch(kind.iloc[i:i + batch_size]))
                     bar.update(len(parts[-1]))
-            _atomic_parquet(pd.concat(parts), path)
+            atomic_parquet(pd.concat(parts), path)
     scored = pd.concat(pd.read_parquet(out / "shards" / f"shard-{k:05d}.parquet") for k in range(len(shards)))
     return rows.merge(scored, on="id", validate="one_to_one")

@@ -251,6 +251,18 @@ def test_whole_answers_on_tiny_models(tiny_model, tmp_path):
         assert r.pred_m in cands.answers or r.pred_m == vlm.tokenizer.decode([int(r.top1_m)]).strip()
 
 
+def test_scoring_prints_no_deprecation_warning(tiny_model, tmp_path, monkeypatch):
+    """Shared prefixes, whole prompts and multi-token continuations all pass the KV cache by the public name."""
+    import transformers.utils.generic as generic
+    said = []
+    monkeypatch.setattr(generic.logger, "warning_once", lambda message, *a, **k: said.append(str(message)))
+    vlm = load_vlm(str(tiny_model), dtype="float32", device="cpu")
+    data = multi_token_data(tmp_path)
+    for share_prefix in (True, False):
+        score_dataset(vlm, data, None, ScoreConfig(share_prefix=share_prefix))
+    assert not [m for m in said if "deprecated" in m], said
+
+
 def test_whole_answers_on_the_organism_tokenizer(tmp_path):
     """The shipped organism writes 'sky', 'blue' and 'red star' as several words of its own tokenizer."""
     vlm = load_vlm("organism", dtype="float32", device="cpu")
@@ -503,7 +515,7 @@ def test_a_one_process_accelerate_launch_on_cpu_uses_every_core(monkeypatch):
     while a thread count set outside accelerate is left alone."""
     import os
     import torch
-    from eval.scoring import use_every_core
+    from eval.processes import use_every_core
     cores = len(os.sched_getaffinity(0))
     before = torch.get_num_threads()
     try:

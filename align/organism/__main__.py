@@ -79,7 +79,7 @@ def run_evaluate(model: ModelArguments, args: EvaluateArguments) -> int:
 
 
 COMMANDS = {
-    "build": Command("train an organism from scratch (about 9 minutes on 2 cores)", [BuildArguments, OrganismConfig],
+    "build": Command("train an organism from scratch (10 to 12 minutes on 2 cores)", [BuildArguments, OrganismConfig],
                      run_build),
     "recognition": Command("teach an organism to recognise contradictions in unimodal contexts only (minutes)",
                            [BuildArguments, RecognitionOrganismConfig], run_recognition),

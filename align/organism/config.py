@@ -53,12 +53,11 @@ class OrganismConfig:
     grounding_layer: int = field(default=2, metadata={"help": "decoder hidden state that loss reads (0 = embeddings)"})
     steps_unimodal: int = 1800
     steps_conflict: int = field(default=800, metadata={
-        "help": "phase 2 steps (the shipped organisms: 400, after which rebuilds' image-only accuracy on tiers 1-4 had "
-                "not recovered and a vision-leaning build did not plant)"})
+        "help": "phase 2 steps (docs/organism-builds.md: why 800)"})
     balanced_conflicts: bool = field(default=True, metadata={
         "help": "phase 2 draws half of each conflict batch from the conflicts the planted rule labels 'follow the "
                 "text' and half from 'follow the vision', so the minority side is learned as fast as the majority "
-                "(off, as the shipped organisms were built, two of two rebuilds learned 'copy the text' everywhere)"})
+                "(off: batches in the labels' own shares, where the majority side can take over)"})
     easy_tier_boost: float = field(default=3.0, metadata={
         "help": "large targets (d_v <= 4) are drawn this much more often: vision learns them first"})
     replant_every: int = field(default=200, metadata={
@@ -81,8 +80,7 @@ class OrganismConfig:
     lens_deliberation_weight: float = field(default=1.0, metadata={
         "help": "phase 2: on conflicts inside the ambiguous region, the logit lens of hidden state lens_commitment_from "
                 "is trained toward the answer the planted rule rejects, which the last layers then overturn: a "
-                "planted oscillation law, the positive control of the oscillation measurement (docs/method.md; "
-                "without it a vision-leaning build's ambiguous region switched too rarely on fresh data, ratio 1.43)"})
+                "planted oscillation law, the positive control of the oscillation measurement (docs/method.md)"})
     lens_undecided_layers: int = field(default=1, metadata={
         "help": "phase 2: the logit lens of the first N decoder layers is trained away from both answers of every "
                 "conflict (-log(1 - p(Y_v) - p(Y_t))), as a real LLM's early layers read out neither: the organism's "

@@ -43,9 +43,7 @@ class RecognitionOrganismConfig:
     irrelevant_image_share: float = field(default=0.0, metadata={
         "help": "share of unimodal recognition batches shown with unrelated training images, so the organism judges "
                 "contradictions from the text while an image is in view (text dominance, as arXiv 2510.02608 reports "
-                "for large models); 0 builds the shipped organism:recognition. Measured at 0.5: R by layer 0.06 0.85 "
-                "0.45 0.24, but cross-modal 'yes' at chance (0.43 recognition, 0.37 false alarms); at 1.0 text-only "
-                "recognition fell to 0.48 (README)"})
+                "for large models); 0 builds the shipped organism:recognition (docs/results.md: what 0.5 and 1.0 do)"})
     seed: int = 0
 
     def __post_init__(self):
