@@ -1,4 +1,4 @@
-"""The recipe's configuration: the method's own fields (`AlignArguments`) beside `models.ModelArguments`
+"""The recipe's configuration: the method's own fields (`AlignArguments`) beside `eval.models.ModelArguments`
 and transformers' `TrainingArguments`, parsed together by TRL's `TrlParser` from YAML + CLI.
 
 Every value that can be wrong is checked here, before any data is generated or scored.

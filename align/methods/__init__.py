@@ -8,15 +8,12 @@ a method only through this interface.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from transformers import TrainingArguments
 
-METHODS: dict[str, type["Method"]] = {}
-
+from data_gen.registry import Registry
 
 class Method(ABC):
     name: ClassVar[str]
@@ -44,25 +41,12 @@ class Method(ABC):
         `collator` the recipe's batch builder for the soft loss."""
 
 
-def register_method(cls: type[Method]) -> type[Method]:
-    if cls.name in METHODS and METHODS[cls.name] is not cls:
-        raise ValueError(f"alignment method {cls.name!r} is registered twice")
-    METHODS[cls.name] = cls
-    return cls
-
-
-def _discover() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
-def supported_methods() -> list[str]:
-    _discover()
-    return sorted(METHODS)
+METHOD_REGISTRY = Registry("method", "align.methods", unknown="method {name!r} is not available; use one of {names}")
+METHODS: dict[str, type[Method]] = METHOD_REGISTRY.units
+register_method = METHOD_REGISTRY.register
+_discover = METHOD_REGISTRY.discover
+supported_methods = METHOD_REGISTRY.names
 
 
 def get_method(name: str) -> Method:
-    _discover()
-    if name not in METHODS:
-        raise ValueError(f"method {name!r} is not available; use one of {supported_methods()}")
-    return METHODS[name]()
+    return METHOD_REGISTRY.get(name)

@@ -3,12 +3,10 @@
 A family says how to build the three scoring conditions' chat messages, where the logit lens
 reads (decoder layers, final norm, output head), which modules LoRA may touch, and how to build
 a tiny random model + processor offline for tests. Adding a family means adding one file to
-`models/families/` that defines a `Family` subclass decorated with `@register_family`.
+`eval/models/families/` that defines a `Family` subclass decorated with `@register_family`.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -16,14 +14,13 @@ import torch
 from transformers import AutoProcessor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from data_gen.registry import Registry
+
 from .image_only import image_only, video_capable
 
 # PEFT matches a string with re.fullmatch: the language model's projections only, never the
 # vision tower or the projector (PEFT's "all-linear" would hit both).
 LANGUAGE_LORA_REGEX = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
-
-FAMILIES: dict[str, type["Family"]] = {}
-
 
 class Family(ABC):
     """Defaults fit decoder-only VLMs whose `get_decoder()` has `.layers` and `.norm` (LLaVA and most others)."""
@@ -31,7 +28,7 @@ class Family(ABC):
     model_type: ClassVar[str]
     lora_target_modules: ClassVar[str] = LANGUAGE_LORA_REGEX
     # the processor class of a family that also takes video: loaded without its video part where torchvision is
-    # missing (models/image_only.py); None: AutoProcessor reads the folder everywhere
+    # missing (eval/models/image_only.py); None: AutoProcessor reads the folder everywhere
     video_processor_class: ClassVar[type | None] = None
 
     def load_processor(self, path: str, **kwargs):
@@ -116,28 +113,14 @@ class Family(ABC):
         """A random model of this family and its processor, built without a download."""
 
 
-def register_family(cls: type[Family]) -> type[Family]:
-    if cls.model_type in FAMILIES:
-        raise ValueError(f"model family {cls.model_type!r} is registered twice")
-    FAMILIES[cls.model_type] = cls
-    return cls
-
-
-def _discover() -> None:
-    """Import every module of models/families once, so each registers itself."""
-    from . import families
-    for module in pkgutil.iter_modules(families.__path__):
-        importlib.import_module(f"{families.__name__}.{module.name}")
-
-
-def supported_families() -> list[str]:
-    _discover()
-    return sorted(FAMILIES)
+FAMILY_REGISTRY = Registry("model family", "eval.models.families", key="model_type", unknown=(
+    "architecture {name!r} is not supported yet; supported: {names}. Add a family module to eval/models/families/ "
+    "to support it."))
+FAMILIES: dict[str, type[Family]] = FAMILY_REGISTRY.units
+register_family = FAMILY_REGISTRY.register
+_discover = FAMILY_REGISTRY.discover
+supported_families = FAMILY_REGISTRY.names
 
 
 def family_for(model_type: str) -> Family:
-    _discover()
-    if model_type not in FAMILIES:
-        raise ValueError(f"architecture {model_type!r} is not supported yet; supported: {supported_families()}. "
-                         f"Add a family module to models/families/ to support it.")
-    return FAMILIES[model_type]()
+    return FAMILY_REGISTRY.get(model_type)

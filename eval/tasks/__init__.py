@@ -8,8 +8,6 @@ generator to `data_gen/` and one module here that defines a `Task` subclass deco
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,9 +15,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from data_gen import ConflictData
-
-TASKS: dict[str, type["Task"]] = {}
-
+from data_gen.registry import Registry
 
 class Task(ABC):
     name: ClassVar[str]
@@ -59,27 +55,13 @@ class Task(ABC):
         `.analysis`, `.samples` and `.info` (a Measurement)."""
 
 
-def register_task(cls: type[Task]) -> type[Task]:
-    if cls.name in TASKS and TASKS[cls.name] is not cls:
-        raise ValueError(f"task {cls.name!r} is registered twice")
-    TASKS[cls.name] = cls
-    return cls
-
-
-def _discover() -> None:
-    """Import every module of this package once, so each registers itself."""
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
-def supported_tasks() -> list[str]:
-    _discover()
-    return sorted(TASKS)
+TASK_REGISTRY = Registry("task", "eval.tasks", unknown=(
+    "task {name!r} is unknown; use one of {names}, or register one with eval.tasks.register_task"))
+TASKS: dict[str, type[Task]] = TASK_REGISTRY.units
+register_task = TASK_REGISTRY.register
+_discover = TASK_REGISTRY.discover
+supported_tasks = TASK_REGISTRY.names
 
 
 def get_task(name: str) -> Task:
-    _discover()
-    if name not in TASKS:
-        raise ValueError(f"task {name!r} is unknown; use one of {supported_tasks()}, or register one with "
-                         f"eval.tasks.register_task")
-    return TASKS[name]()
+    return TASK_REGISTRY.get(name)
