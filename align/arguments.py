@@ -108,6 +108,9 @@ class AlignArguments(LoraArguments):
         from eval.tasks import get_task
         from .methods import get_method
         method, task = get_method(self.method), get_task(self.task)  # each names the choices when unknown
+        if self.task == "av":
+            raise ValueError("the av task is aligned by `modality-align align-av` (recipes/align_omni.py), whose "
+                             "flags name the conditions to train on")
         if method.tasks is not None and self.task not in method.tasks:
             raise ValueError(f"method {self.method!r} trains the {' / '.join(method.tasks)} task, not {self.task!r}; "
                              f"set task: {method.tasks[0]}")
@@ -234,8 +237,9 @@ class AVAlignArguments(LoraArguments):
                                   metadata={"help": "conditions trained on, comma-separated (rows whose asked "
                                                     "modality is absent have no target and are never trained)"})
     data_command = "av"
-    # what the shared adapter training reads (align.recipe.Recipe.train_adapter): every row is an answer to train
-    method = "soft"
+    # the alignment loop reads these: the task measured and the method that trains (every row an answer to train)
+    task = "av"
+    method = "asked"
     retention = "answer"
     retention_weight = 1.0
     run_label = "asked-modality"

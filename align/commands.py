@@ -92,7 +92,9 @@ def align_av_main(argv: list[str] | None = None, prog: str = "modality-align ali
     from eval.models import ModelArguments
 
     from .arguments import AV_TRAINING_DEFAULTS, AVAlignArguments
-    from .av_recipe import describe_change, run_av_alignment
+    from eval.av import describe_change
+
+    from .av_recipe import run_av_alignment
     _logging()
     try:
         align, model, training = parse([AVAlignArguments, ModelArguments, TrainingArguments], argv, prog, description,

@@ -1,4 +1,9 @@
-"""The alignment loop: measure -> targets -> LoRA training -> re-measure -> report -> W&B -> release."""
+"""The alignment loop: measure -> targets -> LoRA training -> re-measure -> report -> W&B -> release.
+
+One loop for every task and method: the task (eval/tasks) says what is measured before and after (its recipe
+views), how to score, analyse and report it; the method (align/methods) says how the adapter is trained and on
+which examples. A method that aims a balance point gets targets p* from the base's own scores and calibration.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -13,28 +18,26 @@ import pandas as pd
 import torch
 from transformers import TrainingArguments
 
-from data_gen import ConflictData, samples_frame
+from data_gen import ConflictData
 from data_gen.store import SPLIT_SHARES
-from data_gen.recognition import recognition_from
-from eval.analysis import alignment_guarantee, analyze, describe_guarantee
-from eval.recognition import RecognitionConfig, analyze_recognition, describe, score_recognition
-from eval.recognition_report import describe_imbalance_change, write_recognition_report
-from eval.report import write_report
+from eval.analysis import analyze
+from eval.api import Measurement
+from eval.models import VLM, ModelArguments, load_from_args
 from eval.prepare import generate_once
 from eval.processes import processes
-from eval.scoring import ScoreConfig, score_dataset
-from eval.models import VLM, ModelArguments, load_from_args
+from eval.tasks import Task, get_task
 
 from . import tracking
 from .arguments import AlignArguments, check_inputs, trainer_arguments
-from .release import release, push
+from .methods import get_method
+from .release import push, release
 from .targets import calibration_reached, closest_round, next_training_target, resolve_target
 
 log = logging.getLogger(__name__)
 
 
 def split_shares_of(a) -> dict[str, float] | None:
-    """The run's split shares; None (the default shares) for the AV recipe, whose arguments have none."""
+    """The run's split shares; None (the default shares) for arguments that have none (the audio-visual recipe)."""
     return getattr(a, "split_shares", None)
 
 
@@ -50,23 +53,22 @@ def check_generated(info: dict, path: Path, a) -> None:
 
 
 class Recipe:
-    """One alignment run: the three configs, its output folder and the processes it runs on."""
+    """One alignment run: the three configs, its output folder, its task and method, the processes it runs on."""
 
     def __init__(self, align: AlignArguments, model: ModelArguments, training: TrainingArguments):
         self.align, self.model_args, self.training = align, model, training
         self.out = Path(training.output_dir)
         self.state = processes()
+        self.task, self.method = get_task(align.task), get_method(align.method)
+        self.primary = get_task(self.task.views[0])  # the task whose data is generated; the others derive from it
 
-    # the recipe's dataset kind and how to render it when no data is given (generate_once's default: colours)
-    dataset = ConflictData
-    render = None
-
-    # ---- pieces
-    def prepare_data(self) -> ConflictData:
+    # ---- data
+    def prepare_data(self):
         a = self.align
+        render = lambda groups, seed, size, split_shares=None: self.primary.generate(groups, seed, size, split_shares)
         path = Path(a.data) if a.data else generate_once(self.out / "data", a.groups, a.dataset_seed, a.image_size,
-                                                          self.render, split_shares_of(a))
-        data = self.dataset.load(path)
+                                                          render, split_shares_of(a))
+        data = self.primary.load(path)
         if not a.data:
             check_generated(data.info, path, a)
         missing = set(a.split_roles.values()) - set(data.samples.unique("split"))
@@ -75,64 +77,100 @@ class Recipe:
                              f"set {' / '.join(f'{role}_split' for role in a.split_roles)} to splits it has")
         return data
 
-    def prepare_recognition(self, data: ConflictData) -> ConflictData:
-        """Recognition data derived from the colour data (its groups, splits and images), so one dataset serves
-        the mixed instances and the colour retention examples."""
-        path = self.out / "recognition"
-        if self.state.is_main and not (path / "info.json").exists():
-            recognition_from(data).save(path)
-        self.state.wait()
-        return ConflictData.load(path)
+    def prepare_views(self) -> dict:
+        """Each recipe view's dataset: the primary one, and the others derived from it once into OUTPUT_DIR/VIEW."""
+        data = self.prepare_data()
+        views = {self.primary.name: data}
+        for name in self.task.views[1:]:
+            task, path = get_task(name), self.out / name
+            if self.state.is_main and not (path / "info.json").exists():
+                task.derive(data).save(path)
+            self.state.wait()
+            views[name] = task.load(path)
+        return views
 
-    def measure_recognition(self, vlm: VLM, data: ConflictData, name: str) -> dict | None:
-        """Recognition rates and attention imbalance (main process; the others wait)."""
-        result = None
-        if self.state.is_main:
-            table = score_recognition(vlm, data, self.out / "runs" / name,
-                                      RecognitionConfig(batch_size=self.training.per_device_eval_batch_size))
-            result = analyze_recognition(table, self.align.n_boot)
-            log.info("recognition (%s):\n%s", name, describe(result))
-        self.state.wait()
-        return result
+    # ---- measurement
+    def run_name(self, view: str, name: str) -> str:
+        """The primary view's runs are runs/NAME; another view's runs/NAME_VIEW."""
+        return name if view == self.primary.name else f"{name}_{view}"
 
-    def train_mixed(self, base: VLM, recognition: ConflictData, train_table: pd.DataFrame) -> tuple[dict, list, Path]:
-        """Task recognition (method mixed): one training on modality-mixed recognition instances (no calibration:
-        there is no balance point to aim at)."""
-        from .training import mixed_examples
-        rows = samples_frame(recognition.split(self.align.train_split).samples)
-        examples, stats = mixed_examples(rows, train_table, base, self.align.retention_share, self.training.seed)
-        log.info("training on modality-mixed instances: %s", stats)
+    def measure_task(self, task: Task, vlm: VLM, data, name: str, lens: bool = True) -> Measurement | None:
+        """Score `data` into runs/NAME and analyse it. Tasks that score in parallel hand every process the merged
+        table and analysis; the others score and analyse on the main process (None elsewhere)."""
+        out = self.out / "runs" / name
+        measurement = None
+        if task.parallel_scoring or self.state.is_main:
+            task.score(vlm, data, out, self.training.per_device_eval_batch_size, lens=lens, seed=self.training.seed)
+        self.state.wait()
+        if task.parallel_scoring or self.state.is_main:
+            table = pd.read_parquet(out / "samples.parquet")
+            analysis = task.analyze(table, self.analysis_config)
+            info = {**json.loads((out / "run.json").read_text()), "path": str(out)}
+            measurement = Measurement(name, analysis, table, info, task.name)
+        return measurement
+
+    @property
+    def analysis_config(self):
+        return getattr(self.align, "analysis", None)
+
+    def measure_views(self, vlm: VLM, views: dict, name: str) -> dict[str, Measurement | None]:
+        """Every recipe view measured on the eval groups (only the rows the analysis reads, where the run says so)."""
+        measured = {}
+        for view, data in views.items():
+            task = get_task(view)
+            rows = data.split(self.align.eval_split)
+            if task.has_balance_point and getattr(self.align, "eval_rows", "all") == "conflicts":
+                rows = rows.conflicts()  # the analysis reads nothing else (docs/method.md, "Calibration")
+            measured[view] = self.measure_task(task, vlm, rows, self.run_name(view, name))
+            if measured[view] is not None:
+                log.info("%s (%s):\n%s", view, name, task.describe(measured[view].analysis))
+        return measured
+
+    def measure(self, vlm: VLM, data, name: str, lens: bool = True) -> pd.DataFrame:
+        """The primary task's per-sample table of `data` on every process (targets and calibration read it)."""
+        return self.measure_task(self.primary, vlm, data, name, lens).samples
+
+    def train_table(self, base: VLM, data) -> pd.DataFrame:
+        """The base's scores on the training groups' conflicts: targets and retention read nothing else."""
+        return self.measure(base, data.split(self.align.train_split).conflicts(), "base_train", lens=False)
+
+    # ---- training
+    def collator(self, base: VLM, data, dtype: torch.dtype):
+        return self.method.collator(base, data, dtype, self.align)
+
+    def train(self, base: VLM, views: dict, before: dict, target: float | None) -> tuple[dict, list[dict], Path]:
+        """The adapter: toward b* with targets and calibration when the method aims a balance point, else one
+        training on the method's own examples. Returns (example counts, calibration rounds, adapter folder)."""
+        data = views[self.primary.name]
+        if self.method.aims_balance_point:
+            analysis = before[self.primary.name].analysis
+            current = analysis["balance_point"]["estimate"]
+            if current is None:  # a curve that never crosses: start the boundary at the edge it leans to
+                current = 2.0 if analysis["balance_point"]["leans"] == "text" else -2.0
+            log.info("2/5 scoring the %s groups for targets (b* = %+.2f, measured %s)", self.align.train_split,
+                     target, analysis["balance_point"]["description"])
+            train_table = self.train_table(base, data)
+            log.info("3/5 LoRA training")
+            return self.train_to_target(base, data, train_table, target, current)
+        log.info("2/5 building the %s examples", self.method.name)
+        examples, stats, examples_data = self.method.training_examples(self, base, views)
+        log.info("3/5 LoRA training on %s", stats)
         if self.state.is_main:  # scores of an earlier adapter would be resumed as this one's
-            for stale in ("aligned", "aligned_recognition"):
-                shutil.rmtree(self.out / "runs" / stale, ignore_errors=True)
+            for view in views:
+                shutil.rmtree(self.out / "runs" / self.run_name(view, "aligned"), ignore_errors=True)
         self.state.wait()
-        return stats, [], self.train_adapter(base, recognition, examples, self.out / "checkpoints")
+        return stats, [], self.train_adapter(base, examples_data, examples, self.out / "checkpoints")
 
     def load(self, adapter: Path | None = None) -> VLM:
         args = dataclasses.replace(self.model_args, adapter=str(adapter) if adapter else None)
         return load_from_args(args, device=str(self.state.device))
-
-    def measure(self, vlm: VLM, data: ConflictData, name: str, lens: bool = True) -> pd.DataFrame:
-        """Score on every process, then hand every process the merged table."""
-        out = self.out / "runs" / name
-        score_dataset(vlm, data, out, ScoreConfig(batch_size=self.training.per_device_eval_batch_size, lens=lens),
-                      seed=self.training.seed)
-        self.state.wait()
-        return pd.read_parquet(out / "samples.parquet")
-
-    def collator(self, base: VLM, data: ConflictData, dtype: torch.dtype):
-        """What turns examples into the soft loss's batches (with the retention rows apart for distillation)."""
-        from .training import AlignmentCollator
-        return AlignmentCollator(base, data, dtype, reference_inputs=self.align.retention == "distill")
 
     def train_adapter(self, base: VLM, data: ConflictData, examples: list[dict], checkpoints: Path) -> Path:
         """LoRA on the language model, trained by the registered method (align/methods/). Returns the adapter
         folder."""
         from peft import LoraConfig
         from transformers import set_seed
-        from .methods import get_method
-        a = self.align
-        method = get_method(a.method)
+        a, method = self.align, self.method
         lora = LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
                           target_modules=a.lora_target_modules or base.lora_target_modules, task_type="CAUSAL_LM")
         set_seed(self.training.seed)  # the LoRA init draws from the global RNG: same seed, same adapter
@@ -238,71 +276,56 @@ class Recipe:
 
     def _run(self, run, t0: float) -> dict | None:
         a, state, out = self.align, self.state, self.out
-        data = self.prepare_data()
-        recognition = self.prepare_recognition(data) if a.task == "recognition" else None
+        views = self.prepare_views()
         base = self.load()
-        test, train = data.split(a.eval_split), data.split(a.train_split)
-        if a.eval_rows == "conflicts":  # the analysis reads nothing else (docs/method.md, "Calibration")
-            test = test.conflicts()
 
         log.info("1/5 measuring the base model on the %s groups", a.eval_split)
-        base_table = self.measure(base, test, "base")
-        base_result = analyze(base_table, a.analysis)
-        tracking.log_measurement(run, "before", base_result)
-        if recognition:
-            base_recognition = self.measure_recognition(base, recognition.split(a.eval_split), "base_recognition")
-            tracking.log_recognition(run, "before", base_recognition)
-        current = base_result["balance_point"]["estimate"]
-        target = resolve_target(current, a.target_balance_point, a.balance_shift)
-        if current is None:  # a curve that never crosses: start the boundary at the edge it leans to
-            current = 2.0 if base_result["balance_point"]["leans"] == "text" else -2.0
+        before = self.measure_views(base, views, "base")
+        tracking.log_views(run, "before", before)
+        target = None
+        if self.primary.has_balance_point:
+            bp = before[self.primary.name].analysis["balance_point"]
+            target = resolve_target(bp["estimate"], a.target_balance_point, a.balance_shift)
 
-        log.info("2/5 scoring the %s groups for targets (b* = %+.2f, measured %s)", a.train_split, target,
-                 base_result["balance_point"]["description"])
-        # targets and retention read only conflict rows (and their unimodal answers): the rest is never used
-        train_table = self.measure(base, train.conflicts(), "base_train", lens=False)
-
-        log.info("3/5 LoRA training")
-        if recognition:
-            example_stats, calibration, adapter = self.train_mixed(base, recognition, train_table)
-        else:
-            example_stats, calibration, adapter = self.train_to_target(base, data, train_table, target, current)
+        example_stats, calibration, adapter = self.train(base, views, before, target)
 
         log.info("4/5 re-measuring the adapted model with the same code")
-        aligned = self.load(adapter)
-        after_table = self.measure(aligned, test, "aligned")
-        if recognition:
-            after_recognition = self.measure_recognition(aligned, recognition.split(a.eval_split), "aligned_recognition")
+        after = self.measure_views(self.load(adapter), views, "aligned")
         if not state.is_main:
             return None
         log.info("5/5 report, tracking and release")
-        after_result = analyze(after_table, a.analysis)
-        tracking.log_measurement(run, "after", after_result)
-        summary = write_report([out / "runs" / "base", out / "runs" / "aligned"], out / "report", a.analysis,
-                               ["base", "aligned"], results={"base": base_result, "aligned": after_result}, target=target)
-        result = {"target_balance_point": target, "base": summary["runs"]["base"], "aligned": summary["runs"]["aligned"],
-                  "training_examples": example_stats, "calibration": calibration,
-                  "seconds": round(time.time() - t0, 1), "config": self.config_record(),
-                  "warnings": summary["warnings"]}
-        if not recognition:
-            guarantee = alignment_guarantee(base_table, after_table, after_result, target, a.analysis)
-            result["guarantee"] = {**guarantee, "description": describe_guarantee(guarantee)}
-        if recognition:
-            report = write_recognition_report([out / "runs" / "base_recognition", out / "runs" / "aligned_recognition"],
-                                              out / "report" / "recognition", ["base", "aligned"],
-                                              {"base": base_recognition, "aligned": after_recognition}, a.n_boot)
-            change = report.get("imbalance_change")
-            if change:
-                log.info(describe_imbalance_change(change, ["base", "aligned"]))
-            result["recognition"] = {"base": base_recognition, "aligned": after_recognition, "imbalance_change": change}
-            tracking.log_recognition(run, "after", after_recognition)
-            tracking.log_summary(run, change and {"change/imbalance_distance": change["change"]})
+        tracking.log_views(run, "after", after)
+        result = self.result(before, after, target, example_stats, calibration, t0)
         (out / "alignment.json").write_text(json.dumps(result, indent=2, default=float))
         bundle = release(out, adapter, result, self.align, self.model_args, self.training)
-        tracking.log_result(run, result, base_result, after_result, bundle)
+        tracking.log_result(run, result, before, after, bundle)
         if self.training.push_to_hub:
             push(bundle, self.training.hub_model_id, private=self.training.hub_private_repo)
         result["release"] = str(bundle)
+        return result
+
+    def result(self, before: dict, after: dict, target: float | None, example_stats: dict, calibration: list,
+               t0: float) -> dict:
+        """Each view's report (the primary one in OUTPUT_DIR/report, the others in report/VIEW) and what the run
+        shows: before and after, the task's paired comparison (the guarantee when the method aimed at b*)."""
+        result = {} if target is None else {"target_balance_point": target}
+        for view in self.task.views:
+            task = get_task(view)
+            runs = {"base": before[view], "aligned": after[view]}
+            for m in runs.values():
+                (Path(m.info["path"]) / "analysis.json").write_text(json.dumps(m.analysis, indent=2, default=float))
+            folder = self.out / "report" if view == self.primary.name else self.out / "report" / view
+            summary = task.report(runs, folder, target, self.analysis_config)
+            section = {"base": summary["runs"]["base"], "aligned": summary["runs"]["aligned"],
+                       **{k: v for k, v in summary.items() if k not in ("runs", "warnings")}}
+            if view == self.primary.name:
+                result.update(section, training_examples=example_stats, calibration=calibration,
+                              seconds=round(time.time() - t0, 1), config=self.config_record(),
+                              warnings=summary.get("warnings", []))
+                aimed = target if self.method.aims_balance_point else None
+                result.update(task.compare(before[view], after[view], aimed, self.analysis_config))
+            else:
+                result[view] = section
         return result
 
     def config_record(self) -> dict:

@@ -49,12 +49,13 @@ def release(out: Path, adapter: Path, result: dict, align, model, training, card
     report.mkdir()
     for name in ("report.html", "summary.json", *[p.name for p in (out / "report").glob("*.png")]):
         shutil.copy(out / "report" / name, report)
-    if (out / "report" / "recognition").is_dir():  # loss mixed: the recognition report (HTML, JSON, PNGs only)
-        shutil.copytree(out / "report" / "recognition", report / "recognition")
+    for view in (p for p in (out / "report").iterdir() if p.is_dir()):  # another view's report (task recognition)
+        shutil.copytree(view, report / view.name)
     if (report / "following_curve.png").exists():
         shutil.copy(report / "following_curve.png", bundle)
     shutil.copy(out / "alignment.json", bundle)
-    (card or model_card(result, align, model, training)).save(bundle / "README.md")
+    card = card or CARDS.get(getattr(align, "task", "colors"), model_card)(result, align, model, training)
+    card.save(bundle / "README.md")
     log.info("release bundle: %s", bundle)
     return bundle
 
@@ -91,11 +92,11 @@ processor = AutoProcessor.from_pretrained(base)
 model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), "{adapter}")
 ```
 
-Measure it yourself with the same code (`pip install modality-alignment`):
+Measure it yourself with the same code (the `modality-alignment` package, which installs `modality-align`), on
+colour groups of a data seed no run trained on:
 
 ```bash
-python -m data_gen colors --output_dir data/colors --groups 400 --image_size 64
-python -m eval measure --model {model_name} --adapter {adapter} --data data/colors --output_dir runs/aligned
+modality-align measure --model {model_name} --adapter {adapter} --groups 150 --dataset_seed 7 --split all --output_dir runs/aligned
 ```"""
 
 
@@ -238,11 +239,11 @@ processor = AutoProcessor.from_pretrained(base)
 model = PeftModel.from_pretrained(Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(base), "path/to/this/folder")
 ```
 
-## Measure it yourself (`pip install modality-alignment`)
+## Measure it yourself (the `modality-alignment` package, which installs `modality-align`)
 
 ```bash
-python -m data_gen av --output_dir data/av --groups 300 --dataset_seed 7 --image_size 32
-python -m eval av --model {name} --adapter path/to/this/folder --data data/av --split all --output_dir runs/aligned
+modality-align data av --output_dir data/av --groups 300 --dataset_seed 7 --image_size 32
+modality-align av --model {name} --adapter path/to/this/folder --data data/av --split all --output_dir runs/aligned
 ```
 """
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
@@ -255,3 +256,8 @@ def push(bundle: Path, hub_model_id: str, private: bool | None = None) -> None:
     api.create_repo(hub_model_id, exist_ok=True, private=private)
     api.upload_folder(folder_path=str(bundle), repo_id=hub_model_id, commit_message="Release modality-alignment adapter")
     log.info("pushed the adapter to https://huggingface.co/%s", hub_model_id)
+
+
+# the model card of a task's adapter where it is not the balance-point card (with the recognition section when the
+# result has one)
+CARDS = {"av": av_model_card}

@@ -62,49 +62,6 @@ def log_precision(training, result: dict) -> None:
     run.finish()
 
 
-def _flat(prefix: str, headline: dict) -> dict:
-    bp = headline["balance_point"] or {}
-    out = {f"{prefix}/balance_point": bp.get("estimate"), f"{prefix}/crosses": bp.get("crosses"),
-           f"{prefix}/curve_direction": bp.get("direction"), f"{prefix}/leans": bp.get("leans"),
-           f"{prefix}/tfr": headline["tfr"], f"{prefix}/vfr": headline["vfr"], f"{prefix}/n_analysed": headline["n_analysed"],
-           f"{prefix}/n_following": headline["n_following"],
-           f"{prefix}/monotonicity": headline["monotonicity"],
-           f"{prefix}/unimodal_accuracy_visual": headline["unimodal_accuracy"]["visual"],
-           f"{prefix}/unimodal_accuracy_text": headline["unimodal_accuracy"]["text"]}
-    if bp.get("ci"):
-        out[f"{prefix}/balance_point_ci_low"], out[f"{prefix}/balance_point_ci_high"] = bp["ci"]
-    for region in ("ambiguous", "clear"):
-        osc = headline.get(f"oscillation_{region}") or {}
-        out[f"{prefix}/oscillation_{region}"] = osc.get("mean")
-    return out
-
-
-def log_measurement(run, prefix: str, analysis: dict) -> None:
-    """A measurement's headline numbers into the run summary, as soon as they exist."""
-    if run is None:
-        return
-    from eval.report import headline
-    for key, value in _flat(prefix, headline(analysis)).items():
-        run.summary[key] = value
-    run.log({f"{prefix}/following_curve_bins": _curve_table(analysis, prefix)})
-
-
-def recognition_summary(prefix: str, analysis: dict) -> dict:
-    """Recognition headline numbers, flat: per evidence kind, unimodal vs cross-modal, and R per layer."""
-    out = {}
-    for cell in analysis["by_evidence"]:
-        key = f"{prefix}/recognition/{cell['evidence']}"
-        out[key], out[f"{key}_false_alarm"] = cell["recognition"]["rate"], cell["false_alarm"]["rate"]
-        out[f"{key}_balanced_accuracy"] = cell["balanced_accuracy"]
-    for kind in ("unimodal", "cross_modal"):
-        if analysis.get(kind):
-            out[f"{prefix}/recognition/{kind}"] = analysis[kind]["recognition"]["rate"]
-            out[f"{prefix}/recognition/{kind}_balanced_accuracy"] = analysis[kind]["balanced_accuracy"]
-    for layer, cell in enumerate((analysis.get("imbalance") or {}).get("imbalance", [])):
-        out[f"{prefix}/imbalance_R/layer_{layer}"] = cell["mean"]
-    return out
-
-
 def log_summary(run, values: dict | None) -> None:
     """Flat headline numbers into the run summary (nothing without a run or values)."""
     if run is None or not values:
@@ -113,8 +70,18 @@ def log_summary(run, values: dict | None) -> None:
         run.summary[key] = value
 
 
-def log_recognition(run, prefix: str, analysis: dict | None) -> None:
-    log_summary(run, analysis and recognition_summary(prefix, analysis))
+def log_views(run, prefix: str, measured: dict) -> None:
+    """Each measured view's headline numbers (its task's summary) as soon as they exist, and a following curve's
+    bins as a table."""
+    if run is None:
+        return
+    from eval.tasks import get_task
+    for view, m in measured.items():
+        if m is None:
+            continue
+        log_summary(run, get_task(m.task).summary(prefix, m.analysis))
+        if "curves" in m.analysis:
+            run.log({f"{prefix}/following_curve_bins": _curve_table(m.analysis, prefix)})
 
 
 def _curve_table(analysis: dict, name: str):
@@ -127,17 +94,29 @@ def _curve_table(analysis: dict, name: str):
     return table
 
 
-def log_result(run, result: dict, base: dict, aligned: dict, release_dir: Path) -> None:
-    """The before/after curve in one chart, the report's figures, calibration rounds, and the adapter artifact."""
+def log_result(run, result: dict, before: dict, after: dict, release_dir: Path) -> None:
+    """The before/after following curves in one chart, the guarantee or the change, calibration rounds, the report's
+    figures, and the adapter artifact."""
     if run is None:
         return
     import wandb
-    table = wandb.Table(columns=["model", "d_rel", "text_following_rate", "n"])
-    for name, analysis in (("before", base), ("after", aligned)):
-        for row in _curve_table(analysis, name).data:
-            table.add_data(*row)
-    summary = {"balance_point/target": result["target_balance_point"],
-               **_flat("before", result["base"]), **_flat("after", result["aligned"])}
+    summary, media = {}, report_images(release_dir)
+    curves = [(name, m.analysis) for name, measured in (("before", before), ("after", after))
+              for m in measured.values() if m is not None and "curves" in m.analysis]
+    if curves:
+        table = wandb.Table(columns=["model", "d_rel", "text_following_rate", "n"])
+        for name, analysis in curves:
+            for row in _curve_table(analysis, name).data:
+                table.add_data(*row)
+        media["following_curve"] = wandb.plot.line(table, "d_rel", "text_following_rate", stroke="model",
+                                                   title="P(text-following) vs dH_rel, before and after")
+        media["following_curve_table"] = table
+    metadata = {"base_model": result["config"]["model"]["model_name_or_path"]}
+    if "target_balance_point" in result:
+        summary["balance_point/target"] = result["target_balance_point"]
+        metadata.update(target_balance_point=result["target_balance_point"],
+                        before=result["base"]["balance_point"]["description"],
+                        after=result["aligned"]["balance_point"]["description"])
     guarantee = result.get("guarantee") or {}
     for key in ("realized", "target_in_interval", "miss", "shift"):
         if guarantee.get(key) is not None:
@@ -148,16 +127,15 @@ def log_result(run, result: dict, base: dict, aligned: dict, release_dir: Path) 
     for i, r in enumerate(result.get("calibration") or []):
         summary[f"calibration/round_{i}/trained_at"] = r["trained_at"]
         summary[f"calibration/round_{i}/realized"] = r["realized"]
-    for key, value in summary.items():
-        run.summary[key] = value
-    run.log({"following_curve": wandb.plot.line(table, "d_rel", "text_following_rate", stroke="model",
-                                                title="P(text-following) vs dH_rel, before and after"),
-             "following_curve_table": table,
-             **report_images(release_dir)})
-    log_adapter(run, release_dir, {
-        "target_balance_point": result["target_balance_point"], "base_model": result["config"]["model"]["model_name_or_path"],
-        "before": result["base"]["balance_point"]["description"],
-        "after": result["aligned"]["balance_point"]["description"]})
+    if result.get("change"):
+        summary.update({f"change/accuracy/{c['condition']}": c["change"] for c in result["change"]})
+        metadata["change"] = {c["condition"]: c["change"] for c in result["change"]}
+    for section in result.values():
+        if isinstance(section, dict) and section.get("imbalance_change"):
+            summary["change/imbalance_distance"] = section["imbalance_change"]["change"]
+    log_summary(run, summary)
+    run.log(media)
+    log_adapter(run, release_dir, metadata)
 
 
 def report_images(release_dir: Path) -> dict:
@@ -172,33 +150,6 @@ def log_adapter(run, release_dir: Path, metadata: dict) -> None:
     artifact = wandb.Artifact(f"adapter-{run.id}", type="model", metadata=metadata)
     artifact.add_dir(str(release_dir))
     run.log_artifact(artifact)
-
-
-def av_summary(prefix: str, analysis: dict) -> dict:
-    """Audio-visual headline numbers, flat: accuracy per condition (pooled and per asked modality), d per layer."""
-    out = {f"{prefix}/accuracy/{c['condition']}": c["accuracy"]["rate"] for c in analysis["by_condition"]}
-    out.update({f"{prefix}/accuracy/{c['condition']}_{c['asked']}_asked": c["accuracy"]["rate"]
-                for c in analysis["accuracy"] if c["accuracy"]["n"]})
-    out.update({f"{prefix}/cohens_d/layer_{l['layer']}": l["cohens_d"] for l in analysis.get("attention") or []})
-    for name, curve in (analysis.get("audio_following") or {}).items():
-        if curve:
-            out[f"{prefix}/audio_following/{name}"] = curve["audio_following_rate"]
-            out[f"{prefix}/audio_following/{name}_balance_point"] = curve["balance_point"]["estimate"]
-    return out
-
-
-def log_av(run, prefix: str, analysis: dict | None) -> None:
-    log_summary(run, analysis and av_summary(prefix, analysis))
-
-
-def log_av_result(run, result: dict, release_dir: Path) -> None:
-    """The change per condition, the report's figure, and the adapter artifact."""
-    if run is None:
-        return
-    log_summary(run, {f"change/accuracy/{c['condition']}": c["change"] for c in result["change"]})
-    run.log(report_images(release_dir))
-    log_adapter(run, release_dir, {"base_model": result["config"]["model"]["model_name_or_path"],
-                                   "change": {c["condition"]: c["change"] for c in result["change"]}})
 
 
 def finish(run, failed: bool = False) -> None:

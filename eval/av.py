@@ -137,3 +137,17 @@ def describe_av(res: dict) -> str:
         lines.append(f"layer {layer['layer']}: video share visual-asked {layer['video_share_visual_asked']:.3f} vs "
                      f"audio-asked {layer['video_share_audio_asked']:.3f}, Cohen's d {layer['cohens_d']:+.2f}")
     return "\n".join(lines)
+
+
+def accuracy_change(before: dict, after: dict) -> list[dict]:
+    """Per condition (both asked modalities pooled): accuracy before and after, and the change."""
+    rates = lambda res: {c["condition"]: c["accuracy"] for c in res["by_condition"]}
+    b, a = rates(before), rates(after)
+    return [{"condition": c, "before": b[c], "after": a[c], "change": a[c]["rate"] - b[c]["rate"]}
+            for c in b if c in a and b[c]["rate"] is not None and a[c]["rate"] is not None]
+
+
+def describe_change(change: list[dict]) -> str:
+    from .recognition import format_rate
+    return "\n".join(f"{c['condition']:<16} {format_rate(c['before'])} -> {format_rate(c['after'])} "
+                     f"({100 * c['change']:+.1f} points)" for c in change)

@@ -85,7 +85,7 @@ def recognition_report_results(results: dict[str, dict], out: str | Path, tables
     figs = recognition_figures(results)
     for key, png in figs.items():
         (out / f"{key}.png").write_bytes(png)
-    summary = {"runs": results}
+    summary = {"runs": results, "imbalance_change": None}
     if paired and all(results[n]["imbalance"] for n in names):
         summary["imbalance_change"] = imbalance_change(*tables, n_boot=n_boot)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))

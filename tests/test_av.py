@@ -180,11 +180,11 @@ def test_asked_modality_recipe_zero2_two_processes(tmp_path):
     assert (out / "runs" / "base" / "samples.parquet").exists() and (out / "runs" / "aligned" / "analysis.json").exists()
     from huggingface_hub import ModelCard
     card = ModelCard.load(release / "README.md")
-    assert "asked-modality" in card.data.tags and "misleading_text" in card.text and "python -m eval av" in card.text
+    assert "asked-modality" in card.data.tags and "misleading_text" in card.text and "modality-align av" in card.text
     assert "PeftModel.from_pretrained(Qwen2_5OmniThinkerForConditionalGeneration" in card.text
     records = b"".join(f.read_bytes() for f in tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     for key in (b"before/accuracy/misaligned", b"after/accuracy/aligned_visual_asked", b"after/cohens_d/layer_0",
-                b"change/accuracy/misleading_text", b"train/loss", b"organism-av-asked-modality-soft-r16", b"adapter-"):
+                b"change/accuracy/misleading_text", b"train/loss", b"organism-av-asked-modality-asked-r16", b"adapter-"):
         assert key in records, key
 
 

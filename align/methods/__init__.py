@@ -25,6 +25,21 @@ class Method(ABC):
     # the tasks it trains; None: every task with a balance point
     tasks: ClassVar[tuple[str, ...] | None] = None
 
+    @property
+    def aims_balance_point(self) -> bool:
+        """Its examples carry targets p* toward b*: the recipe computes them and calibrates toward b*."""
+        return self.examples in ("soft", "hard")
+
+    def training_examples(self, recipe, base, views: dict) -> tuple[list[dict], dict, Any]:
+        """For a method that does not aim a balance point: (examples, their counts, the dataset their images or clips
+        come from), built from the recipe's data `views` (task name -> dataset) and the loaded base model."""
+        raise NotImplementedError(f"method {self.name!r} trains on targets the recipe computes")
+
+    def collator(self, vlm, data, dtype, align):
+        """What turns examples into batches for the soft loss (the TRL methods build their own)."""
+        from ..training import AlignmentCollator
+        return AlignmentCollator(vlm, data, dtype, reference_inputs=align.retention == "distill")
+
     def own_fields(self, align) -> dict[str, Any]:
         """The method's own config fields, read from the recipe's arguments (AlignArguments)."""
         return {}

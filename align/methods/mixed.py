@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from data_gen import samples_frame
+
+from ..training import mixed_examples
 from . import Method, register_method
 from .soft import SoftTargetConfig, soft_trainer
 
@@ -23,6 +26,15 @@ class MixedInstances(Method):
 
     def own_fields(self, align) -> dict:
         return {"retention_weight": align.retention_weight, "retention": align.retention}
+
+    def training_examples(self, recipe, base, views: dict):
+        """The image + text recognition rows of the training split whose image the base reads right, the unimodal
+        recognition rows, and colour retention (align/training.py: mixed_examples)."""
+        a = recipe.align
+        train_table = recipe.train_table(base, views["colors"])
+        rows = samples_frame(views["recognition"].split(a.train_split).samples)
+        examples, stats = mixed_examples(rows, train_table, base, a.retention_share, recipe.training.seed)
+        return examples, stats, views["recognition"]
 
     def build_trainer(self, model, lora, args, examples, vlm, data, collator):
         return soft_trainer(model, lora, args, examples, collator)

@@ -25,6 +25,19 @@ class Task(ABC):
     recipe_config: ClassVar[str | None] = None
     # the analysis has a following curve and a balance point the recipe can aim at
     has_balance_point: ClassVar[bool] = False
+    # the tasks an alignment run on this task measures before and after: the first one's data is generated (or
+    # given), the others are derived from it (`derive`); its own name alone by default
+    recipe_views: ClassVar[tuple[str, ...] | None] = None
+    # every process of an `accelerate launch` scores its share; otherwise the main process scores alone
+    parallel_scoring: ClassVar[bool] = False
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return self.recipe_views or (self.name,)
+
+    def derive(self, data):
+        """This task's data built from another task's dataset (its groups, splits and images)."""
+        raise ValueError(f"the {self.name} task cannot be derived from another task's data")
 
     def generate(self, groups: int, seed: int = 0, size: int = 64, split_shares: dict | None = None):
         """`groups` fresh groups of this task's data."""
@@ -50,9 +63,17 @@ class Task(ABC):
         """The console lines of one analysis."""
 
     @abstractmethod
-    def report(self, runs: dict[str, Any], out: str | Path, target: float | None = None) -> dict:
+    def report(self, runs: dict[str, Any], out: str | Path, target: float | None = None, config: Any = None) -> dict:
         """Figures, report.html and summary.json in `out`; `runs` maps a run's name to an object with
-        `.analysis`, `.samples` and `.info` (a Measurement)."""
+        `.analysis`, `.samples` and `.info` (a Measurement). Returns the summary, with `runs` (per name)."""
+
+    @abstractmethod
+    def summary(self, prefix: str, analysis: dict) -> dict[str, Any]:
+        """The headline numbers of one analysis, flat and keyed `prefix/...` (W&B's run summary)."""
+
+    def compare(self, before: Any, after: Any, target: float | None = None, config: Any = None) -> dict:
+        """What a before/after pair of measurements of the same groups shows, beyond each alone (JSON-ready)."""
+        return {}
 
 
 TASK_REGISTRY = Registry("task", "eval.tasks", unknown=(

@@ -7,7 +7,7 @@ import pandas as pd
 
 from data_gen.av import AVData, generate_av
 
-from ..av import analyze_av, describe_av
+from ..av import accuracy_change, analyze_av, describe_av
 from ..av_report import write_av_report
 from ..av_scoring import AVScoreConfig, score_av
 from . import Task, register_task
@@ -32,5 +32,21 @@ class AudioVisual(Task):
     def describe(self, result: dict) -> str:
         return describe_av(result)
 
-    def report(self, runs: dict, out: str | Path, target: float | None = None) -> dict:
+    def report(self, runs: dict, out: str | Path, target: float | None = None, config=None) -> dict:
         return write_av_report({n: r.analysis for n, r in runs.items()}, out)
+
+    def summary(self, prefix: str, analysis: dict) -> dict:
+        """Accuracy per condition (pooled and per asked modality), Cohen's d per layer, sound-following curves."""
+        out = {f"{prefix}/accuracy/{c['condition']}": c["accuracy"]["rate"] for c in analysis["by_condition"]}
+        out.update({f"{prefix}/accuracy/{c['condition']}_{c['asked']}_asked": c["accuracy"]["rate"]
+                    for c in analysis["accuracy"] if c["accuracy"]["n"]})
+        out.update({f"{prefix}/cohens_d/layer_{l['layer']}": l["cohens_d"] for l in analysis.get("attention") or []})
+        for name, curve in (analysis.get("audio_following") or {}).items():
+            if curve:
+                out[f"{prefix}/audio_following/{name}"] = curve["audio_following_rate"]
+                out[f"{prefix}/audio_following/{name}_balance_point"] = curve["balance_point"]["estimate"]
+        return out
+
+    def compare(self, before, after, target: float | None = None, config=None) -> dict:
+        """Accuracy per condition before and after, and the change."""
+        return {"change": accuracy_change(before.analysis, after.analysis)}

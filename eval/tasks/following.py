@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis import AnalysisConfig, analyze
-from ..report import report_results
+from ..analysis import AnalysisConfig, alignment_guarantee, analyze, describe_guarantee
+from ..report import headline, report_results
 from ..scoring import ScoreConfig, score_dataset
 from . import Task
 
 
 class ModalityFollowing(Task):
     has_balance_point = True
+    parallel_scoring = True
 
     def check(self, data) -> None:
         if "evidence" in data.samples.column_names:
@@ -46,6 +47,29 @@ class ModalityFollowing(Task):
                          f"clear {osc['clear']['mean']:.2f} (n={osc['clear']['n']})")
         return "\n".join(lines)
 
-    def report(self, runs: dict, out: str | Path, target: float | None = None) -> dict:
+    def report(self, runs: dict, out: str | Path, target: float | None = None, config=None) -> dict:
         return report_results({n: r.analysis for n, r in runs.items()}, out, {n: r.info for n, r in runs.items()},
                               target)
+
+    def summary(self, prefix: str, analysis: dict) -> dict:
+        h = headline(analysis)
+        bp = h["balance_point"] or {}
+        out = {f"{prefix}/balance_point": bp.get("estimate"), f"{prefix}/crosses": bp.get("crosses"),
+               f"{prefix}/curve_direction": bp.get("direction"), f"{prefix}/leans": bp.get("leans"),
+               f"{prefix}/tfr": h["tfr"], f"{prefix}/vfr": h["vfr"], f"{prefix}/n_analysed": h["n_analysed"],
+               f"{prefix}/n_following": h["n_following"], f"{prefix}/monotonicity": h["monotonicity"],
+               f"{prefix}/unimodal_accuracy_visual": h["unimodal_accuracy"]["visual"],
+               f"{prefix}/unimodal_accuracy_text": h["unimodal_accuracy"]["text"]}
+        if bp.get("ci"):
+            out[f"{prefix}/balance_point_ci_low"], out[f"{prefix}/balance_point_ci_high"] = bp["ci"]
+        for region in ("ambiguous", "clear"):
+            out[f"{prefix}/oscillation_{region}"] = (h.get(f"oscillation_{region}") or {}).get("mean")
+        return out
+
+    def compare(self, before, after, target: float | None = None, config: AnalysisConfig | None = None) -> dict:
+        """With a target: the run's guarantee (realized balance point, target in its interval, paired shift)."""
+        if target is None:
+            return {}
+        guarantee = alignment_guarantee(before.samples, after.samples, after.analysis, target,
+                                        config or AnalysisConfig())
+        return {"guarantee": {**guarantee, "description": describe_guarantee(guarantee)}}

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_gen import generate
+from data_gen.recognition import recognition_from
 
 from ..recognition import RecognitionConfig, analyze_recognition, check_recognition_data, describe, score_recognition
 from ..recognition_report import recognition_report_results
@@ -17,6 +18,11 @@ class Recognition(Task):
     name = "recognition"
     help = "is the evidence contradictory? recognition by evidence kind and attention imbalance R per layer"
     recipe_config = "recipes/configs/organism-mixed.yaml"
+    # the recipe trains recognition and watches the colour balance point it must not move
+    recipe_views = ("colors", "recognition")
+
+    def derive(self, data):
+        return recognition_from(data)
 
     def generate(self, groups: int, seed: int = 0, size: int = 64, split_shares: dict | None = None):
         return generate("recognition", groups, seed, size, split_shares=split_shares)
@@ -33,7 +39,22 @@ class Recognition(Task):
     def describe(self, result: dict) -> str:
         return describe(result)
 
-    def report(self, runs: dict, out: str | Path, target: float | None = None) -> dict:
+    def report(self, runs: dict, out: str | Path, target: float | None = None, config=None) -> dict:
         tables = [r.samples for r in runs.values()]
         return recognition_report_results({n: r.analysis for n, r in runs.items()}, out,
-                                          tables if len(tables) == 2 else None)
+                                          tables if len(tables) == 2 else None, getattr(config, "n_boot", 1000))
+
+    def summary(self, prefix: str, analysis: dict) -> dict:
+        """Per evidence kind, unimodal vs cross-modal, and R per layer."""
+        out = {}
+        for cell in analysis["by_evidence"]:
+            key = f"{prefix}/recognition/{cell['evidence']}"
+            out[key], out[f"{key}_false_alarm"] = cell["recognition"]["rate"], cell["false_alarm"]["rate"]
+            out[f"{key}_balanced_accuracy"] = cell["balanced_accuracy"]
+        for kind in ("unimodal", "cross_modal"):
+            if analysis.get(kind):
+                out[f"{prefix}/recognition/{kind}"] = analysis[kind]["recognition"]["rate"]
+                out[f"{prefix}/recognition/{kind}_balanced_accuracy"] = analysis[kind]["balanced_accuracy"]
+        for layer, cell in enumerate((analysis.get("imbalance") or {}).get("imbalance", [])):
+            out[f"{prefix}/imbalance_R/layer_{layer}"] = cell["mean"]
+        return out
