@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from data_gen import samples_frame
 
 from ..asked_modality import AVCollator, asked_modality_examples
-from . import Method, register_method
-from .soft import SoftTargetConfig, soft_trainer
+from . import register_method
+from .soft import SoftTargetConfig, SoftTrained
 
 
 @dataclass
@@ -18,15 +18,12 @@ class AskedModalityConfig(SoftTargetConfig):
 
 
 @register_method
-class AskedModality(Method):
+class AskedModality(SoftTrained):
     name = "asked"
     help = "answer the class of the modality the question asks about (audio-visual clips)"
     config_class = AskedModalityConfig
     examples = "asked"
     tasks = ("av",)
-
-    def own_fields(self, align) -> dict:
-        return {"retention_weight": align.retention_weight, "retention": align.retention}
 
     def training_examples(self, recipe, base, views: dict):
         rows = samples_frame(views["av"].split(recipe.align.train_split).samples)
@@ -35,6 +32,3 @@ class AskedModality(Method):
 
     def collator(self, vlm, data, dtype, align):
         return AVCollator(vlm, data, dtype)
-
-    def build_trainer(self, model, lora, args, examples, vlm, data, collator):
-        return soft_trainer(model, lora, args, examples, collator)

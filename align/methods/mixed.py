@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from data_gen import samples_frame
 
 from ..training import mixed_examples
-from . import Method, register_method
-from .soft import SoftTargetConfig, soft_trainer
+from . import register_method
+from .soft import SoftTargetConfig, SoftTrained
 
 
 @dataclass
@@ -17,15 +17,12 @@ class MixedInstanceConfig(SoftTargetConfig):
 
 
 @register_method
-class MixedInstances(Method):
+class MixedInstances(SoftTrained):
     name = "mixed"
     help = "modality-mixed recognition instances (image + statement: do they contradict?) with the soft loss"
     config_class = MixedInstanceConfig
     examples = "mixed"
     tasks = ("recognition",)
-
-    def own_fields(self, align) -> dict:
-        return {"retention_weight": align.retention_weight, "retention": align.retention}
 
     def training_examples(self, recipe, base, views: dict):
         """The image + text recognition rows of the training split whose image the base reads right, the unimodal
@@ -35,6 +32,3 @@ class MixedInstances(Method):
         rows = samples_frame(views["recognition"].split(a.train_split).samples)
         examples, stats = mixed_examples(rows, train_table, base, a.retention_share, recipe.training.seed)
         return examples, stats, views["recognition"]
-
-    def build_trainer(self, model, lora, args, examples, vlm, data, collator):
-        return soft_trainer(model, lora, args, examples, collator)

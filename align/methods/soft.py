@@ -26,10 +26,8 @@ def soft_trainer(model, lora, args: SoftTargetConfig, examples: list[dict], coll
                              retention_weight=args.retention_weight, retention=args.retention)
 
 
-@register_method
-class SoftTargets(Method):
-    name = "soft"
-    help = "SoftTargetTrainer: cross-entropy to p* on the answer token, boundary-weighted, with retention"
+class SoftTrained(Method):
+    """A method whose examples the soft-target trainer trains (what differs is which examples)."""
     config_class = SoftTargetConfig
 
     def own_fields(self, align) -> dict:
@@ -37,3 +35,9 @@ class SoftTargets(Method):
 
     def build_trainer(self, model, lora, args, examples, vlm, data, collator):
         return soft_trainer(model, lora, args, examples, collator)
+
+
+@register_method
+class SoftTargets(SoftTrained):
+    name = "soft"
+    help = "SoftTargetTrainer: cross-entropy to p* on the answer token, boundary-weighted, with retention"
