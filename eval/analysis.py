@@ -130,11 +130,11 @@ def difficulty_views(table: pd.DataFrame) -> dict:
     img = table.dropna(subset=["pred_v", "answer_visual"]).drop_duplicates(["image_id", "question"])
     img = img[img.answer_visual != ""]
     if "d_v" in img and img.d_v.notna().any():
-        g = img.assign(correct=img.pred_v == img.answer_visual).groupby("d_v")
+        g = img.assign(correct=stats.same_answers(img.pred_v, img.answer_visual)).groupby("d_v")
         out["visual"] = g.agg(accuracy=("correct", "mean"), entropy=("entropy_v", "mean"), n=("id", "size")).reset_index().to_dict("records")
     txt = table[table.condition == "conflict"].dropna(subset=["pred_t"]).drop_duplicates(["text_context", "question"])
     if "d_t" in txt and txt.d_t.notna().any():
-        g = txt.assign(correct=txt.pred_t == txt.answer_text).groupby("d_t")
+        g = txt.assign(correct=stats.same_answers(txt.pred_t, txt.answer_text)).groupby("d_t")
         out["text"] = g.agg(accuracy=("correct", "mean"), entropy=("entropy_t", "mean"), n=("id", "size")).reset_index().to_dict("records")
     return out
 

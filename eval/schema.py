@@ -5,8 +5,12 @@ table fails with a reason instead of a bare KeyError or a silently wrong number.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 FIX = "produce the table with `python -m eval score` or `python -m eval measure`"
 KEYS = ("id", "group", "condition")  # identify a row and its cluster
@@ -36,6 +40,13 @@ def _is_number(v) -> bool:
     return v is None or isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
+def _label_kind(v) -> str:
+    """A group label's kind: integers of every width are one kind, as are strings."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return "integer"
+    return "string" if isinstance(v, str) else type(v).__name__
+
+
 def check_table(table: pd.DataFrame) -> None:
     """Raise ValueError naming the first column that is missing, mistyped, out of range or duplicated."""
     missing = [c for c in REQUIRED if c not in table.columns]
@@ -47,11 +58,21 @@ def check_table(table: pd.DataFrame) -> None:
     if len(duplicated):
         raise ValueError(f"column 'id' has {len(duplicated)} duplicate sample ids (e.g. {duplicated.iloc[0]!r}); "
                          f"each row must be one sample")
+    kinds = {_label_kind(v) for v in table.group if not (v is None or _is_nan(v))}
+    if len(kinds) > 1:
+        examples = {k: next(v for v in table.group if _label_kind(v) == k) for k in sorted(kinds)}
+        raise ValueError(f"column 'group' mixes {' and '.join(sorted(kinds))} labels (e.g. "
+                         f"{', '.join(repr(v) for v in examples.values())}); give every group label one type, all "
+                         f"strings or all integers")
     for column in ANSWERS:
         bad = next((v for v in table[column] if not (v is None or isinstance(v, str) or _is_nan(v))), None)
         if bad is not None:
             raise ValueError(f"column {column!r} holds {type(bad).__name__} values such as {bad!r}; expected answer "
                              f"strings; {FIX}")
+        loose = next((v for v in table[column] if isinstance(v, str) and v != v.strip().casefold()), None)
+        if loose is not None:
+            log.warning("column %r holds answers with capitals or surrounding spaces (e.g. %r); answers are compared "
+                        "without them", column, loose)
     for column in [c for c in TOKENS if c in table]:
         values = _numeric(table, column, "integer token ids")
         finite = values[~np.isnan(values)]

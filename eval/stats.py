@@ -21,16 +21,25 @@ def relative_uncertainty(h_v, h_t) -> np.ndarray:
 
 
 # ---- section 4: modality following ------------------------------------------------------
+def normal_answers(answers) -> np.ndarray:
+    """Answers as they are compared: without surrounding spaces and case ("Blue " is "blue"); missing stays missing."""
+    return np.array([a.strip().casefold() if isinstance(a, str) else a for a in answers], dtype=object)
+
+
 def following_labels(y_m, y_v, y_t) -> np.ndarray:
     """'text' if Y_m = Y_t, 'vision' if Y_m = Y_v, 'other' otherwise ('same' if Y_v = Y_t: undecidable)."""
-    y_m, y_v, y_t = (np.asarray(a, dtype=object) for a in (y_m, y_v, y_t))
+    y_m, y_v, y_t = (normal_answers(a) for a in (y_m, y_v, y_t))
     return np.where(y_v == y_t, "same", np.where(y_m == y_t, "text", np.where(y_m == y_v, "vision", "other")))
+
+
+def same_answers(a, b) -> np.ndarray:
+    """Elementwise: the two answers are the same once spaces and case are set aside."""
+    return normal_answers(a) == normal_answers(b)
 
 
 def unimodal_correct(y_v, y_t, answer_visual, answer_text) -> np.ndarray:
     """The default analysis filter: both unimodal answers equal the ground truth."""
-    return (np.asarray(y_v, dtype=object) == np.asarray(answer_visual, dtype=object)) & \
-           (np.asarray(y_t, dtype=object) == np.asarray(answer_text, dtype=object))
+    return same_answers(y_v, answer_visual) & same_answers(y_t, answer_text)
 
 
 def tfr_vfr(labels, clusters=None) -> dict:
@@ -41,8 +50,8 @@ def tfr_vfr(labels, clusters=None) -> dict:
     if n == 0:
         return {"tfr": None, "vfr": None, "n": 0, "tfr_ci": None, "vfr_ci": None}
     lo, hi = rate_interval((labels == "text")[decided], None if clusters is None else np.asarray(clusters)[decided])
-    return {"tfr": k / n, "vfr": 1 - k / n, "n": n, "tfr_ci": (float(lo), float(hi)),
-            "vfr_ci": (1 - float(hi), 1 - float(lo))}
+    lo, hi = float(np.clip(lo, 0, 1)), float(np.clip(hi, 0, 1))
+    return {"tfr": k / n, "vfr": 1 - k / n, "n": n, "tfr_ci": (lo, hi), "vfr_ci": (1 - hi, 1 - lo)}
 
 
 def rate_interval(successes, clusters=None, bins=None, n_bins: int | None = None):

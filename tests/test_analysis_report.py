@@ -178,11 +178,32 @@ def _broken(change):
     (lambda t: t.__setitem__("top1_m", 0.5), "column 'top1_m' holds non-integer"),
     (lambda t: t.__setitem__("pred_m", 7), "column 'pred_m' holds int values such as 7; expected answer strings"),
     (lambda t: t.drop(columns=["pred_v"], inplace=True), "lacks columns ['pred_v']"),
+    (lambda t: t.__setitem__("group", [g if i % 2 else f"g{g}" for i, g in enumerate(t.group)]),
+     "column 'group' mixes integer and string labels (e.g. 0, 'g0')"),
 ])
 def test_table_schema_names_the_column_and_the_expectation(change, needle):
     with pytest.raises(ValueError) as e:
         analyze(_broken(change), AnalysisConfig(n_boot=0))
     assert needle in str(e.value)
+
+
+def test_answers_that_differ_only_in_case_or_spaces_are_the_same_answer(caplog):
+    """A user's table with "Blue " against the model's "blue" is analysed as if written alike, and says so."""
+    clean = analyze(synthetic_table(n=300), AnalysisConfig(n_boot=0))
+    t = synthetic_table(n=300)
+    t["answer_text"], t["answer_visual"] = "Blue ", " RED"
+    with caplog.at_level("WARNING"):
+        loose = analyze(t, AnalysisConfig(n_boot=0))
+    assert loose["counts"] == clean["counts"] and loose["balance_point"] == clean["balance_point"]
+    assert "column 'answer_visual' holds answers with capitals or surrounding spaces (e.g. ' RED')" in caplog.text
+    assert loose["difficulty"] == clean["difficulty"]
+
+
+def test_tfr_intervals_stay_inside_zero_and_one():
+    from eval.stats import tfr_vfr
+    for labels, groups in ((["text"] * 3, [0, 0, 1]), (["vision"] * 5 + ["text"], [0, 0, 0, 1, 1, 2])):
+        r = tfr_vfr(np.array(labels), np.array(groups))
+        assert 0 <= r["tfr_ci"][0] <= r["tfr"] <= r["tfr_ci"][1] <= 1 and 0 <= r["vfr_ci"][0] <= r["vfr_ci"][1] <= 1
 
 
 @pytest.mark.parametrize("flags, needle", [
