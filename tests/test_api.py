@@ -111,7 +111,7 @@ def toy_task():
 
 def test_a_task_registered_in_a_test_file_runs_measure_and_report(tmp_path, monkeypatch):
     from eval import measure
-    from eval.tasks import TASK_REGISTRY, supported_tasks
+    from eval.tasks import TASK_REGISTRY, get_task, supported_tasks
     supported_tasks()  # the package's own tasks register first, in the registry that stays
     monkeypatch.setattr(TASK_REGISTRY, "units", dict(TASK_REGISTRY.units))  # the toy task leaves with the test
     toy_task()
@@ -123,6 +123,7 @@ def test_a_task_registered_in_a_test_file_runs_measure_and_report(tmp_path, monk
     assert "said back the named colour" in str(result)
     page = result.report(tmp_path / "report")
     assert "said back the named colour" in page.read_text()
+    assert get_task("toy-named-colour").summary("before", result.analysis)["before/n"] == 12  # the default summary
     saved = measure("organism", task="toy-named-colour", groups=12, dataset_seed=1, output_dir=tmp_path / "run")
     assert json.loads((tmp_path / "run" / "analysis.json").read_text()) == saved.analysis == result.analysis
 

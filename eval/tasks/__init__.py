@@ -67,9 +67,10 @@ class Task(ABC):
         """Figures, report.html and summary.json in `out`; `runs` maps a run's name to an object with
         `.analysis`, `.samples` and `.info` (a Measurement). Returns the summary, with `runs` (per name)."""
 
-    @abstractmethod
     def summary(self, prefix: str, analysis: dict) -> dict[str, Any]:
-        """The headline numbers of one analysis, flat and keyed `prefix/...` (W&B's run summary)."""
+        """The headline numbers of one analysis, flat and keyed `prefix/...` (W&B's run summary); by default its
+        top-level numbers."""
+        return {f"{prefix}/{k}": v for k, v in analysis.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def compare(self, before: Any, after: Any, target: float | None = None, config: Any = None) -> dict:
         """What a before/after pair of measurements of the same groups shows, beyond each alone (JSON-ready)."""
