@@ -20,7 +20,6 @@ from transformers import TrainingArguments
 
 from data_gen import ConflictData
 from data_gen.store import SPLIT_SHARES
-from eval.analysis import analyze
 from eval.api import Measurement
 from eval.models import VLM, ModelArguments, load_from_args
 from eval.prepare import generate_once
@@ -94,20 +93,24 @@ class Recipe:
         """The primary view's runs are runs/NAME; another view's runs/NAME_VIEW."""
         return name if view == self.primary.name else f"{name}_{view}"
 
-    def measure_task(self, task: Task, vlm: VLM, data, name: str, lens: bool = True) -> Measurement | None:
-        """Score `data` into runs/NAME and analyse it. Tasks that score in parallel hand every process the merged
-        table and analysis; the others score and analyse on the main process (None elsewhere)."""
+    def score_table(self, task: Task, vlm: VLM, data, name: str, lens: bool = True) -> pd.DataFrame | None:
+        """Score `data` into runs/NAME. Tasks that score in parallel hand every process the merged table; the others
+        score on the main process (None elsewhere)."""
         out = self.out / "runs" / name
-        measurement = None
-        if task.parallel_scoring or self.state.is_main:
+        mine = task.parallel_scoring or self.state.is_main
+        if mine:
             task.score(vlm, data, out, self.training.per_device_eval_batch_size, lens=lens, seed=self.training.seed)
         self.state.wait()
-        if task.parallel_scoring or self.state.is_main:
-            table = pd.read_parquet(out / "samples.parquet")
-            analysis = task.analyze(table, self.analysis_config)
-            info = {**json.loads((out / "run.json").read_text()), "path": str(out)}
-            measurement = Measurement(name, analysis, table, info, task.name)
-        return measurement
+        return pd.read_parquet(out / "samples.parquet") if mine else None
+
+    def measure_task(self, task: Task, vlm: VLM, data, name: str, lens: bool = True) -> Measurement | None:
+        """`score_table`, analysed, where the table is."""
+        table = self.score_table(task, vlm, data, name, lens)
+        if table is None:
+            return None
+        out = self.out / "runs" / name
+        info = {**json.loads((out / "run.json").read_text()), "path": str(out)}
+        return Measurement(name, task.analyze(table, self.analysis_config), table, info, task.name)
 
     @property
     def analysis_config(self):
@@ -126,13 +129,11 @@ class Recipe:
                 log.info("%s (%s):\n%s", view, name, task.describe(measured[view].analysis))
         return measured
 
-    def measure(self, vlm: VLM, data, name: str, lens: bool = True) -> pd.DataFrame:
-        """The primary task's per-sample table of `data` on every process (targets and calibration read it)."""
-        return self.measure_task(self.primary, vlm, data, name, lens).samples
-
     def train_table(self, base: VLM, data) -> pd.DataFrame:
-        """The base's scores on the training groups' conflicts: targets and retention read nothing else."""
-        return self.measure(base, data.split(self.align.train_split).conflicts(), "base_train", lens=False)
+        """The base's scores on the training groups' conflicts, on every process: targets and retention read
+        nothing else."""
+        return self.score_table(self.primary, base, data.split(self.align.train_split).conflicts(), "base_train",
+                                lens=False)
 
     # ---- training
     def collator(self, base: VLM, data, dtype: torch.dtype):
@@ -227,8 +228,8 @@ class Recipe:
             if not a.calibration_rounds:
                 return stats, [], adapter
             # the balance point reads only the conflict rows: baselines and controls would be scored for nothing
-            check = analyze(self.measure(self.load(adapter), data.split(a.calibration_split).conflicts(),
-                                         f"calibration-{len(rounds)}", lens=False), a.analysis)["balance_point"]
+            check = self.measure_task(self.primary, self.load(adapter), data.split(a.calibration_split).conflicts(),
+                                      f"calibration-{len(rounds)}", lens=False).analysis["balance_point"]
             realized = check["estimate"] if check["estimate"] is not None else (2.0 if check["leans"] == "text" else -2.0)
             if state.is_main:  # kept, so the nearest round can be released when a later one lands farther
                 kept = self.out / "calibration" / f"round-{len(rounds)}"

@@ -120,17 +120,16 @@ def run_score(model: ModelArguments, args: ScoreArguments) -> int:
 
 
 def run_measure(model: ModelArguments, args: ScoreArguments, analysis: AnalysisConfig) -> int:
+    task = get_task(args.task)
     options = dict(lens=args.lens, shard_inputs=args.shard_inputs, share_prefix=args.share_prefix) \
-        if get_task(args.task).has_balance_point else {}
-    data = load_split(str(data_of(args)), args.split, get_task(args.task).dataset)  # bad data fails before loading
-    get_task(args.task).check(data)
-    result = measure(load_from_args(model), data, task=args.task, split="all",
+        if task.has_balance_point else {}
+    result = measure(model, data_of(args), task=args.task, split=args.split,
                      batch_size=args.per_device_eval_batch_size, analysis=analysis, output_dir=args.output_dir,
                      name=Path(args.output_dir).name, **options)
     if result is None:
         return 0
     print(f"{len(result.samples)} sample rows -> {Path(args.output_dir) / 'samples.parquet'}")
-    print(get_task(args.task).describe(result.analysis))
+    print(task.describe(result.analysis))
     print(f"analysis written to {Path(args.output_dir) / 'analysis.json'}")
     return 0
 
@@ -154,11 +153,8 @@ def run_av(model: ModelArguments, args: AVArguments) -> int:
 def measure_and_report(model: ModelArguments, args, task: str, analysis: AnalysisConfig | None = None) -> int:
     """`task`'s measurement of args.data, its report in the run folder beside the table, and its console lines."""
     out = Path(args.output_dir)
-    data = load_split(args.data, args.split, get_task(task).dataset)  # bad data fails before the model loads
-    get_task(task).check(data)
-    result = measure(load_from_args(model), data, task=task, split="all",
-                     batch_size=args.per_device_eval_batch_size, analysis=analysis, output_dir=out, name=out.name,
-                     attention=args.attention)
+    result = measure(model, args.data, task=task, split=args.split, batch_size=args.per_device_eval_batch_size,
+                     analysis=analysis, output_dir=out, name=out.name, attention=args.attention)
     result.report(out)
     print(get_task(task).describe(result.analysis))
     print(f"{len(result.samples)} rows -> {out / 'samples.parquet'}; report {out / 'report.html'}")

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from .analysis import AnalysisConfig
-from .models import VLM, load_vlm
+from .models import VLM, ModelArguments, load_from_args, load_vlm
 from .report import unimodal_accuracy
 from .tasks import Task, get_task
 
@@ -93,14 +93,15 @@ class Measurement:
                 f"{self.analysis['counts']['analysed']} conflicts analysed")
 
 
-def measure(model: str | Path | VLM = "organism", data: str | Path | Any = None, adapter: str | Path | None = None, *,
+def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | Path | Any = None, adapter: str | Path | None = None, *,
             task: str = "colors", groups: int = 100, dataset_seed: int = 0, image_size: int = 64, split: str = "test",
             batch_size: int = 32, analysis: AnalysisConfig | None = None, output_dir: str | Path | None = None,
             name: str | None = None, device: str | None = None, dtype: str = "auto",
             **score_options) -> Measurement | None:
     """Score a model on a task's data and analyse it.
 
-    model: a shipped organism name, a hub id, a local path, or an already loaded VLM (then `adapter` must be None).
+    model: a shipped organism name, a hub id, a local path, the commands' ModelArguments, or an already loaded VLM
+    (with the last two, `adapter` must be None).
     data: a dataset folder (`modality-align data ...`), a dataset object, or None to render `groups` fresh groups of
     `task` from `dataset_seed` at `image_size` px.
     task: a registered task (eval.tasks.supported_tasks(): colors, attributes, jsonl, recognition, av, ...).
@@ -114,24 +115,28 @@ def measure(model: str | Path | VLM = "organism", data: str | Path | Any = None,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     spec = get_task(task)
+    if isinstance(model, (VLM, ModelArguments)) and adapter is not None:
+        raise ValueError("adapter applies to a model named here: pass the model's name or path, not a loaded VLM "
+                         "or ModelArguments (which has its own adapter)")
+    dataset = load_data(spec, data, groups, dataset_seed, image_size, split)  # bad data fails before the model loads
+    spec.check(dataset)
     if isinstance(model, VLM):
-        if adapter is not None:
-            raise ValueError("adapter applies to a model loaded here: pass the model's name or path, not a VLM")
         vlm = model
+    elif isinstance(model, ModelArguments):
+        vlm = load_from_args(model, device=device)
     else:
         vlm = load_vlm(str(model), dtype=dtype, device=device, adapter=None if adapter is None else str(adapter))
-    dataset = load_data(spec, data, groups, dataset_seed, image_size, split)
-    spec.check(dataset)
     seed = (analysis or AnalysisConfig()).seed
     table = spec.score(vlm, dataset, output_dir, batch_size, seed=seed, **score_options)
     if table is None:  # a process other than the main one under `accelerate launch`: the main one analyses
         return None
-    result = json.loads(json.dumps(spec.analyze(table, analysis), default=float))  # as analysis.json reads back
+    text = json.dumps(spec.analyze(table, analysis), indent=2, default=float)
+    result = json.loads(text)  # as analysis.json reads back
     info = {"model": vlm.name, "adapter": None if adapter is None else str(adapter),
             "dataset_fingerprint": getattr(dataset, "fingerprint", None)}
     if output_dir is not None:
         info = {**json.loads((Path(output_dir) / "run.json").read_text()), "path": str(output_dir)}
-        (Path(output_dir) / "analysis.json").write_text(json.dumps(result, indent=2, default=float))
+        (Path(output_dir) / "analysis.json").write_text(text)
     return Measurement(name or vlm.name, result, table, info, task)
 
 

@@ -33,7 +33,8 @@ class Method(ABC):
     def training_examples(self, recipe, base, views: dict) -> tuple[list[dict], dict, Any]:
         """For a method that does not aim a balance point: (examples, their counts, the dataset their images or clips
         come from), built from the recipe's data `views` (task name -> dataset) and the loaded base model."""
-        raise NotImplementedError(f"method {self.name!r} trains on targets the recipe computes")
+        raise ValueError(f"method {self.name!r} builds no examples of its own: it trains on the targets the recipe "
+                         f"computes toward b* (aims_balance_point)")
 
     def collator(self, vlm, data, dtype, align):
         """What turns examples into batches for the soft loss (the TRL methods build their own)."""
