@@ -11,9 +11,10 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .blind_readers import label_map_readers
 from .colors import text_context, tier_rows
-from .palette import COLOR_NAMES, COLORS, NEUTRAL_OBJECTS, objects_with_dominant, with_article
-from .raster import LabelMap
+from .palette import COLOR_NAMES, COLORS, NEUTRAL_OBJECTS, draw_scene_colors, objects_with_dominant, with_article
+from .raster import LabelMap, place_apart
 from .tiers import ATTRIBUTE_TEXT_TIERS, ATTRIBUTE_TIERS, AttributeTier
 
 SOLIDS = ("sphere", "cube", "cylinder")
@@ -31,7 +32,7 @@ class AttributeGroup:
     distractor_pairs: tuple[tuple[str, str], ...]
     color_visual: str
     color_text: str
-    distractor_colors: tuple[str, ...]
+    distractor_colors: tuple[str, ...]  # the palette distractors draw from: every colour but Y_t
     neutral_objects: tuple[str, str]
     knowledge_object: str
     position: str
@@ -49,7 +50,7 @@ def sample_group(group: int, seed: int) -> AttributeGroup:
     n1, n2 = (NEUTRAL_OBJECTS[i] for i in rng.choice(len(NEUTRAL_OBJECTS), 2, replace=False))
     return AttributeGroup(
         group=group, target=pairs[0], absent=pairs[1], distractor_pairs=tuple(pairs[2:]),
-        color_visual=cv, color_text=ct, distractor_colors=tuple(c for c in COLOR_NAMES if c not in (cv, ct)),
+        color_visual=cv, color_text=ct, distractor_colors=tuple(c for c in COLOR_NAMES if c != ct),
         neutral_objects=(n1, n2), knowledge_object=kb[rng.integers(len(kb))].name,
         position=("left", "right")[rng.integers(2)],
     )
@@ -115,19 +116,15 @@ def render_attribute_scene(g: AttributeGroup, tier: AttributeTier, canvas: int, 
     n = int(rng.integers(tier.objects[0], tier.objects[1] + 1))
     lo, hi = (max(4, f * canvas) for f in tier.size_band)
     pairs = [g.target] + [g.distractor_pairs[i] for i in rng.integers(len(g.distractor_pairs), size=n - 1)]
-    colors = [g.color_visual] + [g.distractor_colors[i] for i in rng.integers(len(g.distractor_colors), size=n - 1)]
+
+    def draw(k: int, attempt: int):
+        material, solid = pairs[k]
+        return solid_sprite(solid, material, int(round(rng.uniform(lo, hi) * (0.9 ** (attempt // 100)))))
     lm, shadings = LabelMap(canvas, canvas), []
-    for (material, solid) in pairs:
-        for attempt in range(500):
-            size = int(round(rng.uniform(lo, hi) * (0.9 ** (attempt // 100))))
-            mask, shading = solid_sprite(solid, material, size)
-            y, x = int(rng.integers(0, canvas - size + 1)), int(rng.integers(0, canvas - size + 1))
-            if not any(lm.overlaps(k, np.pad(mask, 1), y - 1, x - 1) for k in range(len(lm.objects))):
-                break
-        else:
-            raise RuntimeError(f"could not place {n} objects on a {canvas}px canvas; use a larger --image_size")
+    for mask, shading, y, x in place_apart(canvas, n, draw, rng):
         lm.add(mask, y, x, on_top=True)
         shadings.append(shading)
+    colors = draw_scene_colors(rng, [True] * n, g.color_visual, g.distractor_colors)
     ramp = np.linspace(215, 165, canvas)[:, None, None]  # floor lit from above
     pixels = np.broadcast_to(ramp, (canvas, canvas, 3)).copy()
     for k, (obj, shading) in enumerate(zip(lm.objects, shadings)):
@@ -162,7 +159,7 @@ def render_attribute_group(args: tuple[int, int, int]) -> tuple[list[dict], list
     for tier in ATTRIBUTE_TIERS:
         scene = render_attribute_scene(g, tier, canvas, seed)
         image_id = f"a{group:05d}-v{tier.d_v:02d}"
-        images.append({"image_id": image_id, "image": scene.image,
-                       "target_box": list(scene.labels.objects[0].bbox()), **scene.measured()})
+        images.append({"image_id": image_id, "image": scene.image, "target_box": list(scene.labels.objects[0].bbox()),
+                       **scene.measured(), "readers": {"d_v": tier.d_v, **label_map_readers(scene.labels, scene.colors)}})
         rows += attribute_rows(g, tier.d_v, image_id)
     return images, rows

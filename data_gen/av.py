@@ -228,4 +228,30 @@ def generate_av(groups: int, seed: int = 0, size: int = 32, split_shares: dict[s
     return AVData(datasets.Dataset.from_dict(columns(rows, SAMPLE_FEATURES), features=SAMPLE_FEATURES),
                   datasets.Dataset.from_dict(columns(clips, CLIP_FEATURES), features=CLIP_FEATURES),
                   {"task": "av", "groups": groups, "seed": seed, "size": size, "sampling_rate": SAMPLING_RATE,
-                   "frames": FRAMES, "split_shares": split_shares})
+                   "frames": FRAMES, "split_shares": split_shares, "blind_readers": clip_readers(rows)})
+
+
+# conditions where only the asked modality should name the target: the other one disagrees, is a wrong caption,
+# or is absent (aligned and long-context clips agree by design, so reading the other modality there is no shortcut)
+BLIND_CONDITIONS = ("misaligned", "misleading_text", "audio_removed", "frames_zeroed")
+
+
+def clip_readers(rows: list[dict]) -> dict:
+    """Readers that ignore the asked modality: the asked class from the other modality's class (where it is not
+    meant to agree), from the wrong caption, or from the clip's difficulty tiers, fit on the train split; per
+    condition, beside a uniform pick of a class. A reader with nothing to read on a row splits its pick evenly."""
+    import pandas as pd
+
+    from .blind_readers import lookup_reader_table, summary
+    table = pd.DataFrame(rows)
+    table = table[table["condition"].isin(BLIND_CONDITIONS) & (table["target"] != "")].copy()
+    other = table["answer_audio"].where(table["asked"] == "visual", table["answer_visual"])
+    table["other_modality"] = other.where(table["condition"] != "misleading_text")  # there it agrees by design
+    table["caption"] = table["misleading_class"].where(table["condition"] == "misleading_text")
+    table["tiers"] = table["d_v"].astype(str) + "/" + table["d_a"].astype(str)
+    # a misaligned clip's other modality, and a wrong caption, name a class the target is not: chance is a pick
+    # among the five others there
+    table["chance"] = np.where(table["condition"].isin(["misaligned", "misleading_text"]), 1 / (len(CLASSES) - 1),
+                               1 / len(CLASSES))
+    features = {"other_modality": "other_modality", "caption": "caption", "tiers": "tiers"}
+    return summary(lookup_reader_table(table, features, "target", "condition", chance="chance"), "condition")

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .palette import COLOR_NAMES, COLORS, NEUTRAL_OBJECTS, SHAPES, knowledge_base, objects_with_dominant, with_article
-from .raster import LabelMap, polygon_mask
+from .blind_readers import label_map_readers
+from .palette import (COLOR_NAMES, COLORS, NEUTRAL_OBJECTS, SHAPES, draw_scene_colors, knowledge_base,
+                      objects_with_dominant, with_article)
+from .raster import LabelMap, place_apart, polygon_mask
 from .tiers import COLOR_TIERS, CONTROLS, D_T, TEXT_TIERS, VisualTier
 
 INSTRUCTION = "Please use one word to answer this question."
@@ -28,7 +30,7 @@ class ColorGroup:
     color_text: str  # Y_t
     neutral_object: str
     knowledge_object: str
-    distractor_colors: tuple[str, ...]
+    distractor_colors: tuple[str, ...]  # the palette distractors draw from: every colour but Y_t
     distractor_shapes: tuple[str, ...]
 
 
@@ -42,7 +44,7 @@ def sample_group(group: int, seed: int) -> ColorGroup:
         color_visual=cv, color_text=ct,
         neutral_object=NEUTRAL_OBJECTS[rng.integers(len(NEUTRAL_OBJECTS))],
         knowledge_object=kb[rng.integers(len(kb))].name,
-        distractor_colors=tuple(c for c in COLOR_NAMES if c not in (cv, ct)),
+        distractor_colors=tuple(c for c in COLOR_NAMES if c != ct),
         distractor_shapes=tuple(shapes[2:]),
     )
 
@@ -76,25 +78,31 @@ class Scene:
 
 def render_color_scene(g: ColorGroup, tier: VisualTier, canvas: int, seed: int) -> Scene:
     rng = np.random.default_rng([seed, g.group, 2, tier.d_v])
-    lm = LabelMap(canvas, canvas)
     lo, hi = tier.size_px(canvas)
-    size = rng.uniform(lo, hi)
-    crop = polygon_mask(g.shape, size, rng.uniform(-15, 15))
-    h, w = crop.shape
-    lm.add(crop, int(rng.integers(0, canvas - h + 1)), int(rng.integers(0, canvas - w + 1)), on_top=True)
-    colors = [g.color_visual]
-    flags = [True] * tier.overlapping + [False] * (tier.distractors - tier.overlapping)
-    flags = [flags[i] for i in rng.permutation(len(flags))]
-    for overlapping in flags:
-        colors.append(g.distractor_colors[rng.integers(len(g.distractor_colors))])
-        shape = g.distractor_shapes[rng.integers(len(g.distractor_shapes))]
-        _place_distractor(lm, rng, shape, size, overlapping)
+    shapes = [g.shape] + [g.distractor_shapes[i] for i in rng.integers(len(g.distractor_shapes), size=tier.distractors)]
+    lm = LabelMap(canvas, canvas)
+    if not tier.overlapping:  # every object drawn alike: size from the tier's band, placed apart in random order
+        def draw(k: int, attempt: int):
+            return polygon_mask(shapes[k], max(3.0, rng.uniform(lo, hi) * 0.9 ** (attempt // 50)), rng.uniform(-15, 15)), None
+        for crop, _, y, x in place_apart(canvas, len(shapes), draw, rng):
+            lm.add(crop, y, x, on_top=True)
+        flags = [False] * tier.distractors
+    else:  # the distractors are placed around the target, a given share of them overlapping it
+        size = rng.uniform(lo, hi)
+        crop = polygon_mask(g.shape, size, rng.uniform(-15, 15))
+        h, w = crop.shape
+        lm.add(crop, int(rng.integers(0, canvas - h + 1)), int(rng.integers(0, canvas - w + 1)), on_top=True)
+        flags = [True] * tier.overlapping + [False] * (tier.distractors - tier.overlapping)
+        flags = [flags[i] for i in rng.permutation(len(flags))]
+        for shape, overlapping in zip(shapes[1:], flags):
+            _place_distractor(lm, rng, shape, rng.uniform(lo, hi), overlapping)
+    colors = draw_scene_colors(rng, list(lm.visible > 0), g.color_visual, g.distractor_colors)
     palette = np.array([COLORS[c] for c in colors] + [BACKGROUND], dtype=np.uint8)
     pixels = palette[lm.top]  # index -1 picks the background row
     return Scene(Image.fromarray(pixels, "RGB"), lm, colors, flags)
 
 
-def _place_distractor(lm: LabelMap, rng: np.random.Generator, shape: str, target_size: float, overlapping: bool):
+def _place_distractor(lm: LabelMap, rng: np.random.Generator, shape: str, size: float, overlapping: bool):
     """Rejection-sample a position with the right overlap; prefer placements that hide nobody.
 
     Hard rule: the target keeps MIN_VISIBLE_TARGET of its pixels (a distractor that would hide
@@ -105,7 +113,7 @@ def _place_distractor(lm: LabelMap, rng: np.random.Generator, shape: str, target
     ys, xs = np.nonzero(target.crop)
     target_area = len(ys)
     areas = np.array([np.count_nonzero(o.crop) for o in lm.objects])
-    size = target_size * rng.uniform(0.7, 1.2)
+    target_size = max(target.crop.shape)
     fallback, hidden = None, None
     for attempt in range(200):
         if attempt and attempt % 25 == 0:
@@ -210,6 +218,6 @@ def render_color_group(args: tuple[int, int, int]) -> tuple[list[dict], list[dic
         scene = render_color_scene(g, tier, canvas, seed)
         image_id = f"c{group:05d}-v{tier.d_v:02d}"
         images.append({"image_id": image_id, "image": scene.image, "target_box": list(scene.target_box),
-                       **scene.measured()})
+                       **scene.measured(), "readers": {"d_v": tier.d_v, **label_map_readers(scene.labels, scene.colors)}})
         rows += color_rows(g, tier.d_v, image_id)
     return images, rows

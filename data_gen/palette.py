@@ -55,6 +55,29 @@ def objects_with_dominant(color: str) -> list[KnowledgeObject]:
     return [o for o in knowledge_base().values() if o.dominant == color]
 
 
+def draw_scene_colors(rng, visible: list[bool], color_visual: str, palette: tuple[str, ...]) -> list[str]:
+    """Each object's colour (object 0, the asked one, gets the image's colour `color_visual`); the others draw
+    from `palette`, every colour but the text's.
+
+    Where the image's colour is in the palette, the colours of the objects the image shows are drawn alike,
+    one of the colours shown is picked uniformly, its label is swapped with the image's colour, and the asked
+    object trades colours with one object of that colour. So, given the scene, the answer is a uniform pick among
+    the colours shown and no count of colours tells it (docs/method.md, "Conflict data"). Otherwise (a palette
+    without the image's colour) the others draw from the palette independently."""
+    colors = [palette[i] for i in rng.integers(len(palette), size=len(visible))]
+    if color_visual not in palette:
+        return [color_visual] + colors[1:]
+    shown_objects = [k for k, v in enumerate(visible) if v or k == 0]
+    shown = sorted({colors[k] for k in shown_objects})
+    picked = shown[rng.integers(len(shown))]
+    swap = {picked: color_visual, color_visual: picked}
+    colors = [swap.get(c, c) for c in colors]
+    same = [k for k in shown_objects if colors[k] == color_visual]
+    k = same[rng.integers(len(same))]
+    colors[0], colors[k] = colors[k], colors[0]
+    return colors
+
+
 def with_article(noun: str) -> str:
     """'a ball', 'an apple', 'an orange cup'."""
     return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"

@@ -132,3 +132,25 @@ def patch_owners(top: np.ndarray, patch: int) -> np.ndarray:
     grid = top.shape[0] // patch
     owners = top[:grid * patch, :grid * patch].reshape(grid, patch, grid, patch).transpose(0, 2, 1, 3)
     return owners.reshape(grid * grid, patch * patch)
+
+
+def place_apart(canvas: int, n: int, draw, rng: np.random.Generator, tries: int = 500) -> list[tuple]:
+    """`n` objects placed on a square canvas without touching, in a random order, so that an object's size and place
+    do not depend on its index (the asked object is index 0, and a question-blind reader must not find it by
+    where or how large it is). `draw(k, attempt)` gives object k's (mask, extra) at that attempt (it may shrink
+    with the attempts). Returns (mask, extra, y, x) per object, in index order."""
+    lm, placed = LabelMap(canvas, canvas), {}
+    for k in (int(i) for i in rng.permutation(n)):
+        for attempt in range(tries):
+            mask, extra = draw(k, attempt)
+            h, w = mask.shape
+            if h > canvas or w > canvas:
+                continue
+            y, x = int(rng.integers(0, canvas - h + 1)), int(rng.integers(0, canvas - w + 1))
+            if not any(lm.overlaps(j, np.pad(mask, 1), y - 1, x - 1) for j in range(len(lm.objects))):
+                break
+        else:
+            raise RuntimeError(f"could not place {n} objects apart on a {canvas}px canvas; use a larger --image_size")
+        lm.add(mask, y, x, on_top=True)
+        placed[k] = (mask, extra, y, x)
+    return [placed[k] for k in range(n)]

@@ -89,4 +89,16 @@ def recognition_from(base):
                                   "answer": datasets.Value("string")})
     samples = datasets.Dataset.from_dict({k: [r.get(k) for r in rows] for k in features}, features=features)
     info = {k: v for k, v in base.info.items() if k in ("groups", "seed", "size")}
-    return type(base)(samples, base.images, {**info, "task": "recognition" if task == "colors" else f"recognition-{task}"})
+    return type(base)(samples, base.images, {**info, "task": "recognition" if task == "colors" else f"recognition-{task}",
+                                             "blind_readers": statement_readers(samples.to_pandas())})
+
+
+def statement_readers(rows) -> dict:
+    """Image-blind readers of the cross-modal rows: is there a contradiction, from the statement alone (its whole
+    text, the colour it names, its object, the asked shape)? The statement is not meant to tell: a contradicting
+    and a consistent row differ only in the image."""
+    from .blind_readers import lookup_reader_table, summary
+    cross = rows[rows["evidence"] == "image_text"].fillna({"knowledge_object": ""})
+    features = {"statement": "text_context", "named_color": "answer_text", "knowledge_object": "knowledge_object",
+                "asked_shape": "target"}
+    return summary(lookup_reader_table(cross, features, "answer", "text_tier"), "text_tier")

@@ -21,6 +21,8 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from . import blind_readers
+
 log = logging.getLogger(__name__)
 
 SPLIT_SHARES = {"train": 0.7, "validation": 0.1, "test": 0.2}
@@ -150,7 +152,22 @@ def save_tables(out: str | os.PathLike, tables: dict[str, datasets.Dataset], inf
     info.update({"rows" if name == "samples" else name: len(table) for name, table in tables.items()})
     info["splits"] = {s: tables["samples"]["split"].count(s) for s in SPLIT_SHARES}
     (out / "info.json").write_text(json.dumps(info, indent=2))
+    if "blind_readers" in info:
+        write_data_report(out, info)
     return out
+
+
+def write_data_report(out: Path, info: dict) -> Path:
+    """`data_report.md`: what the dataset holds and what its blind readers score beside chance, per tier."""
+    lines = [f"# Data report: {info.get('task', 'dataset')} ({info.get('rows')} rows, {info.get('groups')} groups, "
+             f"seed {info.get('seed')}, fingerprint {info.get('fingerprint')})", "",
+             "## Blind readers", "",
+             "Accuracy of readers that answer without the evidence the task asks about, beside a uniform pick "
+             "among the answers shown (docs/method.md, \"Blind readers\").", "",
+             *blind_readers.report_lines(info["blind_readers"])]
+    path = out / "data_report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def samples_frame(samples: datasets.Dataset) -> pd.DataFrame:
@@ -212,10 +229,12 @@ def generate(task: str, groups: int, seed: int = 0, size: int = 224, workers: in
         images += ims
         rows += [{**r, "split": splits[r["group"]]} for r in rs]
     image_cols = {k: [im.get(k) for im in images] for k in IMAGE_FEATURES}
+    readers = blind_readers.reader_table(pd.DataFrame([im["readers"] for im in images]), "d_v")
     return ConflictData(
         datasets.Dataset.from_dict({k: [r.get(k) for r in rows] for k in SAMPLE_FEATURES}, features=SAMPLE_FEATURES),
         datasets.Dataset.from_dict(image_cols, features=IMAGE_FEATURES),
         {"task": task, "groups": groups, "seed": seed, "size": size,
+         "blind_readers": blind_readers.summary(readers, "d_v"),
          **({"split_shares": check_split_shares(split_shares)} if split_shares else {}),
          **({"only_split": only_split} if only_split else {})},
     )

@@ -42,10 +42,9 @@ def test_color_tier_properties_measured_on_masks(tier, canvas):
         visible = lm.top == 0
         assert visible.sum() >= 0.5 * target_mask.sum()
         assert (pixels[visible] == COLORS[g.color_visual]).all()
-        # answer colours never appear on distractor pixels
-        distractor_pixels = pixels[lm.top >= 1]
-        for answer in (g.color_visual, g.color_text):
-            assert not (distractor_pixels == COLORS[answer]).all(axis=1).any()
+        # the text's colour never appears in the image (the image's colour may, on distractors)
+        assert not (pixels == COLORS[g.color_text]).all(axis=-1).any()
+        assert g.color_visual in g.distractor_colors and g.color_text not in g.distractor_colors
         # image-irrelevant control: its shape is never drawn (target shape differs, distractor shapes exclude it)
         assert g.absent_shape not in g.distractor_shapes and g.absent_shape != g.shape
 
@@ -61,7 +60,7 @@ def test_attribute_tier_properties(tier):
         assert all(p in PAIRS for p in scene.pairs)
         x0, y0, x1, y1 = scene.labels.objects[0].bbox()
         assert tier.size_band[0] * 128 - 1.5 <= max(x1 - x0, y1 - y0) <= tier.size_band[1] * 128 + 1.5
-        assert all(c not in (g.color_visual, g.color_text) for c in scene.colors[1:])
+        assert scene.colors[0] == g.color_visual and g.color_text not in scene.colors
         assert scene.labels.visible.tolist() == [o.crop.sum() for o in scene.labels.objects]  # nothing hidden
 
 
@@ -241,32 +240,92 @@ def test_av_clips_conditions_targets_and_determinism(tmp_path):
     assert AVData.load(tmp_path / "av").split("test").samples["split"] == ["test"] * 36
 
 
-def test_scene_readability_on_a_hand_made_owner_map():
-    """Target (object 0, red) fills half of patch 0; blue shows in three patches, green in two: the rarest colour is
-    red alone; with red as common as green the reader splits the tie."""
-    from data_gen.readability import scene_readability
+def test_target_patch_share_on_a_hand_made_owner_map():
+    from data_gen.readability import target_patch_share
     owners = np.full((4, 4), -1)
-    owners[0, :2] = 0
-    owners[1, :] = 1
-    owners[2, :2], owners[3, :2] = 2, 2
-    owners[2, 2:], owners[3, 3] = 1, 1
-    share, rarest = scene_readability(owners, ["red", "blue", "green"])
-    assert share == 0.5 and rarest == 1.0
-    owners[3, 2] = 0  # red now in two patches, as green
-    assert scene_readability(owners, ["red", "blue", "green"])[1] == 0.5
+    owners[0, :2] = 0  # the target fills half of patch 0
+    owners[1, 0] = 0  # and a quarter of patch 1
+    assert target_patch_share(owners) == 0.5
 
 
 def test_tier_readability_at_the_organism_grid(capsys):
     """At 64 px with 8-px patches the small targets (tiers 7-13) own a fraction of a patch the large ones (0-6) do
-    not, and counting colours answers the crowded tiers (9-13) better than the sparse small ones (7-8): the signals
-    docs/organism-builds.md explains the organism's image-only ladder by."""
+    not: the signal docs/organism-builds.md explains the organism's image-only ladder by."""
     from data_gen.readability import tier_readability
     table = tier_readability(64, 8, groups=12, seed=5).set_index("d_v")
     assert len(table) == len(COLOR_TIERS)
     assert table.target_patch_share.loc[:6].min() > 2 * table.target_patch_share.loc[7:].max()
-    assert table.rarest_color_accuracy.loc[0] == 1.0  # one object: its colour is the only one shown
-    assert table.rarest_color_accuracy.loc[9:].mean() > table.rarest_color_accuracy.loc[7:8].mean() + 0.2
+    assert table.rarest_color.loc[0] == table.chance.loc[0] == 1.0  # one object: its colour is the only one shown
     with pytest.raises(ValueError, match="multiple of patch"):
         tier_readability(64, 7)
     assert data_gen_main(["readability", "--image_size", "64", "--patch", "8", "--groups", "2"]) == 0
-    assert "rarest_color_accuracy" in capsys.readouterr().out
+    assert "target_patch_share" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def default_colors():
+    """The colour task at its default canvas (224 px), enough groups that a 0.05 excess is not noise."""
+    return generate("colors", 400, seed=0, size=224, workers=2)
+
+
+def test_no_blind_reader_beats_chance_at_the_generators_defaults(default_colors, tmp_path):
+    """Question-blind readers of the image (colours, attributes), image-blind readers of recognition's statement and
+    readers of an audio-visual clip that ignore the asked modality: none beats a uniform pick by more than 0.05 on
+    any tier, and the verdict is written to info.json and data_report.md."""
+    from data_gen.av import generate_av
+    from data_gen.blind_readers import IMAGE_READERS, SHORTCUT_MARGIN
+    from data_gen.recognition import recognition_from
+    datasets_ = {"colors": default_colors, "attributes": generate("attributes", 400, seed=0, size=224, workers=2),
+                 "recognition": recognition_from(default_colors), "av": generate_av(600, seed=0)}
+    for task, data in datasets_.items():
+        readers = data.info["blind_readers"]
+        assert readers["shortcuts"] == [], (task, readers["shortcuts"])
+        excess = [v for row in readers["tiers"] for k, v in row.items() if k.endswith("_excess")]
+        assert max(excess) <= SHORTCUT_MARGIN and len(excess) >= 3
+    tiers = {row["d_v"]: row for row in default_colors.info["blind_readers"]["tiers"]}
+    assert set(tiers) == set(range(len(COLOR_TIERS))) and all(r in tiers[9] for r in IMAGE_READERS)
+    assert tiers[13]["chance"] == pytest.approx(1 / 5, abs=0.01)  # five colours shown: all but the text's
+    small = generate("colors", 3, seed=1, size=64, workers=1)
+    small.save(tmp_path / "c")
+    assert json.loads((tmp_path / "c" / "info.json").read_text())["blind_readers"]["by"] == "d_v"
+    report = (tmp_path / "c" / "data_report.md").read_text()
+    assert "| d_v | chance | rarest_color |" in report and "Shortcuts" in report
+
+
+def test_the_old_colour_rule_fails_the_blind_readers():
+    """The negative case: with both answer colours kept off the distractors, the target's colour is the one drawn
+    once, and the rarest-colour reader answers the crowded tiers without reading the question."""
+    import dataclasses
+
+    import pandas as pd
+
+    from data_gen.blind_readers import label_map_readers, reader_table, shortcuts
+    from data_gen.palette import COLOR_NAMES
+    rows = []
+    for group in range(60):
+        g = sample_group(group, 0)
+        old = dataclasses.replace(g, distractor_colors=tuple(c for c in COLOR_NAMES if c not in (g.color_visual, g.color_text)))
+        for tier in COLOR_TIERS[9:]:
+            scene = render_color_scene(old, tier, 64, 0)
+            rows.append({"d_v": tier.d_v, **label_map_readers(scene.labels, scene.colors)})
+    table = reader_table(pd.DataFrame(rows)).set_index("d_v")
+    assert (table.rarest_color > 0.85).all() and (table.chance < 0.21).all()
+    found = shortcuts(table.reset_index())
+    assert {f"rarest_color on d_v={d}" for d in range(9, 14)} <= {f.split(":")[0] for f in found}
+
+
+def test_blind_readers_of_a_hand_made_scene():
+    """Three objects: the target (red, object 0) is central and the largest; blue is shown twice; green is half
+    hidden. Each reader's expected accuracy, ties split evenly, and chance = 1 / colours shown."""
+    from data_gen.blind_readers import scene_readers
+    top = np.full((9, 9), -1)
+    top[3:6, 3:6] = 0  # 9 px, centred
+    top[0, 0:2] = 1  # blue, 2 px
+    top[8, 7:9] = 2  # green, 2 px of 4
+    top[0, 7:9] = 3  # blue, 2 px
+    readers = scene_readers(top, [9, 2, 4, 2], ["red", "blue", "green", "blue"], "red")
+    assert readers["chance"] == pytest.approx(1 / 3)
+    assert readers["rarest_color"] == 0.5  # red and green once each
+    assert readers["most_frequent_color"] == 0.0  # blue
+    assert readers["largest_object"] == readers["most_central_object"] == 1.0
+    assert readers["least_occluded_object"] == pytest.approx(1 / 3)  # red, blue, blue fully shown
