@@ -147,7 +147,7 @@ class Recipe:
             analysis = before[self.primary.name].analysis
             current = analysis["balance_point"]["estimate"]
             if current is None:  # a curve that never crosses: start the boundary at the edge it leans to
-                current = 2.0 if analysis["balance_point"]["leans"] == "text" else -2.0
+                current = 2.0 if analysis["balance_point"]["side"] == "text" else -2.0
             log.info("2/5 scoring the %s groups for targets (b* = %+.2f, measured %s)", self.align.train_split,
                      target, analysis["balance_point"]["description"])
             train_table = self.train_table(base, data)
@@ -230,7 +230,7 @@ class Recipe:
             # the balance point reads only the conflict rows: baselines and controls would be scored for nothing
             check = self.measure_task(self.primary, self.load(adapter), data.split(a.calibration_split).conflicts(),
                                       f"calibration-{len(rounds)}", lens=False).analysis["balance_point"]
-            realized = check["estimate"] if check["estimate"] is not None else (2.0 if check["leans"] == "text" else -2.0)
+            realized = check["estimate"] if check["estimate"] is not None else (2.0 if check["side"] == "text" else -2.0)
             if state.is_main:  # kept, so the nearest round can be released when a later one lands farther
                 kept = self.out / "calibration" / f"round-{len(rounds)}"
                 shutil.rmtree(kept, ignore_errors=True)

@@ -49,17 +49,27 @@ def video_share(table: pd.DataFrame) -> np.ndarray:
 
 def attention_effect_by_layer(table: pd.DataFrame) -> list[dict]:
     """Per decoder layer: mean video share for visual- and audio-asked prompts and Cohen's d between them
-    (positive: asking about the frames moves attention toward them), on clips that have both modalities."""
+    (positive: asking about the frames moves attention toward them), on clips that have both modalities. Cohen's d
+    gets an interval that resamples clips' groups (a clip's two questions, and a group's clips, share an effect):
+    the group jackknife-t of `stats.clustered_statistic`."""
     both = table[(table.answer_visual != "") & (table.answer_audio != "")]
     share = video_share(both)
     asked = both.asked.to_numpy()
+    clusters = (both.group if "group" in both else both.clip_id).to_numpy()
     layers = []
     for layer in range(share.shape[1]):
-        visual, audio = share[asked == "visual", layer], share[asked == "audio", layer]
+        column = share[:, layer]
+
+        def d_of(index, column=column):
+            values, questions = column[index], asked[index]
+            visual, audio = values[questions == "visual"], values[questions == "audio"]
+            return stats.cohens_d(visual[~np.isnan(visual)], audio[~np.isnan(audio)])
+        visual, audio = column[asked == "visual"], column[asked == "audio"]
         visual, audio = visual[~np.isnan(visual)], audio[~np.isnan(audio)]
+        d = stats.clustered_statistic(d_of, clusters)
         layers.append({"layer": layer, "video_share_visual_asked": float(visual.mean()) if len(visual) else None,
                        "video_share_audio_asked": float(audio.mean()) if len(audio) else None,
-                       "cohens_d": stats.cohens_d(visual, audio)})
+                       "cohens_d": stats.cohens_d(visual, audio), "cohens_d_ci": d["ci"]})
     return layers
 
 
@@ -135,7 +145,8 @@ def describe_av(res: dict) -> str:
                          f"(n={curve['n']}); balance point on dH_rel(sound vs frames): {describe_following(curve)}")
     for layer in res["attention"] or []:
         lines.append(f"layer {layer['layer']}: video share visual-asked {layer['video_share_visual_asked']:.3f} vs "
-                     f"audio-asked {layer['video_share_audio_asked']:.3f}, Cohen's d {layer['cohens_d']:+.2f}")
+                     f"audio-asked {layer['video_share_audio_asked']:.3f}, Cohen's d {layer['cohens_d']:+.2f}"
+                     + (f" [{layer['cohens_d_ci'][0]:+.2f}, {layer['cohens_d_ci'][1]:+.2f}]" if layer.get("cohens_d_ci") else ""))
     return "\n".join(lines)
 
 

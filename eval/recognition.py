@@ -87,7 +87,9 @@ def score_recognition(vlm, data: ConflictData, out: str | Path | None, cfg: Reco
 
 # ---- statistics on the per-sample table ----------------------------------------------------------------------
 def balanced_accuracy(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
-    """(P(yes | contradiction) + P(no | consistent)) / 2, with a group-bootstrap percentile interval."""
+    """(P(yes | contradiction) + P(no | consistent)) / 2, with a group-jackknife-t interval (`stats.clustered_statistic`:
+    a percentile group bootstrap covers 0.91-0.92 at 15 groups, this 0.95). `n_boot` 0: no interval; `seed` unused
+    (the jackknife draws nothing), kept for the callers' signature."""
     said_yes, contradiction = table.said_yes.to_numpy(bool), table.contradiction.to_numpy(bool)
 
     def value(index) -> float:
@@ -96,16 +98,11 @@ def balanced_accuracy(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) ->
             return float("nan")
         return 0.5 * (s[c].mean() + (~s[~c]).mean())
 
-    everything = np.arange(len(table))
-    estimate = value(everything)
-    if n_boot == 0 or np.isnan(estimate):
+    if n_boot == 0:
+        estimate = value(np.arange(len(table)))
         return {"balanced_accuracy": None if np.isnan(estimate) else float(estimate), "ci": None}
-    members = [np.flatnonzero(table.group.to_numpy() == g) for g in np.unique(table.group)]
-    rng = np.random.default_rng(seed)
-    draws = [value(np.concatenate([members[i] for i in rng.integers(len(members), size=len(members))]))
-             for _ in range(n_boot)]
-    lo, hi = np.nanpercentile(draws, [2.5, 97.5])
-    return {"balanced_accuracy": float(estimate), "ci": (float(lo), float(hi))}
+    result = stats.clustered_statistic(value, table.group.to_numpy(), bounds=(0.0, 1.0))
+    return {"balanced_accuracy": result["estimate"], "ci": result["ci"]}
 
 
 def recognition_rates(table: pd.DataFrame, by: tuple[str, ...] = ("evidence",), n_boot: int = 1000) -> list[dict]:

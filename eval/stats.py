@@ -175,34 +175,141 @@ def logistic_fit(x, y, ridge: float = 1e-3, iters: int = 50, return_se: bool = F
     return float(w[0]), float(w[1]), float(np.sqrt(max(cov[1, 1], 0.0)))
 
 
+def logistic_fit_weighted(x, y, weights, ridge: float = 1e-3, iters: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """`logistic_fit` for many weightings of one sample at once: `weights` is (fits, samples), e.g. how often a
+    bootstrap draw or a jackknife leaves each sample in. Returns the intercepts and slopes, one per row."""
+    x, y, w = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.atleast_2d(np.asarray(weights, dtype=float))
+    a, b = np.zeros(len(w)), np.zeros(len(w))
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-np.clip(a[:, None] + b[:, None] * x, -30, 30)))
+        r, s = w * (y - p), w * p * (1 - p)
+        g0, g1 = r.sum(1), r @ x - ridge * b
+        h00, h01, h11 = s.sum(1), s @ x, s @ (x * x) + ridge
+        det = np.maximum(h00 * h11 - h01 ** 2, 1e-12)
+        da, db = (h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det
+        a, b = a + da, b + db
+        if max(np.abs(da).max(), np.abs(db).max()) < 1e-8:
+            break
+    return a, b
+
+
+def cluster_weights(clusters, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    """(draws, samples): how many times each sample is drawn when whole clusters are resampled with replacement."""
+    _, index = np.unique(np.asarray(clusters), return_inverse=True)
+    m = int(index.max()) + 1
+    counts = np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(n_draws)])
+    return counts[:, index].astype(float)
+
+
+def jackknife_fits(x, y, clusters, chunk: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """`logistic_fit_weighted` leaving out one cluster at a time: (intercepts, slopes), one per cluster."""
+    _, index = np.unique(np.asarray(clusters), return_inverse=True)
+    m = int(index.max()) + 1
+    fits = [logistic_fit_weighted(x, y, (index[None, :] != np.arange(k, min(k + chunk, m))[:, None]).astype(float))
+            for k in range(0, m, chunk)]
+    return np.concatenate([f[0] for f in fits]), np.concatenate([f[1] for f in fits])
+
+
+def bca_interval(estimate: float, boots, jackknife, ci: float = 0.95, n_clusters: int | None = None) -> tuple[float, float]:
+    """Bias-corrected and accelerated bootstrap interval (Efron 1987) from the bootstrap draws and the
+    leave-one-cluster-out jackknife values. With `n_clusters`, the normal quantile becomes Student's t on
+    n_clusters - 1 degrees of freedom: with few clusters a bootstrap spreads too little, and this widens it."""
+    from scipy.stats import norm
+    from scipy.stats import t as student_t
+    boots = np.asarray(boots, dtype=float)
+    boots = boots[np.isfinite(boots)]
+    jack = np.asarray(jackknife, dtype=float)
+    jack = jack[np.isfinite(jack)]
+    below = (np.mean(boots < estimate) + 0.5 * np.mean(boots == estimate))
+    z0 = norm.ppf(np.clip(below, 1 / (len(boots) + 1), 1 - 1 / (len(boots) + 1)))
+    d = jack.mean() - jack
+    denom = 6 * (d ** 2).sum() ** 1.5
+    acc = float((d ** 3).sum() / denom) if denom > 0 else 0.0
+    alpha = (1 - ci) / 2
+    z = (student_t.ppf(1 - alpha, n_clusters - 1) if n_clusters and n_clusters > 1 else norm.ppf(1 - alpha))
+    ends = []
+    for zq in (-z, z):
+        shifted = z0 + (z0 + zq) / (1 - acc * (z0 + zq))
+        ends.append(float(np.quantile(boots, np.clip(norm.cdf(shifted), 0, 1))))
+    return ends[0], ends[1]
+
+
+def jackknife_t_interval(estimate: float, jackknife, ci: float = 0.95, bounds=(-math.inf, math.inf)) -> tuple[float, float]:
+    """estimate +- t(clusters - 1) x the leave-one-cluster-out jackknife's standard error, kept within `bounds`.
+    A percentile group bootstrap of the balance point covers 0.93 with 60 groups; this covers 0.95
+    (tests/test_stats.py)."""
+    from scipy.stats import t as student_t
+    jack = np.asarray(jackknife, dtype=float)
+    jack = jack[np.isfinite(jack)]
+    m = len(jack)
+    se = math.sqrt((m - 1) / m * ((jack - jack.mean()) ** 2).sum())
+    half = student_t.ppf(1 - (1 - ci) / 2, max(m - 1, 1)) * se
+    return float(max(bounds[0], estimate - half)), float(min(bounds[1], estimate + half))
+
+
+def clustered_statistic(statistic, clusters, ci: float = 0.95, bounds=(-math.inf, math.inf)) -> dict:
+    """A statistic of a sample with its leave-one-cluster-out jackknife-t interval (`jackknife_t_interval`).
+    `statistic(index)` computes it on the samples at `index`; `clusters` labels each sample's cluster (a group, a
+    clip). Estimate None where the statistic is not finite on the whole sample; no interval with one cluster."""
+    clusters = np.asarray(clusters)
+    everything = np.arange(len(clusters))
+    estimate = float(statistic(everything))
+    if not np.isfinite(estimate):
+        return {"estimate": None, "ci": None, "n_clusters": 0}
+    members = _cluster_members(clusters)
+    if len(members) < 2:
+        return {"estimate": estimate, "ci": None, "n_clusters": len(members)}
+    keep = np.ones(len(clusters), dtype=bool)
+    jack = []
+    for m in members:
+        keep[m] = False
+        jack.append(statistic(everything[keep]))
+        keep[m] = True
+    return {"estimate": estimate, "ci": jackknife_t_interval(estimate, jack, ci, bounds), "n_clusters": len(members)}
+
+
 @dataclass
 class BalancePoint:
     """Where the following curve crosses 0.5 (docs/method.md, "Modality following")."""
     estimate: float | None  # None when the curve does not cross 0.5 in the observed range
     ci: tuple[float, float] | None
     crosses: bool
-    # "text" / "vision": the side the fitted curve is on at equal uncertainty (P(text | dH_rel = 0) vs 0.5),
-    # or, for a curve that never crosses, the side it stays on
+    # "text" / "vision" where the interval allows a side: a crossing's interval excludes 0, or, for a curve that does
+    # not cross (flat ones too), P(text | dH_rel = 0)'s interval excludes 0.5; "undecided" otherwise (a flat 50/50
+    # curve, a crossing whose interval holds 0, any curve measured without intervals)
     leans: str
     intercept: float
     slope: float
     n: int
     x_range: tuple[float, float]
-    # "falling" (the expected shape), "rising" (against it: the balance point is flagged), "flat" (slope
-    # within 1.96 standard errors of 0: no balance point is meaningful) or "constant" (one modality always won)
+    # "falling" (the expected shape), "rising" (against it: the balance point is flagged), "flat" (the slope's
+    # group-bootstrap interval holds 0: no balance point is meaningful), "separated" (every conflict on one side of a
+    # gap follows one modality: the crossing lies somewhere in the gap, reported as the interval) or "constant"
+    # (one modality always won)
     direction: str = "falling"
     p_text_at_equal_uncertainty: float | None = None
+    # the point side, with no regard to intervals: where the fitted curve is at equal uncertainty, or for a curve that
+    # never crosses, the side it stays on (the recipe starts its search from it)
+    side: str = ""
+    slope_ci: tuple[float, float] | None = None
+    gap: tuple[float, float] | None = None
 
     def describe(self, sides: dict[str, str] | None = None) -> str:
         """`sides` names the two sides where they are not text and vision ({"text": "sound", "vision": "frames"})."""
-        side = (sides or {}).get(self.leans, self.leans)
+        name = lambda s: (sides or {}).get(s, s)
+        label = f"leans {name(self.leans)}" if self.leans != "undecided" else "undecided"
+        if self.direction == "separated":
+            return (f"{self.estimate:+.3f}, separated: the curve jumps from one side to the other in the gap "
+                    f"[{self.gap[0]:+.3f}, {self.gap[1]:+.3f}] ({label})")
         if not self.crosses:
-            text = f"no crossing in [{self.x_range[0]:+.2f}, {self.x_range[1]:+.2f}], leans {side}"
+            text = f"no crossing in [{self.x_range[0]:+.2f}, {self.x_range[1]:+.2f}], {label}"
         else:
             interval = f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]" if self.ci else "(no interval: n_boot 0)"
-            text = f"{self.estimate:+.3f} {interval} (leans {side})"
+            text = f"{self.estimate:+.3f} {interval} ({label})"
         if self.direction == "constant":
-            text += f" (every analysed conflict followed the {side})"
+            text += f" (every analysed conflict followed the {name(self.side)})"
+        elif self.direction == "flat":
+            text += f"; the curve is flat in dH_rel (slope {self.slope:+.2f}, its interval holds 0): no balance point"
         elif self.direction != "falling":
             text += f"; WARNING: the curve is {self.direction} in dH_rel (slope {self.slope:+.2f}), not falling"
         return text
@@ -211,12 +318,31 @@ class BalancePoint:
         return {**asdict(self), "description": self.describe()}
 
 
-def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95, clusters=None) -> BalancePoint:
-    """Logistic fit of text-following on dH_rel; balance point -a/b with a percentile bootstrap CI.
+def side_of(interval: tuple[float, float] | None, at: float, above: str, below: str) -> str:
+    """`above` when the interval lies above `at`, `below` when below, "undecided" when it holds it (or is missing)."""
+    if interval is None:
+        return "undecided"
+    return above if interval[0] > at else below if interval[1] < at else "undecided"
 
-    `clusters` (one label per sample, e.g. the dataset group) makes it a cluster bootstrap that
-    resamples whole clusters: samples of one group share an image and a text, so they are not
-    independent, and resampling them one by one gives intervals that are too narrow.
+
+def separation_gap(x: np.ndarray, y: np.ndarray) -> tuple[str, tuple[float, float]] | None:
+    """("falling" | "rising", gap) when every text-following sample lies on one side of every vision-following one."""
+    text, vision = x[y == 1], x[y == 0]
+    if text.max() < vision.min():
+        return "falling", (float(text.max()), float(vision.min()))
+    if vision.max() < text.min():
+        return "rising", (float(vision.max()), float(text.min()))
+    return None
+
+
+def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95, clusters=None) -> BalancePoint:
+    """Logistic fit of text-following on dH_rel; balance point -a/b with a 95 % interval.
+
+    `clusters` (one label per sample, e.g. the dataset group) makes every interval respect them: samples of one
+    group share an image and a text, so they are not independent. The balance point's interval is the
+    leave-one-cluster-out jackknife's with Student's t on clusters - 1 degrees of freedom (`jackknife_t_interval`);
+    a cluster bootstrap (BCa, `bca_interval`) gives the slope's interval, which sets the curve's direction (flat
+    when it holds 0), and P(text | dH_rel = 0)'s, the side of a curve that does not cross.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = ~np.isnan(x) & ~np.isnan(y)
@@ -230,36 +356,45 @@ def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95, clu
         raise ValueError(f"a balance point needs >= 10 samples; got {len(x)}: use more groups or relax the filter")
     lo_x, hi_x = float(x.min()), float(x.max())
     if len(np.unique(y)) < 2:  # one modality always wins: the curve sits on one side of 0.5
-        return BalancePoint(None, None, False, "text" if y[0] == 1 else "vision", math.nan, math.nan,
-                            int(len(x)), (lo_x, hi_x), "constant", float(y[0]))
+        side = "text" if y[0] == 1 else "vision"
+        return BalancePoint(None, None, False, side, math.nan, math.nan, int(len(x)), (lo_x, hi_x), "constant",
+                            float(y[0]), side)
     a, b, se_b = logistic_fit(x, y, return_se=True)
-    direction = "flat" if abs(b) < Z95 * se_b else ("falling" if b < 0 else "rising")
+    separated = separation_gap(x, y)
+    if separated:
+        shape, gap = separated
+        middle = (gap[0] + gap[1]) / 2
+        leans = side_of(gap, 0.0, *(("text", "vision") if shape == "falling" else ("vision", "text")))
+        return BalancePoint(middle, gap, True, leans, a, b, int(len(x)), (lo_x, hi_x), "separated",
+                            float(1 / (1 + math.exp(-a))), ("text" if (shape == "falling") == (middle > 0) else "vision"),
+                            None, gap)
     crossing = -a / b if b != 0 else math.inf
+    side = "text" if a > 0 else "vision"
+    slope_ci = intercept_ci = interval = None
+    units = clusters if clusters is not None else np.arange(len(x))
+    if n_boot:
+        weights = cluster_weights(units, n_boot, np.random.default_rng(seed))
+        fits = [logistic_fit_weighted(x, y, w) for w in np.array_split(weights, max(1, n_boot // 200))]
+        boot_a, boot_b = np.concatenate([f[0] for f in fits]), np.concatenate([f[1] for f in fits])
+        jack_a, jack_b = jackknife_fits(x, y, units)
+        slope_ci = bca_interval(b, boot_b, jack_b, ci, len(jack_b))
+        intercept_ci = bca_interval(a, boot_a, jack_a, ci, len(jack_a))
+        direction = "flat" if slope_ci[0] <= 0 <= slope_ci[1] else ("falling" if b < 0 else "rising")
+    else:  # no draws: the slope's standard error (not clustered)
+        direction = "flat" if abs(b) < Z95 * se_b else ("falling" if b < 0 else "rising")
     crosses = lo_x <= crossing <= hi_x and direction != "flat"
-    if crosses:  # P(text | dH_rel = 0) = sigmoid(a): whatever the curve's direction
-        leans = "text" if a > 0 else "vision"
-    else:  # the side of 0.5 the curve stays on: above means the text wins everywhere observed
-        leans = "text" if a + b * (lo_x + hi_x) / 2 > 0 else "vision"
-    est, interval = None, None
+    if not crosses:  # the side of 0.5 the curve stays on: above means the text wins everywhere observed
+        side = "text" if a + b * (lo_x + hi_x) / 2 > 0 else "vision"
     if crosses and n_boot:
-        rng = np.random.default_rng(seed)
-        members = _cluster_members(clusters) if clusters is not None else None
-        boots = []
-        for _ in range(n_boot):
-            if members is None:
-                i = rng.integers(0, len(x), len(x))
-            else:
-                i = np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))])
-            ab, bb = logistic_fit(x[i], y[i])
-            boots.append(-ab / bb if bb != 0 else np.nan)
-        boots = np.asarray(boots)
-        boots = np.clip(boots[np.isfinite(boots)], -2.0, 2.0)  # dH_rel lives in [-2, 2]
-        alpha = (1 - ci) / 2
-        interval = (float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha)))
-    if crosses:
-        est = float(crossing)
-    return BalancePoint(est, interval, bool(crosses), leans, a, b, int(len(x)), (lo_x, hi_x), direction,
-                        float(1 / (1 + math.exp(-a))))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            jack = np.clip(-jack_a / jack_b, -2.0, 2.0)  # dH_rel lives in [-2, 2]
+        interval = jackknife_t_interval(crossing, jack, ci, bounds=(-2.0, 2.0))
+    if crosses and direction == "falling":
+        leans = side_of(interval, 0.0, "text", "vision")
+    else:  # rising, flat, or no crossing: the side P(text | dH_rel = 0) is on, where its interval keeps off 0.5
+        leans = side_of(intercept_ci, 0.0, "text", "vision")
+    return BalancePoint(float(crossing) if crosses else None, interval, bool(crosses), leans, a, b, int(len(x)),
+                        (lo_x, hi_x), direction, float(1 / (1 + math.exp(-a))), side, slope_ci)
 
 
 def balance_point_shift(before: tuple, after: tuple, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict:
