@@ -40,6 +40,9 @@ class AnalysisConfig:
         "help": "resample whole groups (their samples share an image and a text) or single samples: group | sample"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
     min_samples: int = field(default=20, metadata={"help": "fewest decided conflicts a curve is fitted on"})
+    force: bool = field(default=False, metadata={
+        "help": "fit the balance point even where the model cannot answer one modality alone above chance "
+                "(the ability gate); the result is flagged"})
 
     def __post_init__(self):
         if self.index not in UNCERTAINTY_INDICES:
@@ -158,6 +161,40 @@ def bootstrap_clusters(t: pd.DataFrame, cfg: AnalysisConfig) -> np.ndarray | Non
     return t.group.to_numpy()
 
 
+def ability_gate(table: pd.DataFrame) -> dict:
+    """Whether the model can do the task on each modality alone: image-only accuracy (each image and question once)
+    and text-only accuracy (each text and question once) with group-clustered intervals, beside chance, a uniform
+    pick among the answers the table has. A modality fails when its interval does not lie above chance; then no
+    balance point means anything (docs/method.md, "The ability gate")."""
+    answers = pd.concat([table.answer_visual, table.answer_text]).dropna()
+    answers = set(stats.normal_answers(answers[answers != ""]).tolist())
+    chance = 1 / max(len(answers), 1)
+    img = table.dropna(subset=["pred_v", "answer_visual"]).drop_duplicates(["image_id", "question"])
+    img = img[img.answer_visual != ""]
+    txt = table[table.condition == "conflict"].dropna(subset=["pred_t", "answer_text"]).drop_duplicates(
+        ["text_context", "question"])
+    modalities = {}
+    for name, rows, truth, pred in (("image only", img, "answer_visual", "pred_v"), ("text only", txt, "answer_text", "pred_t")):
+        rate = stats.rate_with_interval(stats.same_answers(rows[pred], rows[truth]), rows.group.to_numpy())
+        rate["above_chance"] = bool(rate["ci"] is not None and rate["ci"][0] > chance)
+        modalities[name] = rate
+    failing = [m for m, r in modalities.items() if not r["above_chance"]]
+    line = "; ".join(f"{m} accuracy {modalities[m]['rate'] if modalities[m]['rate'] is not None else float('nan'):.3f} "
+                     + (f"[{modalities[m]['ci'][0]:.3f}, {modalities[m]['ci'][1]:.3f}] " if modalities[m]["ci"] else "")
+                     + f"is not above chance {chance:.3f} ({len(answers)} answers)" for m in failing)
+    return {"passed": not failing, "chance": chance, "answers": len(answers), "modalities": modalities,
+            "line": f"the model cannot do the task on its own: {line}" if failing else None}
+
+
+def gated_balance_point(gate: dict, forced: bool, bp: dict | None) -> dict | None:
+    """The balance point a failed gate leaves: none (its line says why), or with --force the fitted one, flagged."""
+    if forced:
+        return bp and {**bp, "forced_past_gate": True,
+                       "description": f"{bp['description']} (FORCED: {gate['line']})"}
+    return {"estimate": None, "ci": None, "crosses": False, "leans": "undecided", "side": "", "direction": "gated",
+            "intercept": float("nan"), "slope": float("nan"), "description": f"none ({gate['line']})"}
+
+
 def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
     """Every headline number of a run, JSON-ready."""
     cfg = cfg or AnalysisConfig()
@@ -177,11 +214,17 @@ def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
             result["curves"][name] = following_curve(decided[f"d_rel_{name}"].to_numpy(), follows, cfg, groups)
         except ValueError as e:
             result["curves"][name] = {"error": str(e)}
+    result["ability"] = gate = ability_gate(table)
+    if not gate["passed"]:
+        log.warning(gate["line"])
+        for curve in result["curves"].values():
+            if "balance_point" in curve:
+                curve["balance_point"] = gated_balance_point(gate, cfg.force, curve["balance_point"])
     main = result["curves"][cfg.index]
     result["balance_point"] = main.get("balance_point")
     result["monotonicity"] = main.get("monotonicity")
     bp = result["balance_point"] or {}
-    result["oscillation"] = oscillation(decided, bp.get("estimate"), cfg)  # no crossing: no region split
+    result["oscillation"] = oscillation(decided, bp.get("estimate"), cfg)  # no crossing (or gated): no region split
     result["difficulty"] = difficulty_views(table)
     result["tfr_cells"] = tfr_cells(t) if "d_v" in t and t.d_v.notna().all() else []
     return result

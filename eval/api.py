@@ -40,6 +40,12 @@ class Measurement:
         return self.analysis.get("balance_point") or {}
 
     @property
+    def ability_gate(self) -> str | None:
+        """None where the model answers each modality alone above chance; else the one line saying which modality
+        fails, its accuracy and chance (then there is no balance point unless it was forced)."""
+        return (self.analysis.get("ability") or {}).get("line")
+
+    @property
     def tfr(self) -> float | None:
         return self.analysis.get("following", {}).get("tfr")
 

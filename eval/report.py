@@ -52,10 +52,10 @@ def plot_curves(results: dict[str, dict], index: str = "entropy", ax=None, targe
             ax.plot(b["centre"][ok & few], b["rate"][ok & few], "o", mfc="none", color=color, label=f"{name}: bins with few samples")
         bp = curve["balance_point"]
         xs = np.linspace(-2, 2, 200)
-        if np.isfinite(bp["slope"]):
+        if np.isfinite(bp.get("slope", np.nan)):
             ax.plot(xs, _sigmoid(bp["intercept"] + bp["slope"] * xs), "-", color=color, alpha=0.8,
                     label=f"{name}: logistic fit")
-        if bp["crosses"]:
+        if bp.get("crosses"):
             ax.axvline(bp["estimate"], color=color, ls="--", lw=1, label=f"{name}: balance point {bp['estimate']:+.2f}")
             if bp["ci"]:
                 ax.axvspan(*bp["ci"], color=color, alpha=0.12, label=f"{name}: balance point 95% interval")
@@ -181,7 +181,7 @@ def headline(res: dict) -> dict:
         "n_analysed": res["counts"]["analysed"], "n_following": res["following"]["n"],
         "monotonicity": res["monotonicity"], "direction": (res["balance_point"] or {}).get("direction"),
         "oscillation_ambiguous": osc.get("ambiguous"), "oscillation_clear": osc.get("clear"),
-        "unimodal_accuracy": unimodal_accuracy(res),
+        "unimodal_accuracy": unimodal_accuracy(res), "ability": res.get("ability"),
     }
 
 
@@ -229,6 +229,10 @@ def report_results(results: dict[str, dict], out: str | Path, infos: dict[str, d
         warnings.append(f"runs were scored on different datasets {prints}: curves are not directly comparable")
         log.warning(warnings[-1])
     for name, res in results.items():
+        gate = res.get("ability") or {}
+        if gate.get("line"):
+            warnings.append(f"{name}: {gate['line']}" + ("; the balance point was forced past the gate (--force)"
+                                                         if res["config"].get("force") else "; no balance point"))
         for bad in [n for n, c in res["curves"].items() if "error" in c]:
             warnings.append(f"{name}: no curve for index {bad}: {res['curves'][bad]['error']}")
         direction = (res["balance_point"] or {}).get("direction")

@@ -140,7 +140,7 @@ def test_a_rising_curve_is_said_in_headline_report_and_summary(tmp_path, capsys)
     from eval.__main__ import print_headline
     table = synthetic_table(n=1500, a=-1.5, b=5.2)  # rises, crossing at +0.29
     res = analyze(table, AnalysisConfig(n_boot=0))
-    assert res["balance_point"]["direction"] == "rising" and res["balance_point"]["leans"] == "vision"
+    assert res["balance_point"]["direction"] == "rising" and res["balance_point"]["side"] == "vision"
     print_headline(res)
     assert "WARNING: the curve is rising" in capsys.readouterr().out
     run = tmp_path / "run"
@@ -255,5 +255,34 @@ def test_seed_reaches_the_bootstrap():
                                    "measure")
     assert analysis.seed == 7
     t = synthetic_table(n=600)
-    ci = lambda seed: analyze(t, AnalysisConfig(n_boot=200, seed=seed))["balance_point"]["ci"]
-    assert ci(7) == ci(7) and ci(7) != ci(8)
+    slope_ci = lambda seed: analyze(t, AnalysisConfig(n_boot=200, seed=seed))["balance_point"]["slope_ci"]
+    assert slope_ci(7) == slope_ci(7) and slope_ci(7) != slope_ci(8)  # the balance point's own interval is a jackknife
+
+
+def test_the_ability_gate_withholds_the_balance_point_from_a_model_at_chance(tmp_path, capsys):
+    """Image-only answers at chance: the console, analysis, summary.json and report say which modality fails, with
+    its accuracy and chance, and there is no balance point unless forced, and then it is flagged."""
+    from eval.__main__ import print_headline
+    table = synthetic_table(n=1500)
+    rng = np.random.default_rng(0)
+    colours = sorted(set(table.answer_visual) | set(table.answer_text))
+    table["pred_v"] = rng.choice(colours, len(table))  # guesses: the image alone tells it nothing
+    res = analyze(table, AnalysisConfig(n_boot=0))
+    gate = res["ability"]
+    assert not gate["passed"] and not gate["modalities"]["image only"]["above_chance"]
+    assert gate["modalities"]["text only"]["above_chance"] and gate["chance"] == pytest.approx(1 / len(colours))
+    assert gate["line"].startswith("the model cannot do the task on its own: image only accuracy")
+    assert res["balance_point"]["estimate"] is None and gate["line"] in res["balance_point"]["description"]
+    print_headline(res)
+    assert "image only accuracy" in capsys.readouterr().out
+    run = tmp_path / "run"
+    run.mkdir()
+    table.to_parquet(run / "samples.parquet")
+    summary = write_report([run], tmp_path / "rep", AnalysisConfig(n_boot=0))
+    assert any("cannot do the task" in w for w in summary["warnings"])
+    assert summary["runs"]["run"]["ability"]["passed"] is False
+    assert "cannot do the task" in (tmp_path / "rep" / "report.html").read_text()
+    forced = analyze(table, AnalysisConfig(n_boot=0, force=True))["balance_point"]
+    assert forced["forced_past_gate"] and "FORCED" in forced["description"]
+    fine = analyze(synthetic_table(n=1500), AnalysisConfig(n_boot=0))
+    assert fine["ability"]["passed"] and fine["ability"]["line"] is None
