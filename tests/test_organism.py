@@ -137,9 +137,19 @@ def test_quality_bars_on_a_hand_made_table():
                              pred_v="red", answer_visual="red", entropy_v=0.5, pred_t="blue" if g >= d_t else "red",
                              answer_text="blue", entropy_t=0.2 + 0.5 * d_t))
     report = quality_bars(pd.DataFrame(rows))
-    assert report["checks"]["visual: accuracy falls, entropy rises (|Spearman| >= 0.8)"]
+    assert report["checks"]["visual: accuracy falls, entropy rises over the resolved tiers 0-6 (|Spearman| >= 0.8)"]
     assert report["checks"]["text: accuracy falls, entropy rises (|Spearman| >= 0.8)"]
     assert report["bars"]["share_d_rel_positive"] > 0 and report["bars"]["share_d_rel_negative"] > 0
+    # tiers 7-13 answered 0.7-0.4 where chance is 0.2: more than the grid can resolve, so the bar fails; at 2 in 10
+    # it passes, and at none in 10 (below chance: a rule about the distractors) it fails again
+    at_chance = "visual: tiers beyond 6 at chance +- 0.1, none below it (its interval)"
+    chance = {d: 0.2 for d in range(14)}
+    assert not quality_bars(pd.DataFrame(rows), chance_by_tier=chance)["checks"][at_chance]
+    for right, passes in ((2, True), (0, False)):
+        table = pd.DataFrame(rows)
+        far = (table.d_v >= 7) & (table.text_tier == "original")
+        table.loc[far, "pred_v"] = np.where(table[far].group < right, "red", "blue")
+        assert quality_bars(table, chance_by_tier=chance)["checks"][at_chance] is passes
 
 
 def test_knowledge_corpus_makes_ambiguous_objects_fallible():

@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 from data_gen import ConflictData, generate
 from eval.analysis import AnalysisConfig, analyze
 from eval.scoring import ScoreConfig, score_dataset
-from eval.stats import relative_uncertainty
+from eval.stats import relative_uncertainty, wilson_interval
 from eval.models import load_vlm
 from eval.models.vlm import resolve_path
 
@@ -20,12 +20,18 @@ from .end_of_turn import one_word_answers
 
 
 MIN_OSCILLATION_RATIO = 1.5  # the paper's LLaVA-1.6-7B: 1.43 vs 0.71, about 2
+# On the organism's grid (64 px, 8-px patches) the targets of tiers 0-6 own most of a patch and those of 7-13 a sixth
+# of one (`python -m data_gen readability --image_size 64 --patch 8`): a graded ladder over 0-6, chance beyond.
+RESOLVED_TIERS = range(7)
+AT_CHANCE_MARGIN = 0.1
 
 
-def quality_bars(table: pd.DataFrame, planted_balance: float | None = None, oscillation_law: bool = False) -> dict:
+def quality_bars(table: pd.DataFrame, planted_balance: float | None = None, oscillation_law: bool = False,
+                 chance_by_tier: dict[int, float] | None = None) -> dict:
     """Graded uncertainty on both sides and a spread of dH_rel, from a scored test table; with `planted_balance`
     (the build's), also whether the measurement recovers the planted preference; with `oscillation_law` (a build
-    whose early layers were trained undecided), whether it shows the law."""
+    whose early layers were trained undecided), whether it shows the law; with `chance_by_tier` (the dataset's
+    blind readers' chance per visual tier), whether the tiers it cannot resolve are answered at chance, no worse."""
     img = table[table.text_tier == "original"].copy()
     img["correct"] = img.pred_v == img.answer_visual
     v = img.groupby("d_v").agg(accuracy=("correct", "mean"), entropy=("entropy_v", "mean"), n=("id", "size"))
@@ -35,10 +41,11 @@ def quality_bars(table: pd.DataFrame, planted_balance: float | None = None, osci
     conf = table[(table.condition == "conflict") & (table.pred_v == table.answer_visual) & (table.pred_t == table.answer_text)]
     d_rel = relative_uncertainty(conf.entropy_v.to_numpy(), conf.entropy_t.to_numpy())
     rho = lambda s, col: float(spearmanr(s.index, s[col]).statistic)
+    resolved = v[v.index.isin(RESOLVED_TIERS)]
     bars = {
         "easiest_visual_accuracy": float(v.accuracy.iloc[:5].mean()),
         "direct_text_accuracy": float(t.accuracy.loc[0]),
-        "spearman_visual_accuracy": rho(v, "accuracy"), "spearman_visual_entropy": rho(v, "entropy"),
+        "spearman_visual_accuracy": rho(resolved, "accuracy"), "spearman_visual_entropy": rho(resolved, "entropy"),
         "spearman_text_accuracy": rho(t, "accuracy"), "spearman_text_entropy": rho(t, "entropy"),
         "share_d_rel_negative": float(np.mean(d_rel < 0)), "share_d_rel_positive": float(np.mean(d_rel > 0)),
         "n_conflicts_unimodal_correct": int(len(conf)),
@@ -46,13 +53,20 @@ def quality_bars(table: pd.DataFrame, planted_balance: float | None = None, osci
     checks = {
         "easiest visual tiers accuracy >= 0.9": bars["easiest_visual_accuracy"] >= 0.9,
         "direct text accuracy >= 0.9": bars["direct_text_accuracy"] >= 0.9,
-        "visual: accuracy falls, entropy rises (|Spearman| >= 0.8)":
-            bars["spearman_visual_accuracy"] <= -0.8 and bars["spearman_visual_entropy"] >= 0.8,
+        f"visual: accuracy falls, entropy rises over the resolved tiers {RESOLVED_TIERS.start}-{RESOLVED_TIERS.stop - 1} "
+        "(|Spearman| >= 0.8)": bars["spearman_visual_accuracy"] <= -0.8 and bars["spearman_visual_entropy"] >= 0.8,
         "text: accuracy falls, entropy rises (|Spearman| >= 0.8)":
             bars["spearman_text_accuracy"] <= -0.8 and bars["spearman_text_entropy"] >= 0.8,
         "dH_rel spreads: >= 20% on each side of 0":
             bars["share_d_rel_negative"] >= 0.2 and bars["share_d_rel_positive"] >= 0.2,
     }
+    if chance_by_tier:
+        beyond = v[~v.index.isin(RESOLVED_TIERS)]
+        offsets = {int(d): float(row.accuracy - chance_by_tier[int(d)]) for d, row in beyond.iterrows()}
+        below = {d: wilson_interval(row.accuracy * row.n, row.n)[1] < chance_by_tier[int(d)] for d, row in beyond.iterrows()}
+        bars["unresolved_tiers_accuracy_minus_chance"] = offsets
+        checks[f"visual: tiers beyond {RESOLVED_TIERS.stop - 1} at chance +- {AT_CHANCE_MARGIN}, none below it "
+               "(its interval)"] = all(abs(o) <= AT_CHANCE_MARGIN for o in offsets.values()) and not any(below.values())
     analysis = curve_analysis(table)  # once: both the oscillation split and the planted bar read it
     bars.update(oscillation_bars(analysis))
     if oscillation_law:
@@ -141,8 +155,9 @@ def evaluate(name_or_path: str = "organism", data: str | None = None, output_dir
     vlm = load_vlm(name_or_path, dtype="float32")
     table = score_dataset(vlm, test, Path(output_dir or default_output_dir(name_or_path, fresh)),
                           ScoreConfig(batch_size=batch_size))  # with the lens: the oscillation bars read it
+    chance = {int(r["d_v"]): r["chance"] for r in test.info.get("blind_readers", {}).get("tiers", [])}
     report = quality_bars(table, cfg.planted_balance if cfg else None,
-                          oscillation_law=bool(cfg and cfg.lens_undecided_layers))
+                          oscillation_law=bool(cfg and cfg.lens_undecided_layers), chance_by_tier=chance or None)
     report["bars"]["one_word_answers"] = one_word_answers(vlm, test)
     report["checks"]["generate() ends the answer after one word (>= 95% of answers)"] = (
         report["bars"]["one_word_answers"] >= 0.95)
