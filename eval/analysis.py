@@ -98,7 +98,38 @@ def following_curve(d_rel: np.ndarray, follows_text: np.ndarray, cfg: AnalysisCo
         "bins": {k: np.asarray(v).tolist() for k, v in curve.items()},
         "balance_point": bp.to_dict(),
         "monotonicity": stats.monotonicity(curve["centre"][keep], curve["rate"][keep]),
+        "fit_check": fit_check(d_rel, follows_text, bp, edges, groups, cfg),
     }
+
+
+def fit_check(d_rel, follows_text, bp, edges, groups, cfg: AnalysisConfig) -> dict:
+    """Is the logistic curve believable? Its grouped goodness of fit on the binned rates, and the model-free
+    (isotonic) balance point beside it; `disagrees` when both cross and their intervals do not overlap."""
+    check = {"goodness_of_fit": None, "isotonic": stats.isotonic_balance_point(d_rel, follows_text, groups,
+                                                                                cfg.n_boot, cfg.seed),
+             "disagrees": False}
+    if np.isfinite(bp.slope):
+        check["goodness_of_fit"] = stats.grouped_fit_statistic(d_rel, follows_text, bp.intercept, bp.slope, edges, groups)
+    iso = check["isotonic"]
+    if bp.ci and iso["ci"]:
+        check["disagrees"] = bool(iso["ci"][1] < bp.ci[0] or bp.ci[1] < iso["ci"][0])
+    return check
+
+
+def describe_fit_check(check: dict | None) -> str:
+    """One line: the fit statistic and the isotonic crossing, and a flag when they disagree."""
+    if not check:
+        return "fit check: n/a"
+    gof, iso = check["goodness_of_fit"], check["isotonic"]
+    parts = []
+    if gof:
+        parts.append(f"grouped fit X^2 {gof['statistic']:.1f} on {gof['df']} df (p {gof['p_value']:.3f})")
+    ci = iso["ci"]
+    parts.append("isotonic balance point " + ("none (the monotone fit does not cross 0.5)" if iso["estimate"] is None else
+                 f"{iso['estimate']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")))
+    text = "fit check: " + "; ".join(parts)
+    return text + ("; WARNING: the logistic and the isotonic balance points disagree beyond their intervals"
+                   if check["disagrees"] else "")
 
 
 def oscillation(t: pd.DataFrame, balance: float | None, cfg: AnalysisConfig) -> dict | None:
@@ -223,6 +254,7 @@ def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
     main = result["curves"][cfg.index]
     result["balance_point"] = main.get("balance_point")
     result["monotonicity"] = main.get("monotonicity")
+    result["fit_check"] = main.get("fit_check")
     bp = result["balance_point"] or {}
     result["oscillation"] = oscillation(decided, bp.get("estimate"), cfg)  # no crossing (or gated): no region split
     result["difficulty"] = difficulty_views(table)

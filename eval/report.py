@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .analysis import UNCERTAINTY_INDICES, AnalysisConfig, analyze  # noqa: E402
+from .analysis import UNCERTAINTY_INDICES, AnalysisConfig, analyze, describe_fit_check  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ def plot_curves(results: dict[str, dict], index: str = "entropy", ax=None, targe
             ax.axvline(bp["estimate"], color=color, ls="--", lw=1, label=f"{name}: balance point {bp['estimate']:+.2f}")
             if bp["ci"]:
                 ax.axvspan(*bp["ci"], color=color, alpha=0.12, label=f"{name}: balance point 95% interval")
+        iso = (curve.get("fit_check") or {}).get("isotonic") or {}
+        if iso.get("estimate") is not None:
+            ax.axvline(iso["estimate"], color=color, ls=(0, (1, 3)), lw=1.5,
+                       label=f"{name}: isotonic (model-free) balance point {iso['estimate']:+.2f}")
     ax.axhline(0.5, color="grey", lw=0.8, label="P = 0.5")
     ax.axvline(0, color="grey", lw=0.8, ls=":", label="equal uncertainty (dH_rel = 0)")
     if target is not None:
@@ -79,8 +83,8 @@ def _fig_png(fig) -> bytes:
 CAPTIONS = {
     "following_curve": "P(text-following) against relative uncertainty dH_rel = 2 (H_t - H_v) / (H_t + H_v), entropy "
                        "index. Dots: binned rates with 95% intervals over groups (hollow: bins with few samples); "
-                       "lines: logistic fits; dashed: balance points, shaded: their 95% intervals; dotted: equal "
-                       "uncertainty; dash-dot: the target balance point, when there is one.",
+                       "lines: logistic fits; dashed: balance points, shaded: their 95% intervals; sparse dots: the "
+                       "crossings of monotone (isotonic) fits; dotted grey: equal uncertainty; dash-dot: the target balance point, when there is one.",
     "curves_by_index": "The same curve with each uncertainty index on the x-axis (entropy, 1 - max p, 1 - top-2 "
                        "margin, entropy over the candidate answers).",
     "oscillation": "Mean number of switches between the visual and the textual answer across decoder layers (logit "
@@ -181,7 +185,7 @@ def headline(res: dict) -> dict:
         "n_analysed": res["counts"]["analysed"], "n_following": res["following"]["n"],
         "monotonicity": res["monotonicity"], "direction": (res["balance_point"] or {}).get("direction"),
         "oscillation_ambiguous": osc.get("ambiguous"), "oscillation_clear": osc.get("clear"),
-        "unimodal_accuracy": unimodal_accuracy(res), "ability": res.get("ability"),
+        "unimodal_accuracy": unimodal_accuracy(res), "ability": res.get("ability"), "fit_check": res.get("fit_check"),
     }
 
 
@@ -239,6 +243,9 @@ def report_results(results: dict[str, dict], out: str | Path, infos: dict[str, d
         if direction in ("rising", "flat"):
             warnings.append(f"{name}: the following curve is {direction} in dH_rel, not falling as modality following "
                             f"predicts; its balance point does not mean 'leans' in the usual sense")
+        if (res.get("fit_check") or {}).get("disagrees"):
+            warnings.append(f"{name}: the logistic and the isotonic (model-free) balance points disagree beyond their "
+                            f"intervals: the logistic curve does not describe this run's rates")
         few = sum(res["curves"][res["config"]["index"]]["bins"]["few"])
         if few:
             warnings.append(f"{name}: {few} bin(s) hold fewer than {res['config']['min_bin_count']} samples (hollow markers)")
@@ -262,7 +269,7 @@ def _html(summary: dict, figs: dict[str, bytes]) -> str:
             name, s.get("model"), bp.get("description", "–"), _fmt_ci(s["tfr"], s["tfr_ci"]), _fmt_ci(s["vfr"], s["vfr_ci"]),
             _fmt_ci(osc_a.get("mean"), osc_a.get("ci")), _fmt_ci(osc_c.get("mean"), osc_c.get("ci")),
             "–" if acc["visual"] is None else f"{acc['visual']:.3f}", "–" if acc["text"] is None else f"{acc['text']:.3f}",
-            f"{s['n_analysed']} / {s['n_following']}")) + "</tr>")
+            f"{s['n_analysed']} / {s['n_following']}", describe_fit_check(s.get("fit_check")).removeprefix("fit check: "))) + "</tr>")
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in summary["warnings"])
     imgs = "".join(f"<h2>{k.replace('_', ' ')}</h2><img src='data:image/png;base64,{base64.b64encode(v).decode()}'>"
                    f"<p class='caption'>{html.escape(CAPTIONS.get(k, ''))}</p>"
@@ -273,6 +280,6 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}img{{max-width:100%
 <body><h1>Modality-following report</h1>
 <table><tr><th>run</th><th>model</th><th>balance point [95% CI]</th><th>TFR</th><th>VFR</th>
 <th>oscillation, ambiguous</th><th>oscillation, clear</th><th>image-only acc.</th><th>text-only acc.</th>
-<th>conflicts analysed / text- or vision-following</th></tr>
+<th>conflicts analysed / text- or vision-following</th><th>fit check: grouped goodness of fit; isotonic balance point</th></tr>
 {''.join(rows)}</table><p class="caption">Analysed: conflicts whose image-only and text-only answers are both right
 (unless the filter is off); TFR, VFR and the curve count the text- or vision-following ones among them.</p>{f'<ul class="warn">{warn}</ul>' if warn else ''}{imgs}</body></html>"""

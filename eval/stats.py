@@ -397,6 +397,65 @@ def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95, clu
                         (lo_x, hi_x), direction, float(1 / (1 + math.exp(-a))), side, slope_ci)
 
 
+def grouped_fit_statistic(x, y, a: float, b: float, edges, clusters=None) -> dict:
+    """How well the logistic curve sigmoid(a + b x) fits the binned rates, counting groups: per bin the residual
+    sum r = sum(y - p) over its samples, its variance the larger of the binomial one (sum p (1 - p)) and the one
+    the groups' residual sums show (their samples share an image and a text), and X^2 = sum over bins of r^2 / var,
+    against chi^2 on bins - 2 degrees of freedom (Hosmer-Lemeshow, with a design effect kept >= 1). A small p-value
+    says the curve misses the rates."""
+    from scipy.stats import chi2
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    clusters = np.arange(len(x)) if clusters is None else np.asarray(clusters)
+    _, cluster_index = np.unique(clusters, return_inverse=True)
+    idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    p = 1 / (1 + np.exp(-np.clip(a + b * x, -30, 30)))
+    by_cluster = np.zeros((int(cluster_index.max()) + 1, len(edges) - 1))
+    np.add.at(by_cluster, (cluster_index, idx), y - p)
+    binomial = np.bincount(idx, weights=p * (1 - p), minlength=len(edges) - 1)
+    r, var = by_cluster.sum(0), np.maximum((by_cluster ** 2).sum(0), binomial)
+    used = var > 0
+    statistic = float((r[used] ** 2 / var[used]).sum())
+    df = max(int(used.sum()) - 2, 1)
+    return {"statistic": statistic, "df": df, "p_value": float(chi2.sf(statistic, df))}
+
+
+def isotonic_crossing(x, y, weights=None) -> float | None:
+    """Where a falling monotone (isotonic) fit of y on x crosses 0.5, linear between the fitted steps around it;
+    None when the fit stays on one side."""
+    from scipy.optimize import isotonic_regression
+    order = np.argsort(x, kind="stable")
+    xs, ys = np.asarray(x, dtype=float)[order], np.asarray(y, dtype=float)[order]
+    w = None if weights is None else np.asarray(weights, dtype=float)[order]
+    if w is not None:
+        keep = w > 0
+        xs, ys, w = xs[keep], ys[keep], w[keep]
+    fitted = isotonic_regression(ys, weights=w, increasing=False).x
+    above = np.flatnonzero(fitted > 0.5)
+    below = np.flatnonzero(fitted < 0.5)
+    if not len(above) or not len(below):
+        return None
+    i, j = above[-1], below[0]  # falling: every index above precedes every index below (ties at 0.5 between)
+    if j == i + 1:
+        t = (fitted[i] - 0.5) / (fitted[i] - fitted[j])
+        return float(xs[i] + t * (xs[j] - xs[i]))
+    return float((xs[i + 1] + xs[j - 1]) / 2)  # a step at exactly 0.5: its middle
+
+
+def isotonic_balance_point(x, y, clusters=None, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict:
+    """The model-free balance point: the crossing of a monotone fit (`isotonic_crossing`), with a percentile group
+    bootstrap interval (draws whose fit does not cross are left out, and counted)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    estimate = isotonic_crossing(x, y)
+    if estimate is None or not n_boot:
+        return {"estimate": estimate, "ci": None, "no_crossing_draws": 0}
+    units = np.arange(len(x)) if clusters is None else np.asarray(clusters)
+    draws = [isotonic_crossing(x, y, w) for w in cluster_weights(units, n_boot, np.random.default_rng(seed))]
+    found = np.array([d for d in draws if d is not None])
+    alpha = (1 - ci) / 2
+    interval = (float(np.quantile(found, alpha)), float(np.quantile(found, 1 - alpha))) if len(found) else None
+    return {"estimate": estimate, "ci": interval, "no_crossing_draws": int(len(draws) - len(found))}
+
+
 def balance_point_shift(before: tuple, after: tuple, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict:
     """after - before of two runs' balance points, each run given as (dH_rel, follows_text, group) arrays.
 

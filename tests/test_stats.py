@@ -419,3 +419,25 @@ def test_cohens_d_interval_resamples_clips_at_nominal():
         lo, hi = attention_effect_by_layer(pd.DataFrame(rows))[0]["cohens_d_ci"]
         hits += lo <= truth <= hi
     assert 0.93 <= hits / 300 <= 0.97, hits
+
+
+def test_fit_check_accepts_a_logistic_curve_and_flags_one_it_misses():
+    """On logistic data the grouped fit statistic rejects about 5 % of the time and the isotonic crossing covers the
+    truth; on a curve that falls, then sits at 0.47 over (0, 1.5], the logistic fit is rejected."""
+    rejected = covered = 0
+    for seed in range(100):
+        x, y, g = _group_effect_sample(seed, sd=0.3)
+        a, b = stats.logistic_fit(x, y)
+        gof = stats.grouped_fit_statistic(x, y, a, b, stats.bin_edges(x, 8), g)
+        rejected += gof["p_value"] < 0.05
+        iso = stats.isotonic_balance_point(x, y, g, n_boot=100, seed=seed)
+        covered += iso["ci"][0] <= 0.3 <= iso["ci"][1]
+    assert rejected <= 12 and covered >= 88, (rejected, covered)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, 3000)
+    p = np.where(x < 0, 1 / (1 + np.exp(3 * x - 1.5)), np.where(x <= 1.5, 0.47, 0.05))
+    y = (rng.uniform(size=len(x)) < p).astype(float)
+    a, b = stats.logistic_fit(x, y)
+    assert stats.grouped_fit_statistic(x, y, a, b, stats.bin_edges(x, 8))["p_value"] < 0.001
+    assert stats.isotonic_crossing([0, 1, 2, 3], [1, 1, 0, 0]) == pytest.approx(1.5)
+    assert stats.isotonic_crossing([0, 1, 2], [1, 1, 1]) is None

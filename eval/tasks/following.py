@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis import AnalysisConfig, alignment_guarantee, analyze, describe_guarantee
+from ..analysis import AnalysisConfig, alignment_guarantee, analyze, describe_fit_check, describe_guarantee
 from ..report import headline, report_results
 from ..scoring import ScoreConfig, score_dataset
 from . import Task
@@ -41,6 +41,8 @@ class ModalityFollowing(Task):
             lines.append(f"TFR {f['tfr']:.3f} [{f['tfr_ci'][0]:.3f}, {f['tfr_ci'][1]:.3f}]   VFR {f['vfr']:.3f}   "
                          f"analysed {result['counts']['analysed']} conflicts, {f['n']} text- or vision-following   "
                          f"monotonicity (Spearman) {'n/a' if mono is None or mono != mono else f'{mono:+.2f}'}")
+        if result.get("fit_check"):
+            lines.append(describe_fit_check(result["fit_check"]))
         osc = result.get("oscillation")
         if osc and osc["ambiguous"]["mean"] is not None and osc["clear"]["mean"] is not None:
             lines.append(f"oscillation: ambiguous {osc['ambiguous']['mean']:.2f} (n={osc['ambiguous']['n']}), "
