@@ -199,21 +199,27 @@ def ability_gate(table: pd.DataFrame) -> dict:
     balance point means anything (docs/method.md, "The ability gate")."""
     answers = pd.concat([table.answer_visual, table.answer_text]).dropna()
     answers = set(stats.normal_answers(answers[answers != ""]).tolist())
-    chance = 1 / max(len(answers), 1)
     img = table.dropna(subset=["pred_v", "answer_visual"]).drop_duplicates(["image_id", "question"])
     img = img[img.answer_visual != ""]
     txt = table[table.condition == "conflict"].dropna(subset=["pred_t", "answer_text"]).drop_duplicates(
         ["text_context", "question"])
-    modalities = {}
-    for name, rows, truth, pred in (("image only", img, "answer_visual", "pred_v"), ("text only", txt, "answer_text", "pred_t")):
-        rate = stats.rate_with_interval(stats.same_answers(rows[pred], rows[truth]), rows.group.to_numpy())
-        rate["above_chance"] = bool(rate["ci"] is not None and rate["ci"][0] > chance)
-        modalities[name] = rate
+    rates = {name: stats.rate_with_interval(stats.same_answers(rows[pred], rows[truth]), rows.group.to_numpy())
+             for name, rows, truth, pred in (("image only", img, "answer_visual", "pred_v"),
+                                             ("text only", txt, "answer_text", "pred_t"))}
+    return gate_verdict(rates, len(answers))
+
+
+def gate_verdict(rates: dict[str, dict], answers: int) -> dict:
+    """The gate's verdict from each modality's accuracy (`stats.rate_with_interval`) and the number of answers a
+    uniform pick chooses among: which modalities are not above chance with their interval, and the line saying so."""
+    chance = 1 / max(answers, 1)
+    modalities = {name: {**rate, "above_chance": bool(rate["ci"] is not None and rate["ci"][0] > chance)}
+                  for name, rate in rates.items()}
     failing = [m for m, r in modalities.items() if not r["above_chance"]]
-    line = "; ".join(f"{m} accuracy {modalities[m]['rate'] if modalities[m]['rate'] is not None else float('nan'):.3f} "
+    line = "; ".join(f"{m} accuracy {float('nan') if modalities[m]['rate'] is None else modalities[m]['rate']:.3f} "
                      + (f"[{modalities[m]['ci'][0]:.3f}, {modalities[m]['ci'][1]:.3f}] " if modalities[m]["ci"] else "")
-                     + f"is not above chance {chance:.3f} ({len(answers)} answers)" for m in failing)
-    return {"passed": not failing, "chance": chance, "answers": len(answers), "modalities": modalities,
+                     + f"is not above chance {chance:.3f} ({answers} answers)" for m in failing)
+    return {"passed": not failing, "chance": chance, "answers": answers, "modalities": modalities,
             "line": f"the model cannot do the task on its own: {line}" if failing else None}
 
 
@@ -224,6 +230,16 @@ def gated_balance_point(gate: dict, forced: bool, bp: dict | None) -> dict | Non
                        "description": f"{bp['description']} (FORCED: {gate['line']})"}
     return {"estimate": None, "ci": None, "crosses": False, "leans": "undecided", "side": "", "direction": "gated",
             "intercept": float("nan"), "slope": float("nan"), "description": f"none ({gate['line']})"}
+
+
+def apply_gate(gate: dict, curves, force: bool) -> None:
+    """A failed gate takes the balance point out of each curve (or, forced, flags it), and says so in the log."""
+    if gate["passed"]:
+        return
+    log.warning(gate["line"])
+    for curve in curves:
+        if curve and "balance_point" in curve:
+            curve["balance_point"] = gated_balance_point(gate, force, curve["balance_point"])
 
 
 def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
@@ -246,11 +262,7 @@ def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
         except ValueError as e:
             result["curves"][name] = {"error": str(e)}
     result["ability"] = gate = ability_gate(table)
-    if not gate["passed"]:
-        log.warning(gate["line"])
-        for curve in result["curves"].values():
-            if "balance_point" in curve:
-                curve["balance_point"] = gated_balance_point(gate, cfg.force, curve["balance_point"])
+    apply_gate(gate, result["curves"].values(), cfg.force)
     main = result["curves"][cfg.index]
     result["balance_point"] = main.get("balance_point")
     result["monotonicity"] = main.get("monotonicity")

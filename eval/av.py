@@ -101,10 +101,25 @@ def audio_following_samples(table: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def av_ability_gate(table: pd.DataFrame) -> dict:
+    """The ability gate (eval.analysis.ability_gate) on clips: the frames alone (audio removed, asked about the
+    frames) and the sound alone (frames zeroed, asked about the sound), each above a uniform pick of a class."""
+    from data_gen.av import CLASSES
+
+    from .analysis import gate_verdict
+    alone = {"frames alone": ("audio_removed", "visual"), "sound alone": ("frames_zeroed", "audio")}
+    rates = {}
+    for name, (condition, asked) in alone.items():
+        t = table[(table.condition == condition) & (table.asked == asked) & (table.target != "")]
+        rates[name] = stats.rate_with_interval((t.pred == t.target).to_numpy(), t.group.to_numpy())
+    return gate_verdict(rates, len(CLASSES))
+
+
 def audio_following(table: pd.DataFrame, cfg=None) -> dict:
     """P(answers the sound's class) against dH_rel(sound vs frames) on misaligned clips, per asked modality and
-    pooled, with the balance point (eval.analysis.following_curve); None where too few rows to fit."""
-    from .analysis import AnalysisConfig, following_curve
+    pooled, with the balance point (eval.analysis.following_curve); None where too few rows to fit. Behind the
+    ability gate: a model that cannot answer the frames or the sound alone gets no balance point unless forced."""
+    from .analysis import AnalysisConfig, apply_gate, following_curve
     cfg = cfg or AnalysisConfig()
     rows = audio_following_samples(table)
     out = {}
@@ -112,26 +127,30 @@ def audio_following(table: pd.DataFrame, cfg=None) -> dict:
         out[name] = (following_curve(t.d_rel.to_numpy(), t.follows_audio.to_numpy(), cfg, t.group.to_numpy())
                      | {"n": len(t), "audio_following_rate": float(t.follows_audio.mean())}
                      if len(t) >= cfg.min_samples else None)
+    apply_gate(av_ability_gate(table), out.values(), cfg.force)
     return out
 
 
-def analyze_av(table: pd.DataFrame) -> dict:
-    """Everything `eval av` and the asked-modality recipe report from a scored AV table."""
+def analyze_av(table: pd.DataFrame, cfg=None) -> dict:
+    """Everything `eval av` and the asked-modality recipe report from a scored AV table (`cfg`: an AnalysisConfig
+    for the audio-following curve, e.g. `force`)."""
     return {"accuracy": accuracy_by_condition(table), "by_condition": accuracy_pooled(table),
             "attention": attention_effect_by_layer(table) if "mass_video" in table else None,
-            "audio_following": audio_following(table)}
+            "ability": av_ability_gate(table), "audio_following": audio_following(table, cfg)}
 
 
 def describe_following(curve: dict) -> str:
     """A sound-vs-frames balance point in words, its sides named (the sound plays the text's part)."""
     bp = curve["balance_point"]
+    if bp.get("direction") == "gated" or bp.get("forced_past_gate"):
+        return bp["description"]
     return stats.BalancePoint(**{k: bp[k] for k in stats.BalancePoint.__dataclass_fields__}).describe(SIDES)
 
 
 def describe_av(res: dict) -> str:
     """The analysis as lines of text: accuracy per condition x asked modality, pooled per condition, d per layer."""
     from .recognition import format_rate
-    lines = []
+    lines = [res["ability"]["line"]] if (res.get("ability") or {}).get("line") else []
     for cell in res["accuracy"]:
         acc = cell["accuracy"]
         lines.append(f"{cell['condition']:<16} asked {cell['asked']:<6} accuracy "

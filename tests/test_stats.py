@@ -441,3 +441,35 @@ def test_fit_check_accepts_a_logistic_curve_and_flags_one_it_misses():
     assert stats.grouped_fit_statistic(x, y, a, b, stats.bin_edges(x, 8))["p_value"] < 0.001
     assert stats.isotonic_crossing([0, 1, 2, 3], [1, 1, 0, 0]) == pytest.approx(1.5)
     assert stats.isotonic_crossing([0, 1, 2], [1, 1, 1]) is None
+
+
+def test_the_av_gate_withholds_the_audio_following_balance_point_from_a_model_deaf_to_the_sound():
+    """Frames alone answered right, the sound alone at chance: the gate names the sound, and the curve has no
+    balance point unless forced."""
+    import pandas as pd
+
+    from data_gen.av import CLASSES
+    from eval.analysis import AnalysisConfig
+    from eval.av import analyze_av, describe_av
+    rng = np.random.default_rng(0)
+    rows = []
+    for group in range(120):
+        visual, audio = rng.choice(CLASSES, 2, replace=False)
+        for condition, target, asked in (("audio_removed", visual, "visual"), ("frames_zeroed", audio, "audio"),
+                                         ("misaligned", visual, "visual"), ("misaligned", audio, "audio")):
+            pred = target if asked == "visual" or condition == "misaligned" else rng.choice(CLASSES)
+            if condition == "misaligned":
+                pred = rng.choice([visual, audio])
+            rows.append({"group": group, "condition": condition, "asked": asked, "target": target,
+                         "answer_visual": visual if condition != "frames_zeroed" else "",
+                         "answer_audio": audio if condition != "audio_removed" else "",
+                         "misleading_class": "", "pred": pred, "entropy": rng.uniform(0.1, 2.0)})
+    table = pd.DataFrame(rows)
+    res = analyze_av(table)
+    gate = res["ability"]
+    assert gate["modalities"]["frames alone"]["above_chance"] and not gate["modalities"]["sound alone"]["above_chance"]
+    assert "sound alone accuracy" in gate["line"] and gate["line"] in describe_av(res)
+    curves = [c for c in res["audio_following"].values() if c]
+    assert curves and all(c["balance_point"]["estimate"] is None for c in curves)
+    forced = analyze_av(table, AnalysisConfig(force=True))["audio_following"]["both"]["balance_point"]
+    assert forced["forced_past_gate"]

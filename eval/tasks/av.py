@@ -27,7 +27,7 @@ class AudioVisual(Task):
         return score_av(vlm, data, out, AVScoreConfig(batch_size=batch_size, attention=attention))
 
     def analyze(self, table: pd.DataFrame, config=None) -> dict:
-        return analyze_av(table)
+        return analyze_av(table, config)
 
     def describe(self, result: dict) -> str:
         return describe_av(result)
