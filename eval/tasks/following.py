@@ -64,6 +64,13 @@ class ModalityFollowing(Task):
                f"{prefix}/unimodal_accuracy_text": h["unimodal_accuracy"]["text"]}
         if bp.get("ci"):
             out[f"{prefix}/balance_point_ci_low"], out[f"{prefix}/balance_point_ci_high"] = bp["ci"]
+        if h.get("ability"):
+            out[f"{prefix}/ability_gate_passed"] = h["ability"]["passed"]
+        fit = h.get("fit_check") or {}
+        if fit:
+            out[f"{prefix}/isotonic_balance_point"] = fit["isotonic"]["estimate"]
+            out[f"{prefix}/fit_p_value"] = (fit["goodness_of_fit"] or {}).get("p_value")
+            out[f"{prefix}/fit_disagrees"] = fit["disagrees"]
         for region in ("ambiguous", "clear"):
             out[f"{prefix}/oscillation_{region}"] = (h.get(f"oscillation_{region}") or {}).get("mean")
         return out
