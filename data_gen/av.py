@@ -242,7 +242,7 @@ def clip_readers(rows: list[dict]) -> dict:
     condition, beside a uniform pick of a class. A reader with nothing to read on a row splits its pick evenly."""
     import pandas as pd
 
-    from .blind_readers import lookup_reader_table, summary
+    from .blind_readers import lookup_summary
     table = pd.DataFrame(rows)
     table = table[table["condition"].isin(BLIND_CONDITIONS) & (table["target"] != "")].copy()
     other = table["answer_audio"].where(table["asked"] == "visual", table["answer_visual"])
@@ -254,4 +254,4 @@ def clip_readers(rows: list[dict]) -> dict:
     table["chance"] = np.where(table["condition"].isin(["misaligned", "misleading_text"]), 1 / (len(CLASSES) - 1),
                                1 / len(CLASSES))
     features = {"other_modality": "other_modality", "caption": "caption", "tiers": "tiers"}
-    return summary(lookup_reader_table(table, features, "target", "condition", chance="chance"), "condition")
+    return lookup_summary(table, features, "target", "condition", chance="chance")

@@ -124,8 +124,19 @@ def summary(table: pd.DataFrame, by: str) -> dict:
             "shortcuts": shortcuts(table, by)}
 
 
+def lookup_summary(rows: pd.DataFrame, features: dict[str, str], label: str, by: str, chance: str | None = None) -> dict:
+    """`summary` of `lookup_reader_table`; a dataset too small to hold out groups (one split only) gets no table,
+    and says why in `skipped`."""
+    try:
+        return summary(lookup_reader_table(rows, features, label, by, chance=chance), by)
+    except ValueError as e:
+        return {"by": by, "margin": SHORTCUT_MARGIN, "tiers": [], "shortcuts": [], "skipped": str(e)}
+
+
 def report_lines(readers: dict) -> list[str]:
     """Markdown of an info.json's `blind_readers` entry: a table per tier and the verdict."""
+    if not readers["tiers"]:
+        return [f"Not measured: {readers.get('skipped', 'no rows')}."]
     table = pd.DataFrame(readers["tiers"])
     names = [c for c in table.columns if c not in (readers["by"], "chance", "scenes") and not c.endswith("_excess")]
     lines = [f"| {readers['by']} | chance | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]

@@ -97,8 +97,8 @@ def statement_readers(rows) -> dict:
     """Image-blind readers of the cross-modal rows: is there a contradiction, from the statement alone (its whole
     text, the colour it names, its object, the asked shape)? The statement is not meant to tell: a contradicting
     and a consistent row differ only in the image."""
-    from .blind_readers import lookup_reader_table, summary
+    from .blind_readers import lookup_summary
     cross = rows[rows["evidence"] == "image_text"].fillna({"knowledge_object": ""})
     features = {"statement": "text_context", "named_color": "answer_text", "knowledge_object": "knowledge_object",
                 "asked_shape": "target"}
-    return summary(lookup_reader_table(cross, features, "answer", "text_tier"), "text_tier")
+    return lookup_summary(cross, features, "answer", "text_tier")

@@ -285,6 +285,8 @@ def test_no_blind_reader_beats_chance_at_the_generators_defaults(default_colors,
     tiers = {row["d_v"]: row for row in default_colors.info["blind_readers"]["tiers"]}
     assert set(tiers) == set(range(len(COLOR_TIERS))) and all(r in tiers[9] for r in IMAGE_READERS)
     assert tiers[13]["chance"] == pytest.approx(1 / 5, abs=0.01)  # five colours shown: all but the text's
+    tiny_av = generate_av(1, seed=0).info["blind_readers"]
+    assert tiny_av["tiers"] == [] and "generate more groups" in tiny_av["skipped"]  # one split: nothing held out
     small = generate("colors", 3, seed=1, size=64, workers=1)
     small.save(tmp_path / "c")
     assert json.loads((tmp_path / "c" / "info.json").read_text())["blind_readers"]["by"] == "d_v"
