@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 SHORTCUT_MARGIN = 0.05
+MIN_SCENES = 50  # fewer scenes (or held-out rows) in a tier: too noisy to call a 0.05 excess a shortcut
 IMAGE_READERS = ("rarest_color", "most_frequent_color", "largest_object", "most_central_object",
                  "least_occluded_object")
 
@@ -86,9 +87,10 @@ def reader_table(rows: pd.DataFrame, by: str = "d_v") -> pd.DataFrame:
 
 
 def shortcuts(table: pd.DataFrame, by: str = "d_v", margin: float = SHORTCUT_MARGIN) -> list[str]:
-    """'reader on d_v=9: 0.912 vs chance 0.204' for each cell of `reader_table` over the margin."""
+    """'reader on d_v=9: 0.912 vs chance 0.204' for each cell of `reader_table` over the margin, in tiers with at
+    least MIN_SCENES scenes (smaller ones are too noisy to judge: `summary` lists them)."""
     found = []
-    for _, row in table.iterrows():
+    for _, row in table[table["scenes"] >= MIN_SCENES].iterrows():
         for col in (c for c in table.columns if c.endswith("_excess")):
             if row[col] > margin:
                 reader = col.removesuffix("_excess")
@@ -121,7 +123,8 @@ def lookup_reader_table(rows: pd.DataFrame, features: dict[str, str], label: str
 def summary(table: pd.DataFrame, by: str) -> dict:
     """What info.json keeps: the table's rows and the shortcuts found (an empty list when there are none)."""
     return {"by": by, "margin": SHORTCUT_MARGIN, "tiers": table.round(4).to_dict("records"),
-            "shortcuts": shortcuts(table, by)}
+            "shortcuts": shortcuts(table, by),
+            "too_few_scenes": [_plain(v) for v in table.loc[table["scenes"] < MIN_SCENES, by]]}
 
 
 def lookup_summary(rows: pd.DataFrame, features: dict[str, str], label: str, by: str, chance: str | None = None) -> dict:
@@ -146,4 +149,6 @@ def report_lines(readers: dict) -> list[str]:
     found = readers["shortcuts"]
     lines.append("")
     lines.append(f"Shortcuts (a reader over chance by more than {readers['margin']}): " + ("; ".join(found) if found else "none."))
+    if readers.get("too_few_scenes"):
+        lines.append(f"Not judged (fewer than {MIN_SCENES} scenes): {readers['by']} = {', '.join(readers['too_few_scenes'])}.")
     return lines
