@@ -259,11 +259,12 @@ def test_grounded_scenes_mark_the_asked_object(tiers):
     for image, context, question, answer, target_patches in items:
         assert context == "" and question.startswith("What color is the ") and answer in COLORS
         pixels = np.asarray(image).reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).reshape(64, 64, 3)
-        answer_px = (pixels == np.array(COLORS[answer])).all(-1).sum(-1)  # only the target has the answer colour
-        expected = answer_px >= MIN_COVER * 64
-        expected[answer_px.argmax()] = True
-        assert np.array_equal(target_patches.astype(bool), expected)
-        areas.append(answer_px.sum())
+        # distractors may share the answer colour: the asked object's patches are among those that show it
+        answer_px = (pixels == np.array(COLORS[answer])).all(-1).sum(-1)
+        marked = target_patches.astype(bool)
+        assert marked.any() and (answer_px[marked] > 0).all()
+        assert (answer_px[marked] >= MIN_COVER * 64).sum() >= marked.sum() - 1  # all by cover, but the largest
+        areas.append(answer_px[marked].sum())
     assert (min(areas) < 20) == (tiers > 5)  # tiers 7-9's targets are a few pixels; tiers 0-4's never
     again = grounded_scenes(np.random.default_rng(0), 24, canvas=64, patch=8, seed=5, tiers=tiers)
     assert all(np.array_equal(np.asarray(a[0]), np.asarray(b[0])) for a, b in zip(items, again))

@@ -135,9 +135,9 @@ def grounded_scenes(rng: np.random.Generator, n: int, canvas: int, patch: int, s
     """Freshly rendered colour scenes of visual tiers 0..tiers-1 (default: the large targets) with the asked
     object's patches.
 
-    With `shared_colors` distractors take any colour, the target's included. The datasets keep the target's colour
-    off the distractors (docs/method.md), so in a crowded scene it is the colour drawn least: a model can answer
-    from colour counts without finding the shape. Training scenes without that shortcut leave binding the only way.
+    With `shared_colors` distractors take any of the six colours (the datasets' palette leaves out the text's
+    colour, which these scenes have none of); either way the target's colour is a uniform pick among the colours
+    shown (docs/method.md, "Conflict data"), so only binding answers.
 
     Groups come from `seed`'s stream, which the datasets (their own seed) never draw, so no
     held-out scene is seen. Each item: (image, "", question, answer colour, target-patch mask).
