@@ -210,16 +210,20 @@ def jackknife_fits(x, y, clusters, chunk: int = 200) -> tuple[np.ndarray, np.nda
     return np.concatenate([f[0] for f in fits]), np.concatenate([f[1] for f in fits])
 
 
-def bca_interval(estimate: float, boots, jackknife, ci: float = 0.95, n_clusters: int | None = None) -> tuple[float, float]:
+def bca_interval(estimate: float, boots, jackknife, ci: float = 0.95,
+                 n_clusters: int | None = None) -> tuple[float, float] | None:
     """Bias-corrected and accelerated bootstrap interval (Efron 1987) from the bootstrap draws and the
     leave-one-cluster-out jackknife values. With `n_clusters`, the normal quantile becomes Student's t on
-    n_clusters - 1 degrees of freedom: with few clusters a bootstrap spreads too little, and this widens it."""
+    n_clusters - 1 degrees of freedom: with few clusters a bootstrap spreads too little, and this widens it.
+    None without finite draws."""
     from scipy.stats import norm
     from scipy.stats import t as student_t
     boots = np.asarray(boots, dtype=float)
     boots = boots[np.isfinite(boots)]
     jack = np.asarray(jackknife, dtype=float)
     jack = jack[np.isfinite(jack)]
+    if not len(boots) or not np.isfinite(estimate):
+        return None
     below = (np.mean(boots < estimate) + 0.5 * np.mean(boots == estimate))
     z0 = norm.ppf(np.clip(below, 1 / (len(boots) + 1), 1 - 1 / (len(boots) + 1)))
     d = jack.mean() - jack
@@ -234,14 +238,17 @@ def bca_interval(estimate: float, boots, jackknife, ci: float = 0.95, n_clusters
     return ends[0], ends[1]
 
 
-def jackknife_t_interval(estimate: float, jackknife, ci: float = 0.95, bounds=(-math.inf, math.inf)) -> tuple[float, float]:
+def jackknife_t_interval(estimate: float, jackknife, ci: float = 0.95,
+                         bounds=(-math.inf, math.inf)) -> tuple[float, float] | None:
     """estimate +- t(clusters - 1) x the leave-one-cluster-out jackknife's standard error, kept within `bounds`.
     A percentile group bootstrap of the balance point covers 0.93 with 60 groups; this covers 0.95
-    (tests/test_stats.py)."""
+    (tests/test_stats.py). None with fewer than two finite jackknife values."""
     from scipy.stats import t as student_t
     jack = np.asarray(jackknife, dtype=float)
     jack = jack[np.isfinite(jack)]
     m = len(jack)
+    if m < 2:
+        return None
     se = math.sqrt((m - 1) / m * ((jack - jack.mean()) ** 2).sum())
     half = student_t.ppf(1 - (1 - ci) / 2, max(m - 1, 1)) * se
     return float(max(bounds[0], estimate - half)), float(min(bounds[1], estimate + half))
@@ -304,7 +311,7 @@ class BalancePoint:
         if not self.crosses:
             text = f"no crossing in [{self.x_range[0]:+.2f}, {self.x_range[1]:+.2f}], {label}"
         else:
-            interval = f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]" if self.ci else "(no interval: n_boot 0)"
+            interval = f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]" if self.ci else "(no interval)"
             text = f"{self.estimate:+.3f} {interval} ({label})"
         if self.direction == "constant":
             text += f" (every analysed conflict followed the {name(self.side)})"
@@ -379,8 +386,9 @@ def balance_point(x, y, n_boot: int = 1000, seed: int = 0, ci: float = 0.95, clu
         jack_a, jack_b = jackknife_fits(x, y, units)
         slope_ci = bca_interval(b, boot_b, jack_b, ci, len(jack_b))
         intercept_ci = bca_interval(a, boot_a, jack_a, ci, len(jack_a))
+    if slope_ci is not None:
         direction = "flat" if slope_ci[0] <= 0 <= slope_ci[1] else ("falling" if b < 0 else "rising")
-    else:  # no draws: the slope's standard error (not clustered)
+    else:  # no draws (or too few groups to resample): the slope's standard error, not clustered
         direction = "flat" if abs(b) < Z95 * se_b else ("falling" if b < 0 else "rising")
     crosses = lo_x <= crossing <= hi_x and direction != "flat"
     if not crosses:  # the side of 0.5 the curve stays on: above means the text wins everywhere observed
