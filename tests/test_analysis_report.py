@@ -136,6 +136,14 @@ def test_measure_and_report_on_tiny_models(tiny_model, tiny_data, tmp_path, caps
         assert code == 2 and "conflict samples" in err
 
 
+def report_of_one_run(table, tmp_path):
+    """The report (no bootstrap) of a run folder holding `table`, written to tmp_path / "rep"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    table.to_parquet(run / "samples.parquet")
+    return write_report([run], tmp_path / "rep", AnalysisConfig(n_boot=0))
+
+
 def test_a_rising_curve_is_said_in_headline_report_and_summary(tmp_path, capsys):
     from eval.__main__ import print_headline
     table = synthetic_table(n=1500, a=-1.5, b=5.2)  # rises, crossing at +0.29
@@ -143,10 +151,7 @@ def test_a_rising_curve_is_said_in_headline_report_and_summary(tmp_path, capsys)
     assert res["balance_point"]["direction"] == "rising" and res["balance_point"]["side"] == "vision"
     print_headline(res)
     assert "WARNING: the curve is rising" in capsys.readouterr().out
-    run = tmp_path / "run"
-    run.mkdir()
-    table.to_parquet(run / "samples.parquet")
-    summary = write_report([run], tmp_path / "rep", AnalysisConfig(n_boot=0))
+    summary = report_of_one_run(table, tmp_path)
     assert summary["runs"]["run"]["direction"] == "rising" and any("rising" in w for w in summary["warnings"])
     assert "rising" in (tmp_path / "rep" / "report.html").read_text()
 
@@ -275,10 +280,7 @@ def test_the_ability_gate_withholds_the_balance_point_from_a_model_at_chance(tmp
     assert res["balance_point"]["estimate"] is None and gate["line"] in res["balance_point"]["description"]
     print_headline(res)
     assert "image only accuracy" in capsys.readouterr().out
-    run = tmp_path / "run"
-    run.mkdir()
-    table.to_parquet(run / "samples.parquet")
-    summary = write_report([run], tmp_path / "rep", AnalysisConfig(n_boot=0))
+    summary = report_of_one_run(table, tmp_path)
     assert any("cannot do the task" in w for w in summary["warnings"])
     assert summary["runs"]["run"]["ability"]["passed"] is False
     assert "cannot do the task" in (tmp_path / "rep" / "report.html").read_text()
