@@ -88,7 +88,8 @@ def conflict_samples(table: pd.DataFrame, cfg: AnalysisConfig) -> tuple[pd.DataF
     return t, counts
 
 
-def following_curve(d_rel: np.ndarray, follows_text: np.ndarray, cfg: AnalysisConfig, groups=None) -> dict:
+def following_curve(d_rel: np.ndarray, follows_text: np.ndarray, cfg: AnalysisConfig, groups=None,
+                    check_fit: bool = True) -> dict:
     edges = stats.bin_edges(d_rel, cfg.n_bins, cfg.bins)
     curve = stats.binned_rate(d_rel, follows_text, edges, clusters=groups)
     curve["few"] = curve["n"] < cfg.min_bin_count
@@ -98,7 +99,7 @@ def following_curve(d_rel: np.ndarray, follows_text: np.ndarray, cfg: AnalysisCo
         "bins": {k: np.asarray(v).tolist() for k, v in curve.items()},
         "balance_point": bp.to_dict(),
         "monotonicity": stats.monotonicity(curve["centre"][keep], curve["rate"][keep]),
-        "fit_check": fit_check(d_rel, follows_text, bp, edges, groups, cfg),
+        "fit_check": fit_check(d_rel, follows_text, bp, edges, groups, cfg) if check_fit else None,
     }
 
 
@@ -258,7 +259,8 @@ def analyze(table: pd.DataFrame, cfg: AnalysisConfig | None = None) -> dict:
               "other_share": float((t.following == "other").mean()) if len(t) else None, "curves": {}}
     for name in UNCERTAINTY_INDICES:
         try:
-            result["curves"][name] = following_curve(decided[f"d_rel_{name}"].to_numpy(), follows, cfg, groups)
+            result["curves"][name] = following_curve(decided[f"d_rel_{name}"].to_numpy(), follows, cfg, groups,
+                                                     check_fit=name == cfg.index)  # the headline curve's
         except ValueError as e:
             result["curves"][name] = {"error": str(e)}
     result["ability"] = gate = ability_gate(table)

@@ -175,7 +175,8 @@ def logistic_fit(x, y, ridge: float = 1e-3, iters: int = 50, return_se: bool = F
     return float(w[0]), float(w[1]), float(np.sqrt(max(cov[1, 1], 0.0)))
 
 
-def logistic_fit_weighted(x, y, weights, ridge: float = 1e-3, iters: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def logistic_fit_weighted(x, y, weights, ridge: float = 1e-3, iters: int = 25,
+                          tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
     """`logistic_fit` for many weightings of one sample at once: `weights` is (fits, samples), e.g. how often a
     bootstrap draw or a jackknife leaves each sample in. Returns the intercepts and slopes, one per row."""
     x, y, w = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.atleast_2d(np.asarray(weights, dtype=float))
@@ -188,7 +189,7 @@ def logistic_fit_weighted(x, y, weights, ridge: float = 1e-3, iters: int = 50) -
         det = np.maximum(h00 * h11 - h01 ** 2, 1e-12)
         da, db = (h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det
         a, b = a + da, b + db
-        if max(np.abs(da).max(), np.abs(db).max()) < 1e-8:
+        if max(np.abs(da).max(), np.abs(db).max()) < tol:  # a near-separated draw creeps on: its crossing has settled
             break
     return a, b
 
@@ -427,13 +428,15 @@ def grouped_fit_statistic(x, y, a: float, b: float, edges, clusters=None) -> dic
     return {"statistic": statistic, "df": df, "p_value": float(chi2.sf(statistic, df))}
 
 
-def isotonic_crossing(x, y, weights=None) -> float | None:
+def isotonic_crossing(x, y, weights=None, presorted: bool = False) -> float | None:
     """Where a falling monotone (isotonic) fit of y on x crosses 0.5, linear between the fitted steps around it;
-    None when the fit stays on one side."""
+    None when the fit stays on one side. `presorted`: x is already in increasing order (the bootstrap sorts once)."""
     from scipy.optimize import isotonic_regression
-    order = np.argsort(x, kind="stable")
-    xs, ys = np.asarray(x, dtype=float)[order], np.asarray(y, dtype=float)[order]
-    w = None if weights is None else np.asarray(weights, dtype=float)[order]
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    if not presorted:
+        order = np.argsort(xs, kind="stable")
+        xs, ys, w = xs[order], ys[order], None if w is None else w[order]
     if w is not None:
         keep = w > 0
         xs, ys, w = xs[keep], ys[keep], w[keep]
@@ -457,7 +460,9 @@ def isotonic_balance_point(x, y, clusters=None, n_boot: int = 1000, seed: int = 
     if estimate is None or not n_boot:
         return {"estimate": estimate, "ci": None, "no_crossing_draws": 0}
     units = np.arange(len(x)) if clusters is None else np.asarray(clusters)
-    draws = [isotonic_crossing(x, y, w) for w in cluster_weights(units, n_boot, np.random.default_rng(seed))]
+    order = np.argsort(x, kind="stable")
+    weights = cluster_weights(units, n_boot, np.random.default_rng(seed))[:, order]
+    draws = [isotonic_crossing(x[order], y[order], w, presorted=True) for w in weights]
     found = np.array([d for d in draws if d is not None])
     alpha = (1 - ci) / 2
     interval = (float(np.quantile(found, alpha)), float(np.quantile(found, 1 - alpha))) if len(found) else None
