@@ -159,15 +159,25 @@ def oscillation(t: pd.DataFrame, balance: float | None, cfg: AnalysisConfig) -> 
             "per_sample_mean": float(counts.mean()), "heatmap": heat}
 
 
+def image_only_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Each image and question once, with the model's image-only answer and an image answer to check it against."""
+    img = table.dropna(subset=["pred_v", "answer_visual"]).drop_duplicates(["image_id", "question"])
+    return img[img.answer_visual != ""]
+
+
+def text_only_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Each conflict's text and question once, with the model's text-only answer."""
+    return table[table.condition == "conflict"].dropna(subset=["pred_t"]).drop_duplicates(["text_context", "question"])
+
+
 def difficulty_views(table: pd.DataFrame) -> dict:
     """Mean entropy and accuracy per visual tier (image only) and text tier (text only); TFR per cell."""
     out = {}
-    img = table.dropna(subset=["pred_v", "answer_visual"]).drop_duplicates(["image_id", "question"])
-    img = img[img.answer_visual != ""]
+    img = image_only_rows(table)
     if "d_v" in img and img.d_v.notna().any():
         g = img.assign(correct=stats.same_answers(img.pred_v, img.answer_visual)).groupby("d_v")
         out["visual"] = g.agg(accuracy=("correct", "mean"), entropy=("entropy_v", "mean"), n=("id", "size")).reset_index().to_dict("records")
-    txt = table[table.condition == "conflict"].dropna(subset=["pred_t"]).drop_duplicates(["text_context", "question"])
+    txt = text_only_rows(table)
     if "d_t" in txt and txt.d_t.notna().any():
         g = txt.assign(correct=stats.same_answers(txt.pred_t, txt.answer_text)).groupby("d_t")
         out["text"] = g.agg(accuracy=("correct", "mean"), entropy=("entropy_t", "mean"), n=("id", "size")).reset_index().to_dict("records")
@@ -200,10 +210,7 @@ def ability_gate(table: pd.DataFrame) -> dict:
     balance point means anything (docs/method.md, "The ability gate")."""
     answers = pd.concat([table.answer_visual, table.answer_text]).dropna()
     answers = set(stats.normal_answers(answers[answers != ""]).tolist())
-    img = table.dropna(subset=["pred_v", "answer_visual"]).drop_duplicates(["image_id", "question"])
-    img = img[img.answer_visual != ""]
-    txt = table[table.condition == "conflict"].dropna(subset=["pred_t", "answer_text"]).drop_duplicates(
-        ["text_context", "question"])
+    img, txt = image_only_rows(table), text_only_rows(table)
     rates = {name: stats.rate_with_interval(stats.same_answers(rows[pred], rows[truth]), rows.group.to_numpy())
              for name, rows, truth, pred in (("image only", img, "answer_visual", "pred_v"),
                                              ("text only", txt, "answer_text", "pred_t"))}
