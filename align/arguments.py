@@ -20,6 +20,8 @@ from eval.models.vlm import check_model, resolve_dtype
 
 from .targets import BALANCE_RANGE, resolve_target
 from .methods import supported_methods
+from .methods.prompt import PromptConfig
+from .methods.steer import SteeringConfig
 from .training import RETENTION_MODES
 
 # Where the recipe's defaults differ from TrainingArguments' (they are the organism's; the 7B configs set theirs)
@@ -48,8 +50,8 @@ RECIPE_SPLIT_SHARES = {"train": 0.2, "validation": 0.35, "test": 0.45}
 
 
 @dataclass
-class AlignArguments(LoraArguments):
-    """The method's own settings (docs/method.md, "Alignment")."""
+class AlignArguments(LoraArguments, SteeringConfig, PromptConfig):
+    """The method's own settings (docs/method.md, "Alignment"), with the training-free methods' (steer, prompt)."""
     data_command = "colors"  # the data_gen command that writes this recipe's datasets
     # data
     data: str | None = field(default=None, metadata={
@@ -77,8 +79,10 @@ class AlignArguments(LoraArguments):
                 "recognition (conflict recognition, beside the colour balance point)"})
     method: str = field(default="soft", metadata={
         "aliases": ["--loss_type"],
-        "help": "how the adapter is trained (align/methods): soft (SoftTargetTrainer) | hard (TRL SFTTrainer on "
-                "answers drawn from p*) | dpo (TRL DPOTrainer) | mixed (modality-mixed instances; task recognition)"})
+        "help": "how the preference is moved (align/methods): soft (SoftTargetTrainer) | hard (TRL SFTTrainer on "
+                "answers drawn from p*) | blind_sft (SFT on one share of text labels, whatever the uncertainty) | dpo "
+                "(TRL DPOTrainer) | mixed (modality-mixed instances; task recognition) | steer | steer_uncertainty (a "
+                "steering vector, no training) | prompt (an instruction, no training)"})
     dpo_beta: float = field(default=0.1, metadata={"help": "beta of method dpo"})
     boundary_sigma: float = field(default=0.5, metadata={
         "help": "width of the boundary weights' fall-off outside [current, target], > 0"})
@@ -118,6 +122,12 @@ class AlignArguments(LoraArguments):
             trains = [m for m in supported_methods() if self.task in (get_method(m).tasks or ())]
             raise ValueError(f"task {self.task!r} has no balance point for method {self.method!r} to aim at; use "
                              f"method: {' or '.join(trains) or 'one that trains it'}")
+        if self.steer_max_alpha <= 0:
+            raise ValueError(f"steer_max_alpha must be > 0, got {self.steer_max_alpha}")
+        if self.steer_rounds < 1:
+            raise ValueError(f"steer_rounds must be >= 1, got {self.steer_rounds}")
+        if self.steer_layer is not None and self.steer_layer < 0:
+            raise ValueError(f"steer_layer must be >= 0 (a decoder layer), got {self.steer_layer}")
         if self.retention not in RETENTION_MODES:
             raise ValueError(f"retention must be one of {RETENTION_MODES}, got {self.retention!r}")
         if self.tau <= 0:
@@ -165,9 +175,15 @@ class AlignArguments(LoraArguments):
 
     @property
     def hard_targets(self) -> bool:
-        """The method trains answers drawn from p*, not the distribution."""
+        """The method trains answers drawn from p* (or from its mean, blind_sft), not the distribution."""
         from .methods import get_method
-        return get_method(self.method).examples == "hard"
+        return get_method(self.method).examples in ("hard", "blind")
+
+    @property
+    def blind_targets(self) -> bool:
+        """Every conflict gets the same chance of the text's label, whatever its uncertainty (blind_sft)."""
+        from .methods import get_method
+        return get_method(self.method).examples == "blind"
 
     @property
     def analysis(self) -> AnalysisConfig:

@@ -24,6 +24,7 @@ from eval.api import Measurement
 from eval.models import VLM, ModelArguments, load_from_args
 from eval.prepare import generate_once
 from eval.processes import processes
+from eval.steering import STEERING_FILE
 from eval.tasks import Task, get_task
 
 from . import tracking
@@ -49,6 +50,19 @@ def check_generated(info: dict, path: Path, a) -> None:
     if differ:
         raise ValueError(f"{path} was generated with other settings ({'; '.join(differ)}); use another output_dir "
                          f"or delete {path}")
+
+
+def intervention_fields(folder: Path | None) -> dict:
+    """The ModelArguments fields that load what a method released in `folder`: a steering vector, an instruction,
+    or (else) an adapter; none for None."""
+    from .methods.prompt import INSTRUCTION_FILE, load_instruction
+    if folder is None:
+        return {"adapter": None}
+    if (Path(folder) / STEERING_FILE).exists():
+        return {"adapter": None, "steering": str(Path(folder) / STEERING_FILE)}
+    if (Path(folder) / INSTRUCTION_FILE).exists():
+        return {"adapter": None, "instruction": load_instruction(folder)}
+    return {"adapter": str(folder)}
 
 
 class Recipe:
@@ -143,6 +157,12 @@ class Recipe:
         """The adapter: toward b* with targets and calibration when the method aims a balance point, else one
         training on the method's own examples. Returns (example counts, calibration rounds, adapter folder)."""
         data = views[self.primary.name]
+        if self.method.intervention != "adapter":
+            if self.state.is_main:  # scores of an earlier run's intervention would be resumed as this one's
+                for view in views:
+                    shutil.rmtree(self.out / "runs" / self.run_name(view, "aligned"), ignore_errors=True)
+            self.state.wait()
+            return self.method.fit(self, base, views, before, target)
         if self.method.aims_balance_point:
             analysis = before[self.primary.name].analysis
             current = analysis["balance_point"]["estimate"]
@@ -163,7 +183,8 @@ class Recipe:
         return stats, [], self.train_adapter(base, examples_data, examples, self.out / "checkpoints")
 
     def load(self, adapter: Path | None = None) -> VLM:
-        args = dataclasses.replace(self.model_args, adapter=str(adapter) if adapter else None)
+        """The base, with what a method released in `adapter` (an adapter, a steering vector or an instruction)."""
+        args = dataclasses.replace(self.model_args, **intervention_fields(adapter))
         return load_from_args(args, device=str(self.state.device))
 
     def train_adapter(self, base: VLM, data: ConflictData, examples: list[dict], checkpoints: Path) -> Path:
@@ -215,7 +236,8 @@ class Recipe:
             aim = target if not rounds else next_training_target(
                 target, [r["trained_at"] for r in rounds], [r["realized"] for r in rounds])
             examples, stats = build_examples(train_table, aim, current, a.tau, a.boundary_sigma, a.boundary_floor,
-                                             a.retention_share, a.hard_targets, self.training.seed, a.analysis)
+                                             a.retention_share, a.hard_targets, self.training.seed, a.analysis,
+                                             a.blind_targets)
             log.info("training at b = %+.3f (round %d): %s", aim, len(rounds), stats)
             model = base if not rounds else self.load()
             if state.is_main:  # scores of an earlier adapter would be resumed as this one's

@@ -19,9 +19,13 @@ from huggingface_hub import ModelCard, ModelCardData
 from eval.recognition import format_mean, format_rate
 from eval.recognition_report import describe_imbalance_change
 from eval.models.vlm import is_organism, looks_local, organism_folder
+from eval.steering import STEERING_FILE
+
+from .methods.prompt import INSTRUCTION_FILE
 
 log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+INTERVENTION_FILES = (STEERING_FILE, INSTRUCTION_FILE)
 
 
 def base_reference(name: str) -> str:
@@ -41,10 +45,15 @@ def release(out: Path, adapter: Path, result: dict, align, model, training, card
     bundle = out / "release"
     shutil.rmtree(bundle, ignore_errors=True)
     bundle.mkdir(parents=True)
-    shutil.copy(adapter / "adapter_model.safetensors", bundle)
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = base_reference(model.model_name_or_path)
-    (bundle / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    if (adapter / "adapter_config.json").exists():
+        shutil.copy(adapter / "adapter_model.safetensors", bundle)
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = base_reference(model.model_name_or_path)
+        (bundle / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    else:  # a training-free method's steering vector or instruction
+        for name in INTERVENTION_FILES:
+            if (adapter / name).exists():
+                shutil.copy(adapter / name, bundle)
     report = bundle / "report"
     report.mkdir()
     for name in ("report.html", "summary.json", *[p.name for p in (out / "report").glob("*.png")]):
@@ -115,7 +124,56 @@ def _imbalance_change(recognition: dict) -> str:
     return f" Measured: {describe_imbalance_change(change, ['base', 'adapted'])}." if change else ""
 
 
+KIND = {"adapter": "LoRA adapter", "steering": "steering vector", "instruction": "instruction"}
+
+
+def method_section(result: dict, align, training, data: str, calibration: str) -> str:
+    """How the release was made: the LoRA training, or what a training-free method used."""
+    from .methods import get_method
+    method = get_method(align.method)
+    common = (f"- data: {data}; from the base model's scores on the `{align.train_split}` groups, evaluation on "
+              f"`{align.eval_split}`\n- used: {result['training_examples']}")
+    if method.intervention != "adapter":
+        steps = (f"\n- strength calibrated on the `{align.calibration_split}` groups (the released one is the round "
+                 f"nearest b*): {calibration}" if result.get("calibration") else "")
+        return f"## Method (no training)\n{common}{steps}"
+    return f"""## Training
+{common}
+- LoRA r={align.lora_r}, alpha={align.lora_alpha}, dropout={align.lora_dropout}, language model only
+- lr {training.learning_rate}, {getattr(training.lr_scheduler_type, 'value', training.lr_scheduler_type)}, warmup {training.warmup_steps}, epochs {training.num_train_epochs},
+  batch {training.per_device_train_batch_size} x {training.gradient_accumulation_steps} per device, seed {training.seed}
+- calibration on the `{align.calibration_split}` groups (the released adapter is the round whose realized balance point lies nearest b*): {calibration}"""
+
+
+def apply_snippet(model_name: str, intervention: str) -> str:
+    """How to apply a steering vector or an instruction: through the measurement code, or by hand."""
+    if intervention == "instruction":
+        return f"""Put the instruction of `{INSTRUCTION_FILE}` before the question of every image + text prompt. Measure it:
+
+```bash
+modality-align measure --model {model_name} --instruction "$(python -c 'import json; print(json.load(open("{INSTRUCTION_FILE}"))["instruction"])')" --groups 150 --dataset_seed 7 --split all --output_dir runs/prompted
+```"""
+    return f"""`{STEERING_FILE}` holds the direction; its metadata the decoder layer, alpha and (steer_uncertainty) the
+dH_rel window. It is added to every position of the image + text prompts at that layer; unimodal prompts stay
+unsteered. Measure it with the same code:
+
+```bash
+modality-align measure --model {model_name} --steering path/to/{STEERING_FILE} --groups 150 --dataset_seed 7 --split all --output_dir runs/steered
+```
+
+or from Python, `measure("{model_name}", steering="path/to/{STEERING_FILE}")`; in your own forward pass:
+
+```python
+from eval.steering import Steering
+steering = Steering.load("path/to/{STEERING_FILE}")
+with steering.applied(decoder_layers, [steering.alpha] * batch_size):  # mode uncertainty: steering.strengths(H_v, H_t)
+    outputs = model(**inputs)
+```"""
+
+
 def model_card(result: dict, align, model, training) -> ModelCard:
+    from .methods import get_method
+    method = get_method(align.method)
     before, after = result["base"], result["aligned"]
     rows = [("balance point [95% CI]", _bp(before), _bp(after)),
             ("TFR", _pct(before["tfr"]), _pct(after["tfr"])), ("VFR", _pct(before["vfr"]), _pct(after["vfr"])),
@@ -135,27 +193,29 @@ def model_card(result: dict, align, model, training) -> ModelCard:
             ("distance from balance, mean over layers of abs(R - 0.5)", _distance(rb), _distance(ra))] + rows
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     rounds = result.get("calibration") or []
-    calibration = ("; ".join(f"round {k}: trained at {r['trained_at']:+.3f} -> {r['description']}"
+    knob = lambda r: f"alpha {r['alpha']:+.3f}" if "alpha" in r else f"trained at {r['trained_at']:+.3f}"
+    calibration = ("; ".join(f"round {k}: {knob(r)} -> {r['description']}"
                              + (" (released)" if r.get("released") else "") for k, r in enumerate(rounds))
                    if rounds else "none")
     name = model.model_name_or_path
     data = align.data or (f"generated colour conflicts, {align.groups} groups, dataset seed {align.dataset_seed}, "
                           f"{align.image_size} px")
-    card_data = ModelCardData(library_name="peft", base_model=base_model_id(name), pipeline_tag="image-text-to-text",
-                              tags=["modality-alignment", "lora", "uncertainty-aware", "vision-language"])
+    card_data = ModelCardData(library_name="peft" if method.intervention == "adapter" else None,
+                              base_model=base_model_id(name), pipeline_tag="image-text-to-text",
+                              tags=["modality-alignment", "lora" if method.intervention == "adapter" else method.name,
+                                    "vision-language"])
     purpose = (f"""This adapter trains **conflict recognition across modalities**: on modality-mixed instances (an image
 and a text that must be reconciled, answered "is there a contradiction?"), with retention share
 {align.retention_share}. Recognition and the attention imbalance R = U_vision / (U_vision + U_text) are reported
 beside the balance point, so you see what else moved.{_imbalance_change(result["recognition"])}""" if "recognition" in result else
-               f"""This adapter moves the model's **balance point**, the relative uncertainty dH_rel at which it is
-equally likely to follow the image or the text, to **{result['target_balance_point']:+.2f}**. It was trained with
-uncertainty-aware soft targets p*(x) = sigmoid((b* - dH_rel(x)) / tau), tau = {align.tau}
-(loss `{align.method}`, boundary-weighted, retention share {align.retention_share}: half image-only, half
-text-only rows).""")
+               f"""This {KIND[method.intervention]} moves the model's **balance point**, the relative uncertainty dH_rel at
+which it is equally likely to follow the image or the text, toward **{result['target_balance_point']:+.2f}**. Method
+`{align.method}`: {method.help}.""" + (f""" The soft targets are p*(x) = sigmoid((b* - dH_rel(x)) / tau), tau = {align.tau},
+boundary-weighted, with retention share {align.retention_share} (half image-only, half text-only rows).""" if method.examples == "soft" else ""))
     guarantee = (f"**What this run guarantees** (95 % group-bootstrap intervals on the held-out groups): "
                  f"{result['guarantee']['description']}.\n\n" if result.get("guarantee") else "")
     body = f"""
-# Modality-alignment LoRA adapter for `{base_reference(name)}`
+# Modality-alignment {KIND[method.intervention]} for `{base_reference(name)}`
 
 {purpose}
 
@@ -169,16 +229,10 @@ text-only rows).""")
 
 {guarantee}The full report is in `report/report.html`; every number above is in `alignment.json`.
 
-## Training
-- data: {data}; targets from the base model's scores on the `{align.train_split}` groups, evaluation on `{align.eval_split}`
-- LoRA r={align.lora_r}, alpha={align.lora_alpha}, dropout={align.lora_dropout}, language model only
-- lr {training.learning_rate}, {getattr(training.lr_scheduler_type, 'value', training.lr_scheduler_type)}, warmup {training.warmup_steps}, epochs {training.num_train_epochs},
-  batch {training.per_device_train_batch_size} x {training.gradient_accumulation_steps} per device, seed {training.seed}
-- examples: {result['training_examples']}
-- calibration on the `{align.calibration_split}` groups (the released adapter is the round whose realized balance point lies nearest b*): {calibration}
+{method_section(result, align, training, data, calibration)}
 
 ## Load it
-{load_snippet(name, training.hub_model_id)}
+{load_snippet(name, training.hub_model_id) if method.intervention == "adapter" else apply_snippet(name, method.intervention)}
 """
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from eval.steering import uncertainty_window
+
 BALANCE_RANGE = (-2.0, 2.0)
 
 
@@ -34,10 +36,7 @@ def target_text_probability(d_rel, target: float, tau: float) -> np.ndarray:
 def boundary_weights(d_rel, current: float, target: float, sigma: float = 0.5, floor: float = 0.2) -> np.ndarray:
     """Weight 1 between the current and desired balance points, a Gaussian fall-off of width sigma
     outside them, never below `floor` (easy samples still anchor the curve's ends)."""
-    x = np.asarray(d_rel, dtype=float)
-    lo, hi = min(current, target), max(current, target)
-    dist = np.where(x < lo, lo - x, np.where(x > hi, x - hi, 0.0))
-    return floor + (1 - floor) * np.exp(-0.5 * (dist / sigma) ** 2)
+    return floor + (1 - floor) * uncertainty_window(d_rel, current, target, sigma)
 
 
 def sample_hard_targets(p_text, seed: int = 0) -> np.ndarray:

@@ -125,7 +125,8 @@ def log_result(run, result: dict, before: dict, after: dict, release_dir: Path) 
         if guarantee.get(key):
             summary[f"guarantee/{key}_low"], summary[f"guarantee/{key}_high"] = guarantee[key]
     for i, r in enumerate(result.get("calibration") or []):
-        summary[f"calibration/round_{i}/trained_at"] = r["trained_at"]
+        knob = "alpha" if "alpha" in r else "trained_at"  # steering calibrates its strength, training its aim
+        summary[f"calibration/round_{i}/{knob}"] = r[knob]
         summary[f"calibration/round_{i}/realized"] = r["realized"]
     if result.get("change"):
         summary.update({f"change/accuracy/{c['condition']}": c["change"] for c in result["change"]})

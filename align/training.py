@@ -21,10 +21,11 @@ RETENTION_MODES = ("distill", "answer")
 
 def build_examples(train_table: pd.DataFrame, target: float, current: float, tau: float,
                    boundary_sigma: float, boundary_floor: float, retention_share: float, hard: bool = False,
-                   seed: int = 0, analysis: AnalysisConfig | None = None) -> tuple[list[dict], dict]:
+                   seed: int = 0, analysis: AnalysisConfig | None = None, blind: bool = False) -> tuple[list[dict], dict]:
     """Conflict examples with targets p* and weights, plus retention examples (unimodal answers); the conflicts
     are those the analysis reads (`analysis`: by default, both unimodal answers right). `hard`: each target is an
-    answer drawn from p* (0 or 1), for methods that train answers, not distributions."""
+    answer drawn from p* (0 or 1), for methods that train answers, not distributions. `blind`: p* is replaced by
+    its mean over the conflicts, the one share of text labels that uncertainty-blind fine-tuning draws."""
     analysis = analysis or AnalysisConfig()
     conflicts, counts = conflict_samples(train_table, analysis)
     if "first_token_shared" in conflicts:  # the loss acts on first tokens: answers sharing one give it no signal
@@ -40,6 +41,8 @@ def build_examples(train_table: pd.DataFrame, target: float, current: float, tau
                          f"easier tiers.{hint}")
     d_rel = conflicts.d_rel_entropy.to_numpy()
     p_text = target_text_probability(d_rel, target, tau)
+    if blind:
+        p_text = np.full_like(p_text, p_text.mean())
     if hard:
         p_text = sample_hard_targets(p_text, seed)
     weights = boundary_weights(d_rel, current, target, boundary_sigma, boundary_floor)

@@ -103,6 +103,7 @@ def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | P
             task: str = "colors", groups: int = 100, dataset_seed: int = 0, image_size: int = 64, split: str = "test",
             batch_size: int = 32, analysis: AnalysisConfig | None = None, output_dir: str | Path | None = None,
             name: str | None = None, device: str | None = None, dtype: str = "auto",
+            steering: str | Path | None = None, instruction: str | None = None,
             **score_options) -> Measurement | None:
     """Score a model on a task's data and analyse it.
 
@@ -112,6 +113,8 @@ def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | P
     `task` from `dataset_seed` at `image_size` px.
     task: a registered task (eval.tasks.supported_tasks(): colors, attributes, jsonl, recognition, av, ...).
     split: the split(s) scored, comma-separated, or 'all'.
+    steering: a steering vector (steering.safetensors or its folder, eval/steering.py) added to the image + text
+    prompts; instruction: text put before the question of the image + text prompts.
     output_dir: where samples.parquet, run.json and analysis.json go (and where a re-run resumes); None keeps
     everything in memory.
     score_options: the task's scoring options (colours: lens, shard_inputs, share_prefix; recognition and av:
@@ -121,9 +124,13 @@ def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | P
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     spec = get_task(task)
-    if isinstance(model, (VLM, ModelArguments)) and adapter is not None:
-        raise ValueError("adapter applies to a model named here: pass the model's name or path, not a loaded VLM "
-                         "or ModelArguments (which has its own adapter)")
+    given = {k: v for k, v in (("adapter", adapter), ("steering", steering), ("instruction", instruction)) if v}
+    if isinstance(model, (VLM, ModelArguments)) and given:
+        raise ValueError(f"{' and '.join(given)} apply to a model named here: pass the model's name or path, not a "
+                         f"loaded VLM or ModelArguments (which has its own)")
+    if steering is not None and not spec.has_balance_point:
+        raise ValueError(f"steering acts on the image + text prompts of a task with a balance point; the {task} task "
+                         f"scores other prompts")
     dataset = load_data(spec, data, groups, dataset_seed, image_size, split)  # bad data fails before the model loads
     spec.check(dataset)
     if isinstance(model, VLM):
@@ -131,7 +138,8 @@ def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | P
     elif isinstance(model, ModelArguments):
         vlm = load_from_args(model, device=device)
     else:
-        vlm = load_vlm(str(model), dtype=dtype, device=device, adapter=None if adapter is None else str(adapter))
+        vlm = load_vlm(str(model), dtype=dtype, device=device, adapter=None if adapter is None else str(adapter),
+                       steering=None if steering is None else str(steering), instruction=instruction)
     seed = (analysis or AnalysisConfig()).seed
     table = spec.score(vlm, dataset, output_dir, batch_size, seed=seed, **score_options)
     if table is None:  # a process other than the main one under `accelerate launch`: the main one analyses
@@ -139,6 +147,7 @@ def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | P
     text = json.dumps(spec.analyze(table, analysis), indent=2, default=float)
     result = json.loads(text)  # as analysis.json reads back
     info = {"model": vlm.name, "adapter": None if adapter is None else str(adapter),
+            "steering": None if steering is None else str(steering), "instruction": instruction,
             "dataset_fingerprint": getattr(dataset, "fingerprint", None)}
     if output_dir is not None:
         info = {**json.loads((Path(output_dir) / "run.json").read_text()), "path": str(output_dir)}

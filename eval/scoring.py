@@ -30,6 +30,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from data_gen import ConflictData, samples_frame
 
 from . import uncertainty
+from .steering import steered
 from .processes import Processes, processes
 from .sharded import atomic_parquet
 from .prefix import (ImagePrefixBatch, encode_prefixes, matches_whole_prompts, prefix_starts,
@@ -227,12 +228,15 @@ def with_image_features(vlm, batch: dict, images: list | None, cache: dict | Non
 @torch.no_grad()
 def forward_answer_position(vlm, prompts: list[str], images: list | None, cands: Candidates, lens: bool,
                             required: list[set[int]] | None = None, chunk: int = 32,
-                            batch: dict | None = None, features: dict | None = None) -> dict[str, np.ndarray]:
+                            batch: dict | None = None, features: dict | None = None,
+                            strengths=None) -> dict[str, np.ndarray]:
     """Answer-position statistics and whole-answer scores of one batch; the lens projects the last position only.
     `batch`: the prompts already encoded (`vlm.encode`), when the caller needs the tensors too; `features`: image
-    features computed by earlier batches (`with_image_features`)."""
+    features computed by earlier batches (`with_image_features`); `strengths`: each prompt's steering strength
+    (eval/steering.py), where the model carries a steering."""
     enc = batch if batch is not None else with_image_features(vlm, vlm.encode(prompts, images), images, features)
-    with hidden_at_answer(vlm, lens) as captured:
+    # steering first: its hook runs before the lens reads the layer's output
+    with steered(vlm, strengths), hidden_at_answer(vlm, lens) as captured:
         out = vlm.model(**enc, logits_to_keep=1, use_cache=bool(cands.continued))
     prefix = Prefix(getattr(out, CACHE), enc["attention_mask"],
                     vlm.family.next_positions(vlm.model, enc) if cands.continued else None)
@@ -304,7 +308,13 @@ def score_rows(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, c
     """Score the distinct inputs of `rows` once each, then assemble the per-row table."""
     jobs = distinct_inputs(rows, cfg.conditions)
     results: dict[tuple, dict] = {}
-    pending = _score_shared_prefixes(vlm, data, jobs, cands, cfg, results, progress) if cfg.share_prefix else jobs
+    steering = getattr(vlm, "steering", None)
+    if steering is not None and "m" in cfg.conditions and not {"v", "t"} <= set(cfg.conditions):
+        raise ValueError("a steered model is scored with its image-only and text-only prompts too (the strength of "
+                         "uncertainty steering reads their entropies); score every condition")
+    # a steered image + text prompt and its unsteered image-only prompt no longer share their image prefix
+    share = cfg.share_prefix and steering is None
+    pending = _score_shared_prefixes(vlm, data, jobs, cands, cfg, results, progress) if share else jobs
     # batch like with like (image or not, lens or not) and sort by length to limit padding; each image is loaded
     # and (where the family allows) through the tower once for all its prompts
     loaded, features = {}, {}
@@ -316,11 +326,22 @@ def score_rows(vlm, data: ConflictData, rows: pd.DataFrame, cands: Candidates, c
             required = [{cands.index(a) for a in jobs[key]} for key in chunk]
             out = forward_answer_position(vlm, prompts, load_images(data, chunk, loaded), cands,
                                           lens=cfg.lens and kind == "m", required=required, chunk=cfg.batch_size,
-                                          features=features)
+                                          features=features,
+                                          strengths=steering_strengths(steering, chunk, results) if kind == "m" else None)
             _record(results, chunk, out)
             if progress is not None:
                 progress.update(len(chunk))
     return assemble(rows, results, cands, vlm)
+
+
+def steering_strengths(steering, chunk: list[tuple], results: dict) -> np.ndarray | None:
+    """Each image + text input's steering strength, from its own image-only and text-only entropies (scored first:
+    `score_rows` runs the conditions in the order v, t, m)."""
+    if steering is None:
+        return None
+    entropy = lambda key: results[key]["entropy"] if key in results else np.nan
+    return steering.strengths([entropy(("v", img, "", q)) for _, img, _, q in chunk],
+                              [entropy(("t", None, ctx, q)) for _, _, ctx, q in chunk])
 
 
 def load_images(data: ConflictData, chunk: list[tuple], loaded: dict | None = None) -> list | None:

@@ -24,11 +24,15 @@ class Method(ABC):
     examples: ClassVar[str] = "soft"
     # the tasks it trains; None: every task with a balance point
     tasks: ClassVar[tuple[str, ...] | None] = None
+    # what it releases: "adapter" (LoRA weights), "steering" (a vector, eval/steering.py) or "instruction" (a
+    # prompt); the last two train nothing (`fit`)
+    intervention: ClassVar[str] = "adapter"
 
     @property
     def aims_balance_point(self) -> bool:
-        """Its examples carry targets p* toward b*: the recipe computes them and calibrates toward b*."""
-        return self.examples in ("soft", "hard")
+        """It moves the balance point toward b*: the recipe resolves b* and reports the guarantee against it (and,
+        for the trained ones, computes targets p* and calibrates the training toward b*)."""
+        return self.examples in ("soft", "hard", "blind") or self.intervention != "adapter"
 
     def training_examples(self, recipe, base, views: dict) -> tuple[list[dict], dict, Any]:
         """For a method that does not aim a balance point: (examples, their counts, the dataset their images or clips
@@ -50,11 +54,27 @@ class Method(ABC):
         common = {f.name: getattr(training, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
         return self.config_class(**common, **self.own_fields(align))
 
+    def fit(self, recipe, base, views: dict, before: dict, target: float) -> tuple[dict, list[dict], Any]:
+        """For a method that trains nothing: (what it used, its calibration rounds, the folder of what it
+        releases), from the loaded base, the recipe's data `views` and the base's measurements `before`."""
+        raise ValueError(f"method {self.name!r} trains an adapter; the recipe trains it")
+
     @abstractmethod
     def build_trainer(self, model, lora, args: TrainingArguments, examples: list[dict], vlm, data, collator):
         """A transformers/TRL trainer of a LoRA adapter (`lora`, a peft LoraConfig) on `model` over `examples`.
         `vlm` is the loaded base (processor, prompts), `data` the dataset the examples' images come from, and
         `collator` the recipe's batch builder for the soft loss."""
+
+
+class TrainingFree(Method):
+    """A method that changes how the base is run, not its weights."""
+    examples = "none"
+
+    def build_trainer(self, model, lora, args, examples, vlm, data, collator):
+        raise ValueError(f"method {self.name!r} trains nothing")
+
+    @abstractmethod
+    def fit(self, recipe, base, views: dict, before: dict, target: float) -> tuple[dict, list[dict], Any]: ...
 
 
 METHOD_REGISTRY = Registry("method", "align.methods", unknown="method {name!r} is not available; use one of {names}")

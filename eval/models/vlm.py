@@ -11,11 +11,15 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from .registry import Family, family_for
+
+if TYPE_CHECKING:
+    from ..steering import Steering
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,11 @@ class ModelArguments:
                 "organism:av (a tiny Qwen2.5-Omni thinker for audio-visual conflicts)"})
     adapter: str | None = field(default=None, metadata={
         "help": "a PEFT adapter (local directory or hub id) to apply on top of the model"})
+    steering: str | None = field(default=None, metadata={
+        "help": "a steering vector (steering.safetensors, or its folder) added to the image + text prompts"})
+    instruction: str | None = field(default=None, metadata={
+        "help": "an instruction put before the question of every image + text prompt (e.g. which modality to "
+                "trust)"})
     model_revision: str | None = field(default=None, metadata={"help": "hub revision of the model"})
     dtype: str = field(default="auto", metadata={
         "help": "float32, bfloat16, float16, or auto (bfloat16 on GPUs, float32 on CPUs)"})
@@ -91,6 +100,8 @@ class VLM:
     processor: object
     name: str
     revision: str | None = None
+    steering: "Steering | None" = None  # added to the image + text prompts (eval/steering.py)
+    instruction: str = ""  # put before the question of the image + text prompts
     _answer_ids: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -142,7 +153,10 @@ class VLM:
         return self.family.lora_target_modules
 
     def prompt(self, question: str, context: str = "", with_image: bool = True) -> str:
-        """The chat-templated prompt of one condition; the answer follows its last token."""
+        """The chat-templated prompt of one condition; the answer follows its last token. The instruction, if any,
+        goes before the question where the prompt has both an image and a text."""
+        if self.instruction and context and with_image:
+            question = f"{self.instruction} {question}"
         return self.processor.apply_chat_template(self.family.messages(question, context, with_image),
                                                   add_generation_prompt=True, tokenize=False)
 
@@ -248,8 +262,12 @@ def check_model(name_or_path: str, revision: str | None = None, trust_remote_cod
 
 
 def load_vlm(name_or_path: str = "organism", dtype: str | torch.dtype = "auto", device: str | None = None,
-             revision: str | None = None, trust_remote_code: bool = False, adapter: str | None = None) -> VLM:
-    """Load a model + processor from a hub id, a local path or a shipped organism name, and an optional adapter."""
+             revision: str | None = None, trust_remote_code: bool = False, adapter: str | None = None,
+             steering: str | None = None, instruction: str | None = None) -> VLM:
+    """Load a model + processor from a hub id, a local path or a shipped organism name, and an optional adapter,
+    steering vector (eval/steering.py) and instruction for the image + text prompts."""
+    from ..steering import Steering
+    steer = Steering.load(steering) if steering else None  # a bad file fails before the model loads
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = resolve_path(name_or_path)
     torch_dtype = resolve_dtype(dtype, device)
@@ -266,8 +284,12 @@ def load_vlm(name_or_path: str = "organism", dtype: str | torch.dtype = "auto", 
     if adapter:
         model = apply_adapter(model, adapter)
         name = f"{name_or_path}+{adapter}"
+    if steer is not None:
+        name = f"{name}+steering:{steering}"
+    if instruction:
+        name = f"{name}+instruction:{instruction!r}"
     model.to(device).eval()
-    return VLM(model, processor, name, rev)
+    return VLM(model, processor, name, rev, steer, instruction or "")
 
 
 def apply_adapter(model: torch.nn.Module, adapter: str) -> torch.nn.Module:
@@ -287,4 +309,5 @@ def apply_adapter(model: torch.nn.Module, adapter: str) -> torch.nn.Module:
 
 def load_from_args(args: ModelArguments, device: str | None = None) -> VLM:
     return load_vlm(args.model_name_or_path, dtype=args.dtype, device=device or args.device,
-                    revision=args.model_revision, trust_remote_code=args.trust_remote_code, adapter=args.adapter)
+                    revision=args.model_revision, trust_remote_code=args.trust_remote_code, adapter=args.adapter,
+                    steering=args.steering, instruction=args.instruction)
