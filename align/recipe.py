@@ -24,7 +24,7 @@ from eval.api import Measurement
 from eval.models import VLM, ModelArguments, load_from_args
 from eval.prepare import generate_once
 from eval.processes import processes
-from eval.steering import STEERING_FILE
+from eval.models.steering import STEERING_FILE
 from eval.tasks import Task, get_task
 
 from . import tracking

@@ -19,7 +19,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from eval.recognition import format_mean, format_rate
 from eval.recognition_report import describe_imbalance_change
 from eval.models.vlm import is_organism, looks_local, organism_folder
-from eval.steering import STEERING_FILE
+from eval.models.steering import STEERING_FILE
 
 from .methods.prompt import INSTRUCTION_FILE
 
@@ -164,9 +164,9 @@ modality-align measure --model {model_name} --steering path/to/{STEERING_FILE} -
 or from Python, `measure("{model_name}", steering="path/to/{STEERING_FILE}")`; in your own forward pass:
 
 ```python
-from eval.steering import Steering
+from eval.models.steering import Steering
 steering = Steering.load("path/to/{STEERING_FILE}")
-with steering.applied(decoder_layers, [steering.alpha] * batch_size):  # mode uncertainty: steering.strengths(H_v, H_t)
+with steering.applied(decoder_layers, [steering.alpha] * batch_size):  # mode uncertainty: steering.strengths(dH_rel)
     outputs = model(**inputs)
 ```"""
 

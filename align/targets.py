@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eval.steering import uncertainty_window
+from eval.models.steering import uncertainty_window
 
 BALANCE_RANGE = (-2.0, 2.0)
 

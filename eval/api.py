@@ -113,7 +113,7 @@ def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | P
     `task` from `dataset_seed` at `image_size` px.
     task: a registered task (eval.tasks.supported_tasks(): colors, attributes, jsonl, recognition, av, ...).
     split: the split(s) scored, comma-separated, or 'all'.
-    steering: a steering vector (steering.safetensors or its folder, eval/steering.py) added to the image + text
+    steering: a steering vector (steering.safetensors or its folder, eval/models/steering.py) added to the image + text
     prompts; instruction: text put before the question of the image + text prompts.
     output_dir: where samples.parquet, run.json and analysis.json go (and where a re-run resumes); None keeps
     everything in memory.

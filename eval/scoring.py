@@ -30,7 +30,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from data_gen import ConflictData, samples_frame
 
 from . import uncertainty
-from .steering import steered
+from .models.steering import steered
+from .stats import relative_uncertainty
 from .processes import Processes, processes
 from .sharded import atomic_parquet
 from .prefix import (ImagePrefixBatch, encode_prefixes, matches_whole_prompts, prefix_starts,
@@ -233,7 +234,7 @@ def forward_answer_position(vlm, prompts: list[str], images: list | None, cands:
     """Answer-position statistics and whole-answer scores of one batch; the lens projects the last position only.
     `batch`: the prompts already encoded (`vlm.encode`), when the caller needs the tensors too; `features`: image
     features computed by earlier batches (`with_image_features`); `strengths`: each prompt's steering strength
-    (eval/steering.py), where the model carries a steering."""
+    (eval/models/steering.py), where the model carries a steering."""
     enc = batch if batch is not None else with_image_features(vlm, vlm.encode(prompts, images), images, features)
     # steering first: its hook runs before the lens reads the layer's output
     with steered(vlm, strengths), hidden_at_answer(vlm, lens) as captured:
@@ -340,8 +341,8 @@ def steering_strengths(steering, chunk: list[tuple], results: dict) -> np.ndarra
     if steering is None:
         return None
     entropy = lambda key: results[key]["entropy"] if key in results else np.nan
-    return steering.strengths([entropy(("v", img, "", q)) for _, img, _, q in chunk],
-                              [entropy(("t", None, ctx, q)) for _, _, ctx, q in chunk])
+    return steering.strengths(relative_uncertainty([entropy(("v", img, "", q)) for _, img, _, q in chunk],
+                                                   [entropy(("t", None, ctx, q)) for _, _, ctx, q in chunk]))
 
 
 def load_images(data: ConflictData, chunk: list[tuple], loaded: dict | None = None) -> list | None:

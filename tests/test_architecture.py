@@ -1,5 +1,6 @@
 """The layout holds: imports point down the stack, no module imports itself back, every entry point has --help."""
 import ast
+import dataclasses
 import runpy
 import sys
 from pathlib import Path
@@ -171,11 +172,14 @@ def test_registry_packages_sit_below_what_reads_them(package, forbidden):
 
 def test_every_method_has_its_own_training_config():
     from transformers import TrainingArguments
-    from align.methods import get_method, supported_methods
-    configs = [get_method(m).config_class for m in supported_methods()]
-    assert all(issubclass(c, TrainingArguments) for c in configs)
+    from align.methods import TrainingFree, get_method, supported_methods
+    methods = [get_method(m) for m in supported_methods()]
+    configs = [m.config_class for m in methods]
+    # the trained ones extend TrainingArguments (or a TRL config); the training-free ones are their own dataclasses
+    assert all(issubclass(m.config_class, TrainingArguments) != isinstance(m, TrainingFree) for m in methods)
+    assert all(dataclasses.is_dataclass(c) for c in configs)
     assert len(set(configs)) == len(configs), "each method names its own config dataclass"
-    assert {"soft", "hard", "dpo", "mixed"} <= set(supported_methods())
+    assert {"soft", "hard", "dpo", "mixed", "blind_sft", "steer", "steer_uncertainty", "prompt"} <= set(supported_methods())
 
 
 def test_every_task_implements_the_interface():

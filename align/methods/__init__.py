@@ -24,7 +24,7 @@ class Method(ABC):
     examples: ClassVar[str] = "soft"
     # the tasks it trains; None: every task with a balance point
     tasks: ClassVar[tuple[str, ...] | None] = None
-    # what it releases: "adapter" (LoRA weights), "steering" (a vector, eval/steering.py) or "instruction" (a
+    # what it releases: "adapter" (LoRA weights), "steering" (a vector, eval/models/steering.py) or "instruction" (a
     # prompt); the last two train nothing (`fit`)
     intervention: ClassVar[str] = "adapter"
 

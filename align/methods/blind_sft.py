@@ -4,8 +4,15 @@ p* over the training conflicts, so calibration re-aims it the way it re-aims the
 balance point reaches b*. This is how the field fine-tunes toward a modality today."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from . import register_method
-from .hard import HardTargets
+from .hard import HardTargetConfig, HardTargets
+
+
+@dataclass
+class BlindSFTConfig(HardTargetConfig):
+    """SFTConfig: the labels differ from `hard`'s, not the trainer."""
 
 
 @register_method
@@ -13,4 +20,5 @@ class BlindSFT(HardTargets):
     name = "blind_sft"
     help = ("TRL SFTTrainer on conflicts labelled with the text's answer for a share of them drawn at random, "
             "whatever their uncertainty; the share is calibrated toward b*")
+    config_class = BlindSFTConfig
     examples = "blind"

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from eval.analysis import conflict_samples
-from eval.steering import Steering
+from eval.models.steering import Steering
 
 from ..steering import answer_hidden_states, next_strength, preference_direction
 from ..targets import calibration_reached, closest_round
@@ -112,11 +112,3 @@ class PreferenceSteering(TrainingFree):
             raise ValueError(f"no steering strength left a following curve on the {a.calibration_split} groups "
                              f"(tried alpha {tried}); set steer_layer to another layer or lower steer_max_alpha")
         return rounds
-
-
-@register_method
-class UncertaintySteering(PreferenceSteering):
-    name = "steer_uncertainty"
-    help = ("the steer direction with a per-sample strength: alpha times a window over the sample's own dH_rel "
-            "between the base's balance point and b* (two extra forward passes per sample)")
-    mode = "uncertainty"

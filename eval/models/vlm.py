@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 from .registry import Family, family_for
 
 if TYPE_CHECKING:
-    from ..steering import Steering
+    from .steering import Steering
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class VLM:
     processor: object
     name: str
     revision: str | None = None
-    steering: "Steering | None" = None  # added to the image + text prompts (eval/steering.py)
+    steering: "Steering | None" = None  # added to the image + text prompts (eval/models/steering.py)
     instruction: str = ""  # put before the question of the image + text prompts
     _answer_ids: dict = field(default_factory=dict, repr=False)
 
@@ -265,8 +265,8 @@ def load_vlm(name_or_path: str = "organism", dtype: str | torch.dtype = "auto", 
              revision: str | None = None, trust_remote_code: bool = False, adapter: str | None = None,
              steering: str | None = None, instruction: str | None = None) -> VLM:
     """Load a model + processor from a hub id, a local path or a shipped organism name, and an optional adapter,
-    steering vector (eval/steering.py) and instruction for the image + text prompts."""
-    from ..steering import Steering
+    steering vector (eval/models/steering.py) and instruction for the image + text prompts."""
+    from .steering import Steering
     steer = Steering.load(steering) if steering else None  # a bad file fails before the model loads
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = resolve_path(name_or_path)

@@ -20,8 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .stats import relative_uncertainty
-
 STEERING_FILE = "steering.safetensors"
 MODES = ("constant", "uncertainty")
 
@@ -62,12 +60,12 @@ class Steering:
     def with_alpha(self, alpha: float) -> "Steering":
         return Steering(self.direction, self.layer, float(alpha), self.mode, self.current, self.target, self.sigma)
 
-    def strengths(self, entropy_visual, entropy_text) -> np.ndarray:
-        """Each image + text prompt's strength, from its own image-only and text-only entropies."""
-        h_v = np.asarray(entropy_visual, dtype=float)
+    def strengths(self, d_rel) -> np.ndarray:
+        """Each image + text prompt's strength, from its own relative uncertainty dH_rel (eval.stats.
+        relative_uncertainty of its image-only and text-only entropies; unused by mode constant)."""
+        d_rel = np.asarray(d_rel, dtype=float)
         if self.mode == "constant":
-            return np.full(h_v.shape, self.alpha)
-        d_rel = relative_uncertainty(h_v, entropy_text)
+            return np.full(d_rel.shape, self.alpha)
         return np.nan_to_num(self.alpha * uncertainty_window(d_rel, self.current, self.target, self.sigma))
 
     @contextmanager
