@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str | None, str]] = {
     "align": ("align.commands", "align_main", None, "move the balance point: measure -> LoRA -> re-measure -> release"),
     "align-av": ("align.commands", "align_av_main", None, "asked-modality alignment of an audio-visual model"),
     "precision": ("align.commands", "precision_main", None, "the recipe's precision over targets and data seeds"),
+    "compare-methods": ("align.commands", "compare_main", None, "every method and target side by side on fresh data"),
 }
 
 

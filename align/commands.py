@@ -24,6 +24,14 @@ a re-run resumes.
     python recipes/precision_table.py --config recipes/configs/organism-precision.yaml --targets 0 0.5 --data_seeds 0
 """
 
+COMPARE_DOC = """Every way to move a model's modality preference, side by side: each method aimed at each b* on the training
+data seed, every result measured on the groups of a fresh data seed beside the base. Writes OUTPUT_DIR/comparison.
+{json,csv,png}; each run is the recipe, unchanged, in OUTPUT_DIR/METHOD/bT; a re-run resumes.
+
+    python recipes/compare_methods.py --config recipes/configs/organism-compare.yaml
+    python recipes/compare_methods.py --config recipes/configs/organism-compare.yaml --methods soft steer --targets 0.5
+"""
+
 AV_DOC = """Asked-modality alignment of an audio-visual model: answer from the modality the question asks about.
 Measures accuracy per condition x asked modality and attention on frames vs sound per layer on held-out groups,
 trains a LoRA adapter whose answer is the asked modality's class, and measures again with the same code.
@@ -82,6 +90,30 @@ def precision_main(argv: list[str] | None = None, prog: str = "modality-align pr
         print(format_table(result["rows"]))
         print(describe_summary(result["summary"]))
         print(f"table and plot in {result['figure'].rsplit('/', 1)[0]} ({result['summary']['seconds']:.0f}s)")
+    return 0
+
+
+def compare_main(argv: list[str] | None = None, prog: str = "modality-align compare-methods",
+                 description: str = COMPARE_DOC) -> int:
+    """The method comparison: every method and target, measured on a fresh data seed."""
+    from transformers import TrainingArguments
+
+    from eval.models import ModelArguments
+
+    from .arguments import TRAINING_DEFAULTS, AlignArguments
+    from .compare import CompareArguments, format_comparison, run_comparison
+    _logging()
+    try:
+        compare, align, model, training = parse(
+            [CompareArguments, AlignArguments, ModelArguments, TrainingArguments], argv, prog, description,
+            {**TRAINING_DEFAULTS, "output_dir": "outputs/compare-organism"})
+        result = run_comparison(compare, align, model, training)
+    except (ValueError, OSError) as e:
+        return usage_error(e)
+    if result:
+        print(format_comparison(result["rows"]))
+        print(f"comparison.json, comparison.csv and comparison.png in {result['figure'].rsplit('/', 1)[0]} "
+              f"({result['seconds']:.0f}s)")
     return 0
 
 

@@ -46,20 +46,52 @@ def open_run(training, name: str, config: dict, job_type: str):
     return run
 
 
-def log_precision(training, result: dict) -> None:
-    """The precision table as a W&B run of its own (each alignment run of it has its own too): the rows as a
-    table, the target-vs-realized plot, and the counts in the summary."""
+def log_table_run(training, kind: str, result: dict, rows, summary: dict) -> None:
+    """A table command's result as a W&B run of its own (each alignment run of it has its own too): the rows as a
+    table, its figure, and `summary` under KIND/."""
     if "wandb" not in (training.report_to or []):
         return
-    import pandas as pd
     import wandb
-    run = open_run(training, training.run_name or f"precision-{time.strftime('%Y%m%d-%H%M%S')}", result["config"],
-                   "precision")
-    run.log({"precision/table": wandb.Table(dataframe=pd.DataFrame(result["rows"])),
-             "precision/plot": wandb.Image(result["figure"])})
-    for key, value in result["summary"].items():
-        run.summary[f"precision/{key}"] = value
+    run = open_run(training, training.run_name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}", result["config"], kind)
+    run.log({f"{kind}/table": wandb.Table(dataframe=rows), f"{kind}/plot": wandb.Image(result["figure"])})
+    for key, value in summary.items():
+        run.summary[f"{kind}/{key}"] = value
     run.finish()
+
+
+def log_precision(training, result: dict) -> None:
+    """The precision table: its rows, the target-vs-realized plot, and the counts in the summary."""
+    import pandas as pd
+    log_table_run(training, "precision", result, pd.DataFrame(result["rows"]), result["summary"])
+
+
+def flat_row(r: dict) -> dict:
+    """A table row as one CSV line: nested cells become column_estimate / _low / _high."""
+    out = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}_{k}" if prefix else k, v)
+        else:
+            out[prefix] = value
+    walk("", r)
+    return out
+
+
+def log_comparison(training, result: dict) -> None:
+    """The method comparison: one row per method and target (every column, flat), the curves' figure, and each
+    row's headline numbers as METHOD/bT/... in the summary."""
+    import pandas as pd
+    rows = [flat_row(r) for r in result["rows"]]
+    summary = {}
+    for r in rows:
+        key = r["method"] if r["target"] is None else f"{r['method']}/b{r['target']:+.2f}"
+        for column in ("realized_estimate", "miss", "lands", "slope_ratio_estimate", "accuracy_change_image_only_estimate",
+                       "accuracy_change_text_only_estimate", "accuracy_change_no_conflict_estimate", "seconds"):
+            if r.get(column) is not None:
+                summary[f"{key}/{column}"] = r[column]
+    log_table_run(training, "compare", result, pd.DataFrame(rows).astype(str), summary)
 
 
 def log_summary(run, values: dict | None) -> None:

@@ -504,6 +504,38 @@ def balance_point_shift(before: tuple, after: tuple, n_boot: int = 1000, seed: i
     return {"estimate": float(estimates[1] - estimates[0]), "ci": interval, "n_groups": int(len(shared))}
 
 
+def slope_ratio(before: tuple, after: tuple, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict:
+    """after / before of two runs' following-curve slopes, each run given as (dH_rel, follows_text, group) arrays
+    scored on the same groups: does a change keep the model's sensitivity to relative uncertainty (1) or flatten
+    it (toward 0)? A paired group bootstrap, like `balance_point_shift`."""
+    runs = []
+    for x, y, g in (before, after):
+        x, y, g = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(g)
+        ok = ~np.isnan(x) & ~np.isnan(y)
+        runs.append((x[ok], y[ok], g[ok]))
+    shared = np.intersect1d(runs[0][2], runs[1][2])
+    if len(shared) < 2:
+        raise ValueError("the two runs share fewer than 2 groups; a paired ratio needs both scored on the same groups")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(shared), (n_boot, len(shared)))
+    slopes, boots = [], []
+    for x, y, g in runs:
+        slopes.append(logistic_fit(x, y)[1])
+        position = np.searchsorted(shared, g)
+        inside = (position < len(shared)) & (shared[np.minimum(position, len(shared) - 1)] == g)
+        counts = np.stack([np.bincount(d, minlength=len(shared)) for d in draws]) if n_boot else np.zeros((0, len(shared)))
+        weights = np.where(inside, counts[:, np.minimum(position, len(shared) - 1)], 0).astype(float)
+        boots.append(logistic_fit_weighted(x, y, weights)[1] if n_boot else np.array([]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = boots[1] / boots[0]
+    ratios = ratios[np.isfinite(ratios)]
+    alpha = (1 - ci) / 2
+    interval = (float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))) if len(ratios) else None
+    estimate = float(slopes[1] / slopes[0]) if slopes[0] != 0 else None
+    return {"estimate": estimate, "ci": interval, "before": float(slopes[0]), "after": float(slopes[1]),
+            "n_groups": int(len(shared))}
+
+
 def cluster_mean_interval(values, clusters, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict:
     """Mean of `values` with a percentile interval from a bootstrap over `clusters` (a group's rows share an image
     and a text, so they are not independent draws). NaNs are dropped."""
