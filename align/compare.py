@@ -268,10 +268,14 @@ class CompareRuns(PrecisionRuns):
         para = pd.read_parquet(folder / "paraphrase" / "samples.parquet")
         measured = Measured(table, analyze(table, self.align.analysis), para, analyze(para, self.align.analysis))
         if attributes:
-            m = measure(vlm, task="attributes", groups=self.c.attribute_groups, dataset_seed=self.c.fresh_seed,
-                        image_size=self.align.image_size, split="all", batch_size=self.training.per_device_eval_batch_size,
-                        output_dir=folder / "attributes", lens=False)
-            measured.attributes = m.ability_gate and "fails the gate" or m.balance_point
+            try:
+                m = measure(vlm, task="attributes", groups=self.c.attribute_groups, dataset_seed=self.c.fresh_seed,
+                            image_size=self.align.image_size, split="all",
+                            batch_size=self.training.per_device_eval_batch_size, output_dir=folder / "attributes",
+                            lens=False)
+                measured.attributes = "fails the gate" if m.ability_gate else m.balance_point
+            except ValueError as e:  # too few decided conflicts for a curve: say so in the column
+                measured.attributes = f"not measured: {str(e).split(';')[0]}"
         return measured
 
     def recipe_for(self, method: str, target: float | None, data: Path | None, align: AlignArguments | None = None,
@@ -316,7 +320,7 @@ class CompareRuns(PrecisionRuns):
                  c.fresh_seed)
         base_vlm = Recipe(self.align, self.model, self.training).load()
         base = self.measure_on_fresh(base_vlm, out / "base", fresh, paraphrase, attributes=True)
-        attributes_gate = base.attributes == "fails the gate"
+        attributes_gate = isinstance(base.attributes, str)  # the base fails the gate (or has too few conflicts)
         rows, curves = [], {}
         for method in c.methods:
             for target in c.targets:
@@ -325,7 +329,7 @@ class CompareRuns(PrecisionRuns):
                 after = self.measure_on_fresh(recipe.load(recipe.out / "release"), recipe.out, fresh, paraphrase,
                                               attributes=not attributes_gate)
                 if attributes_gate:
-                    after.attributes = "fails the gate"
+                    after.attributes = base.attributes
                 rows.append(self.row(method, target, base, after, result, recipe.out, self.model.model_name_or_path))
                 self.add_to_card(recipe.out / "release", rows[-1])
                 curves[(method, target)] = after.analysis

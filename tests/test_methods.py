@@ -144,3 +144,76 @@ def test_every_method_moves_the_balance_point_the_asked_way_and_reloads(method, 
         assert result["calibration"] and all("alpha" in r for r in result["calibration"])
     if method == "blind_sft":  # one share for every conflict: the mean of p*
         assert 0 < result["training_examples"]["mean_p_text"] < 0.5
+
+
+def test_paraphrase_rewrites_every_wording_with_known_words(method_data):
+    from data_gen import ConflictData
+    from data_gen.paraphrase import paraphrase_statement, paraphrased
+    from eval.models import load_vlm
+    data = ConflictData.load(method_data)
+    held_out = paraphrased(data)
+    assert held_out.samples["id"] == data.samples["id"] and held_out.samples["answer_text"] == data.samples["answer_text"]
+    pairs = list(zip(data.samples["text_context"], held_out.samples["text_context"]))
+    assert all(new != old for old, new in pairs if old) and all(not new for old, new in pairs if not old)
+    assert not set(held_out.samples["question"]) & set(data.samples["question"])
+    assert paraphrase_statement("The star's color is the same as a cup. The cup is red.") == \
+        "The cup is red. The star is the same color as the cup."
+    assert paraphrase_statement("The circle is orange.") == "There is an orange circle."
+    tokenizer = load_vlm("organism").tokenizer
+    texts = [f"{q} {c or ''}" for q, c in zip(held_out.samples["question"], held_out.samples["text_context"])]
+    assert not any(tokenizer.unk_token_id in ids for ids in tokenizer(texts)["input_ids"])
+    with pytest.raises(ValueError, match="no held-out wording"):
+        paraphrase_statement("A sentence of another task.")
+
+
+@pytest.mark.slow
+def test_compare_methods_writes_every_column_for_every_method(tmp_path):
+    """The comparison end to end on a few groups: every method and target has a row with the issue's columns, the
+    files and the W&B run exist, and each release's card carries its row."""
+    config = tmp_path / "compare.yaml"
+    config.write_text(f"""model_name_or_path: organism
+methods: [hard, steer_uncertainty, prompt]
+targets: [0.5]
+fresh_seed: 31
+fresh_groups: 16
+control_groups: 10
+attribute_groups: 40
+mixed_config: none
+groups: 40
+split_shares: {SHARES}
+n_boot: 100
+max_steps: 6
+per_device_train_batch_size: 8
+per_device_eval_batch_size: 64
+calibration_rounds: 0
+steer_rounds: 2
+dtype: float32
+output_dir: {tmp_path / 'out'}
+report_to: wandb
+""")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
+    res = subprocess.run([sys.executable, "recipes/compare_methods.py", "--config", str(config)], capture_output=True,
+                         text=True, cwd=ROOT, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "out"
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    assert [(r["method"], r["target"]) for r in rows] == [(m, 0.5) for m in ("hard", "steer_uncertainty", "prompt")]
+    for r in rows:
+        assert r["realized"]["estimate"] is not None and r["realized"]["low"] <= r["realized"]["estimate"] <= r["realized"]["high"]
+        assert r["miss"] == pytest.approx(r["realized"]["estimate"] - r["target"])
+        assert r["slope_ratio"]["estimate"] > 0 and r["slope_ratio"]["low"] is not None
+        assert set(r["accuracy_change"]) == {"image_only", "text_only", "no_conflict", "text_irrelevant",
+                                             "image_irrelevant"}
+        assert r["transfer"]["paraphrase_after"]["estimate"] is not None
+        assert r["transfer"]["attributes"] == "fails the gate"  # the organism reads attributes at chance
+        assert "Compared with every other method" in (out / r["method"] / f"b{r['target']:+.2f}" / "release" /
+                                                      "README.md").read_text()
+    by = {(r["method"], r["target"]): r for r in rows}
+    # no training touches the unimodal answers of a training-free method; the LoRA adapter may
+    assert by[("prompt", 0.5)]["accuracy_change"]["image_only"]["estimate"] == 0
+    assert by[("steer_uncertainty", 0.5)]["extra_inference"].startswith("2 forward passes")
+    assert by[("hard", 0.5)]["trainable_parameters"] > by[("steer_uncertainty", 0.5)]["trainable_parameters"] > 0
+    assert len(pd.read_csv(out / "comparison.csv")) == 3 and (out / "comparison.png").stat().st_size > 10_000
+    assert "realized [95%]" in res.stdout and "fails the gate" in res.stdout
+    runs = list((tmp_path / "wandb").glob("offline-run-*")) or list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))
+    assert runs, "the comparison's W&B run"
