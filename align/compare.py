@@ -54,6 +54,8 @@ class CompareArguments:
     fresh_groups: int = field(default=600, metadata={"help": "fresh groups whose conflicts are scored"})
     control_groups: int = field(default=150, metadata={
         "help": "of the fresh groups, how many also have their no-conflict and control rows scored"})
+    paraphrase_groups: int = field(default=300, metadata={
+        "help": "of the fresh groups, how many have their conflicts measured again in the held-out wording"})
     attribute_groups: int = field(default=60, metadata={
         "help": "fresh attribute groups (transfer to another task, for a model that passes its ability gate)"})
     tolerance: float = field(default=0.15, metadata={"help": "a result lands when |realized - b*| <= this"})
@@ -68,8 +70,9 @@ class CompareArguments:
                                  f"not methods")
         if not self.methods or not self.targets:
             raise ValueError("methods and targets each need at least one value")
-        if not 10 <= self.control_groups <= self.fresh_groups:
-            raise ValueError(f"control_groups must be in [10, fresh_groups], got {self.control_groups}")
+        for name in ("control_groups", "paraphrase_groups"):
+            if not 10 <= getattr(self, name) <= self.fresh_groups:
+                raise ValueError(f"{name} must be in [10, fresh_groups], got {getattr(self, name)}")
         if self.tolerance <= 0:
             raise ValueError(f"tolerance must be > 0, got {self.tolerance}")
         if self.mixed_config in ("", "none", "None"):
@@ -251,13 +254,16 @@ class CompareRuns(PrecisionRuns):
 
     def fresh_data(self) -> tuple[ConflictData, ConflictData]:
         """The fresh groups' conflicts and, for the first control_groups groups, their other rows; and the held-out
-        wording of the conflicts."""
+        wording of the first paraphrase_groups groups' conflicts."""
         c = self.c
         data = ConflictData.load(generate_once(self.out / "fresh" / "data", c.fresh_groups, c.fresh_seed,
                                                self.align.image_size))
-        keep = set(sorted(set(data.samples["group"]))[:c.control_groups])
-        rows = data.samples.filter(lambda cond, g: cond == "conflict" or g in keep, input_columns=["condition", "group"])
-        return data._with_rows(rows), paraphrased(data.conflicts())
+        groups = sorted(set(data.samples["group"]))
+        controls, reworded = set(groups[:c.control_groups]), set(groups[:c.paraphrase_groups])
+        rows = data.samples.filter(lambda cond, g: cond == "conflict" or g in controls, input_columns=["condition", "group"])
+        conflicts = data.conflicts()
+        conflicts = conflicts._with_rows(conflicts.samples.filter(lambda g: g in reworded, input_columns="group"))
+        return data._with_rows(rows), paraphrased(conflicts)
 
     def measure_on_fresh(self, vlm, folder: Path, fresh: ConflictData, paraphrase: ConflictData,
                          attributes: bool) -> Measured:

@@ -177,6 +177,7 @@ targets: [0.5]
 fresh_seed: 31
 fresh_groups: 16
 control_groups: 10
+paraphrase_groups: 10
 attribute_groups: 40
 mixed_config: none
 groups: 40
