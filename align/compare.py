@@ -295,13 +295,16 @@ class CompareRuns(PrecisionRuns):
         return Recipe(align, model or self.model, dataclasses.replace(training, output_dir=str(folder), run_name=name,
                                                                       report_to="none"))
 
-    def run_recipe(self, recipe: Recipe) -> dict:
+    def run_recipe(self, recipe: Recipe, same_base: bool = True) -> dict:
+        """The recipe's result, run unless it finished before; `same_base`: the comparison's base, whose recipe
+        scores an earlier run can lend it."""
         record = recipe.out / "alignment.json"
         if not record.exists():  # (re)run: fresh scores of an earlier release would be resumed as this one's
             if self.state.is_main:
                 for stale in ("fresh", "paraphrase", "attributes"):
                     shutil.rmtree(recipe.out / stale, ignore_errors=True)
-            self.copy_base_scores(recipe.out)
+            if same_base:
+                self.copy_base_scores(recipe.out)
             recipe.run()
         self.state.wait()
         return json.loads(record.read_text())
@@ -366,7 +369,7 @@ class CompareRuns(PrecisionRuns):
         align, model, training = parse([AlignArguments, ModelArguments, TrainingArguments], ["--config", self.c.mixed_config],
                                 "compare", "", TRAINING_DEFAULTS)
         recipe = self.recipe_for("mixed", None, None, align, model, training)
-        result = self.run_recipe(recipe)
+        result = self.run_recipe(recipe, same_base=False)
         folder = self.out / "mixed"
         base = self.measure_on_fresh(recipe.load(), folder / "base", fresh, paraphrase, attributes=False)
         after = self.measure_on_fresh(recipe.load(recipe.out / "release"), recipe.out, fresh, paraphrase,
