@@ -69,52 +69,50 @@ def align_main(argv: list[str] | None = None, prog: str = "modality-align align"
     return 0
 
 
-def precision_main(argv: list[str] | None = None, prog: str = "modality-align precision",
-                   description: str = PRECISION_DOC) -> int:
-    """The precision table over targets and training data seeds, measured on a fresh data seed."""
+def recipe_table_main(argv, prog: str, description: str, own: type, run, show, output_dir: str) -> int:
+    """A command that runs the recipe many times: its own arguments (`own`) beside the recipe's, `run(own, align,
+    model, training)`, then `show(result)` on the main process."""
     from transformers import TrainingArguments
 
     from eval.models import ModelArguments
 
     from .arguments import TRAINING_DEFAULTS, AlignArguments
-    from .precision import PrecisionArguments, describe_summary, format_table, run_precision
     _logging()
     try:
-        precision, align, model, training = parse(
-            [PrecisionArguments, AlignArguments, ModelArguments, TrainingArguments], argv, prog, description,
-            {**TRAINING_DEFAULTS, "output_dir": "outputs/precision-organism"})
-        result = run_precision(precision, align, model, training)
+        mine, align, model, training = parse([own, AlignArguments, ModelArguments, TrainingArguments], argv, prog,
+                                             description, {**TRAINING_DEFAULTS, "output_dir": output_dir})
+        result = run(mine, align, model, training)
     except (ValueError, OSError) as e:
         return usage_error(e)
     if result:
+        show(result)
+    return 0
+
+
+def precision_main(argv: list[str] | None = None, prog: str = "modality-align precision",
+                   description: str = PRECISION_DOC) -> int:
+    """The precision table over targets and training data seeds, measured on a fresh data seed."""
+    from .precision import PrecisionArguments, describe_summary, format_table, run_precision
+
+    def show(result):
         print(format_table(result["rows"]))
         print(describe_summary(result["summary"]))
         print(f"table and plot in {result['figure'].rsplit('/', 1)[0]} ({result['summary']['seconds']:.0f}s)")
-    return 0
+    return recipe_table_main(argv, prog, description, PrecisionArguments, run_precision, show,
+                             "outputs/precision-organism")
 
 
 def compare_main(argv: list[str] | None = None, prog: str = "modality-align compare-methods",
                  description: str = COMPARE_DOC) -> int:
     """The method comparison: every method and target, measured on a fresh data seed."""
-    from transformers import TrainingArguments
-
-    from eval.models import ModelArguments
-
-    from .arguments import TRAINING_DEFAULTS, AlignArguments
     from .compare import CompareArguments, format_comparison, run_comparison
-    _logging()
-    try:
-        compare, align, model, training = parse(
-            [CompareArguments, AlignArguments, ModelArguments, TrainingArguments], argv, prog, description,
-            {**TRAINING_DEFAULTS, "output_dir": "outputs/compare-organism"})
-        result = run_comparison(compare, align, model, training)
-    except (ValueError, OSError) as e:
-        return usage_error(e)
-    if result:
+
+    def show(result):
         print(format_comparison(result["rows"]))
         print(f"comparison.json, comparison.csv and comparison.png in {result['figure'].rsplit('/', 1)[0]} "
               f"({result['seconds']:.0f}s)")
-    return 0
+    return recipe_table_main(argv, prog, description, CompareArguments, run_comparison, show,
+                             "outputs/compare-organism")
 
 
 def align_av_main(argv: list[str] | None = None, prog: str = "modality-align align-av", description: str = AV_DOC) -> int:
