@@ -113,10 +113,12 @@ def paired_shift(out: Path) -> float:
     return float(follows(after).mean() - follows(before).mean())
 
 
-# the organism leans text; blind SFT and the prompt are asked toward the image, steering toward the text (on this
-# organism the direction moves text-following up, and barely down: docs/results.md, "Every method")
+# the organism leans text; the trained methods and the prompt are asked toward the image, steering toward the text
+# (on this organism the direction moves text-following up, and barely down: docs/results.md, "Every method")
 @pytest.mark.slow
 @pytest.mark.parametrize("method, target, released", [
+    ("soft", -0.5, "adapter_model.safetensors"), ("hard", -0.5, "adapter_model.safetensors"),
+    ("dpo", -0.5, "adapter_model.safetensors"),
     ("blind_sft", -0.5, "adapter_model.safetensors"), ("steer", 1.5, STEERING_FILE),
     ("steer_uncertainty", 1.5, STEERING_FILE), ("prompt", -0.5, "instruction.json")])
 def test_every_method_moves_the_balance_point_the_asked_way_and_reloads(method, target, released, method_data,
@@ -130,7 +132,7 @@ def test_every_method_moves_the_balance_point_the_asked_way_and_reloads(method, 
     card = (tmp_path / "release" / "README.md").read_text()
     assert f"Method\n`{method}`" in card or f"`{method}`" in card
     # what was released, loaded again through measure, gives the recipe's own "after" table
-    options = {"adapter": tmp_path / "release"} if method == "blind_sft" else (
+    options = {"adapter": tmp_path / "release"} if released.startswith("adapter") else (
         {"steering": tmp_path / "release" / STEERING_FILE} if method.startswith("steer") else
         {"instruction": json.loads((tmp_path / "release" / released).read_text())["instruction"]})
     again = measure("organism", data=method_data, split="test", batch_size=64, dtype="float32", **options).samples
