@@ -343,6 +343,7 @@ class CompareRuns(PrecisionRuns):
                 self.add_to_card(recipe.out / "release", rows[-1])
                 curves[(method, target)] = after.analysis
                 log.info("%s at b* %+.2f: %s", method, target, rows[-1]["description"])
+                self.write_rows(rows, t0, complete=False)
         bases = {"default": base.analysis}
         if c.mixed_config:
             row, mixed_base, mixed_after = self.run_mixed(fresh, paraphrase)
@@ -351,13 +352,23 @@ class CompareRuns(PrecisionRuns):
             bases[None] = mixed_base.analysis
         if not self.state.is_main:
             return None
-        result = {"rows": rows, "seconds": round(time.time() - t0, 1),
-                  "config": {"compare": dataclasses.asdict(c), "align": dataclasses.asdict(self.align),
-                             "model": dataclasses.asdict(self.model)}}
-        (out / "comparison.json").write_text(json.dumps(result, indent=2, default=float))
-        pd.DataFrame([tracking.flat_row(r) for r in rows]).to_csv(out / "comparison.csv", index=False)
+        result = self.write_rows(rows, t0, complete=True)
         result["figure"] = str(plot_comparison(curves, bases, out / "comparison.png"))
         tracking.log_comparison(self.training, result)
+        return result
+
+    def write_rows(self, rows: list[dict], t0: float, complete: bool) -> dict | None:
+        """comparison.json and .csv with the rows so far (`complete` false until the last one), replaced whole."""
+        if not self.state.is_main:
+            return None
+        result = {"rows": rows, "complete": complete, "seconds": round(time.time() - t0, 1),
+                  "config": {"compare": dataclasses.asdict(self.c), "align": dataclasses.asdict(self.align),
+                             "model": dataclasses.asdict(self.model)}}
+        for name, text in (("comparison.json", json.dumps(result, indent=2, default=float)),
+                           ("comparison.csv", pd.DataFrame([tracking.flat_row(r) for r in rows]).to_csv(index=False))):
+            tmp = self.out / f"{name}.tmp"
+            tmp.write_text(text)
+            tmp.replace(self.out / name)  # a crash leaves the last complete file, never half of one
         return result
 
     def run_mixed(self, fresh: ConflictData, paraphrase: ConflictData) -> tuple[dict, Measured, Measured]:
