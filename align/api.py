@@ -75,8 +75,9 @@ def split_options(options: dict) -> tuple[dict, dict, dict]:
 
 def align(model: str = "organism", target_balance_point: float | None = 0.0, method: str = "soft", *,
           output_dir: str | Path, report_to: str = "none", **options) -> AlignmentRun | None:
-    """Move `model`'s balance point to `target_balance_point` with `method` ('soft', 'hard', 'dpo'; 'mixed' trains
-    conflict recognition), measured before and after on held-out groups. Everything goes to `output_dir`; the release
+    """Move `model`'s balance point to `target_balance_point` with `method` ('soft', 'hard', 'blind_sft', 'dpo';
+    'steer', 'steer_uncertainty', 'prompt' train nothing; 'mixed' trains conflict recognition), measured before and
+    after on held-out groups. Everything goes to `output_dir`; the release
     bundle (adapter, model card, report) is `run.release`. Under `accelerate launch` only the main process returns
     the run."""
     from transformers import TrainingArguments
