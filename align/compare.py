@@ -218,6 +218,28 @@ def plot_comparison(curves: dict[str, dict], base: dict, path: Path) -> Path:
     return path
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The comparison as a markdown table (comparison.md; docs/results.md quotes it)."""
+    pct = lambda c: "–" if c["estimate"] is None else (
+        f"{100 * c['estimate']:+.1f} [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]" if c["low"] is not None
+        else f"{100 * c['estimate']:+.1f}")
+    head = ("| method | b* | realized [95 %] | miss | within | slope after / base | image-only, points | text-only | "
+            "no conflict | text-irrelevant | image-irrelevant | oscillation ambiguous / clear | held-out wording: base -> "
+            "after | attributes | run s | added parameters | extra inference |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        acc, attributes = r["accuracy_change"], r["transfer"]["attributes"]
+        lines.append("| " + " | ".join([
+            r["method"], "–" if r["target"] is None else f"{r['target']:+.1f}", _fmt(r["realized"]),
+            "–" if r["miss"] is None else f"{r['miss']:+.3f}", "yes" if r["lands"] else "no",
+            _fmt(r["slope_ratio"], sign=False), *(pct(acc[k]) for k in ("image_only", "text_only", *CONTROLS)),
+            f"{_fmt(r['oscillation']['ambiguous'], False)} / {_fmt(r['oscillation']['clear'], False)}",
+            f"{_fmt(r['transfer']['paraphrase_before'])} -> {_fmt(r['transfer']['paraphrase_after'])}",
+            attributes if isinstance(attributes, str) else _fmt(interval_of(attributes)),
+            f"{r['seconds'] or 0:.0f}", f"{r['trainable_parameters']:,}", r["extra_inference"]]) + " |")
+    return "\n".join(lines)
+
+
 def card_section(row: dict, c: CompareArguments) -> str:
     """The comparison's columns for one release's model card."""
     acc = row["accuracy_change"]
@@ -358,14 +380,15 @@ class CompareRuns(PrecisionRuns):
         return result
 
     def write_rows(self, rows: list[dict], t0: float, complete: bool) -> dict | None:
-        """comparison.json and .csv with the rows so far (`complete` false until the last one), replaced whole."""
+        """comparison.json, .csv and .md with the rows so far (`complete` false until the last one), replaced whole."""
         if not self.state.is_main:
             return None
         result = {"rows": rows, "complete": complete, "seconds": round(time.time() - t0, 1),
                   "config": {"compare": dataclasses.asdict(self.c), "align": dataclasses.asdict(self.align),
                              "model": dataclasses.asdict(self.model)}}
         for name, text in (("comparison.json", json.dumps(result, indent=2, default=float)),
-                           ("comparison.csv", pd.DataFrame([tracking.flat_row(r) for r in rows]).to_csv(index=False))):
+                           ("comparison.csv", pd.DataFrame([tracking.flat_row(r) for r in rows]).to_csv(index=False)),
+                           ("comparison.md", markdown_table(rows) + "\n")):
             tmp = self.out / f"{name}.tmp"
             tmp.write_text(text)
             tmp.replace(self.out / name)  # a crash leaves the last complete file, never half of one
