@@ -173,9 +173,11 @@ def test_config_yaml_and_cli_overrides(tmp_path):
         parse_recipe(["--lora_rank", "4"])
     shipped = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
     assert len(shipped) >= 7
+    from align.compare import CompareArguments
     from align.precision import PrecisionArguments
+    own = {"-precision": [PrecisionArguments], "-compare": [CompareArguments]}  # their scripts' own flags
     for config in shipped:  # every shipped config parses with its command's flags: no stale or misspelled key
-        extra = [PrecisionArguments] if config.stem.endswith("-precision") else []  # recipes/precision_table.py's
+        extra = next((v for k, v in own.items() if config.stem.endswith(k)), [])
         parse([*extra, AlignArguments, ModelArguments, TrainingArguments], ["--config", str(config)], "recipe", None,
               TRAINING_DEFAULTS)
 
