@@ -184,7 +184,8 @@ def format_comparison(rows: list[dict]) -> str:
         attributes = r["transfer"]["attributes"]
         attributes = attributes if isinstance(attributes, str) else _fmt(interval_of(attributes))
         lines.append(
-            f"{r['method']:<18} {target}  {_fmt(r['realized']):<26} {miss}  {'yes' if r['lands'] else 'no ':<5}  "
+            f"{r['method']:<18} {target}  {_fmt(r['realized']):<26} {miss}  "
+            f"{'–' if r['target'] is None else 'yes' if r['lands'] else 'no':<5}  "
             f"{_fmt(r['slope_ratio'], sign=False):<22}  {pct(acc['image_only']):<10}  {pct(acc['text_only']):<9}  "
             f"{pct(acc['no_conflict']):<11}  {pct(acc['text_irrelevant']):<9}  {pct(acc['image_irrelevant']):<10}  "
             f"{_fmt(r['transfer']['paraphrase_before'])} -> {_fmt(r['transfer']['paraphrase_after'])}  "
@@ -231,7 +232,8 @@ def markdown_table(rows: list[dict]) -> str:
         acc, attributes = r["accuracy_change"], r["transfer"]["attributes"]
         lines.append("| " + " | ".join([
             r["method"], "–" if r["target"] is None else f"{r['target']:+.1f}", _fmt(r["realized"]),
-            "–" if r["miss"] is None else f"{r['miss']:+.3f}", "yes" if r["lands"] else "no",
+            "–" if r["miss"] is None else f"{r['miss']:+.3f}",
+            "–" if r["target"] is None else ("yes" if r["lands"] else "no"),
             _fmt(r["slope_ratio"], sign=False), *(pct(acc[k]) for k in ("image_only", "text_only", *CONTROLS)),
             f"{_fmt(r['oscillation']['ambiguous'], False)} / {_fmt(r['oscillation']['clear'], False)}",
             f"{_fmt(r['transfer']['paraphrase_before'])} -> {_fmt(r['transfer']['paraphrase_after'])}",
