@@ -417,11 +417,15 @@ class CompareRuns(PrecisionRuns):
         return row, base, after
 
     def add_to_card(self, release: Path, row: dict) -> None:
-        """The row's columns at the end of the release's model card (once: a re-run replaces them)."""
+        """The row's columns at the end of the release's model card (once: a re-run replaces them), and in the
+        method's own W&B run."""
         card = release / "README.md"
         if self.state.is_main and card.exists():
             text = card.read_text().split("\n## Compared with every other method")[0]
             card.write_text(text + card_section(row, self.c))
+        if self.state.is_main:
+            tracking.log_method_row(self.training, row, {"compare": dataclasses.asdict(self.c),
+                                                         "method": row["method"], "target": row["target"]})
 
     def row(self, method: str, target: float | None, base: Measured, after: Measured, result: dict, folder: Path,
             base_name: str) -> dict:

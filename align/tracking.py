@@ -79,6 +79,18 @@ def flat_row(r: dict) -> dict:
     return out
 
 
+def log_method_row(training, row: dict, config: dict) -> None:
+    """One method's columns of the comparison as that method's own W&B run (job type compare-method): the same
+    columns as its model card and the comparison table, flat, in the summary."""
+    if "wandb" not in (training.report_to or []):
+        return
+    name = row["method"] if row["target"] is None else f"{row['method']}-b{row['target']:+.2f}"
+    run = open_run(training, f"{training.run_name or 'compare'}-{name}", config, "compare-method")
+    for key, value in flat_row(row).items():
+        run.summary[key] = value
+    run.finish()
+
+
 def log_comparison(training, result: dict) -> None:
     """The method comparison: one row per method and target (every column, flat), the curves' figure, and each
     row's headline numbers as METHOD/bT/... in the summary."""
