@@ -102,8 +102,8 @@ def paired_change(before: pd.DataFrame, after: pd.DataFrame, expected: str, answ
     rows = before.set_index("id").join(after.set_index("id")[[answered]], rsuffix="_after", how="inner")
     right = lambda col: same_answers(rows[col], rows[expected]).astype(float)
     change = cluster_mean_interval(right(f"{answered}_after") - right(answered), rows.group.to_numpy(), seed=seed)
-    return {"estimate": change["mean"], "low": (change["ci"] or (None,))[0], "high": (change["ci"] or (None, None))[1],
-            "before": float(right(answered).mean()) if len(rows) else None, "n": change["n"]}
+    return {**interval_of(change, "mean"), "before": float(right(answered).mean()) if len(rows) else None,
+            "n": change["n"]}
 
 
 def control_rows(table: pd.DataFrame, condition: str) -> pd.DataFrame:
@@ -126,8 +126,7 @@ def comparison_row(method: str, target: float | None, base: Measured, after: Mea
            "realized": interval_of(bp), "description": bp.get("description"),
            "miss": miss, "lands": miss is not None and abs(miss) <= p.tolerance,
            "base_balance_point": interval_of(base.analysis["balance_point"]),
-           "slope_ratio": {"estimate": ratio["estimate"], "low": (ratio["ci"] or (None, None))[0],
-                           "high": (ratio["ci"] or (None, None))[1]},
+           "slope_ratio": interval_of(ratio),
            "accuracy_change": {
                "image_only": paired_change(image_only_rows(base.table), after.table, "answer_visual", "pred_v"),
                "text_only": paired_change(text_only_rows(base.table), after.table, "answer_text", "pred_t"),

@@ -469,17 +469,23 @@ def isotonic_balance_point(x, y, clusters=None, n_boot: int = 1000, seed: int = 
     return {"estimate": estimate, "ci": interval, "no_crossing_draws": int(len(draws) - len(found))}
 
 
+def finite_runs(*runs: tuple) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each run's (x, y, group) arrays without the samples where x or y is NaN."""
+    out = []
+    for x, y, g in runs:
+        x, y, g = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(g)
+        ok = ~np.isnan(x) & ~np.isnan(y)
+        out.append((x[ok], y[ok], g[ok]))
+    return out
+
+
 def balance_point_shift(before: tuple, after: tuple, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict:
     """after - before of two runs' balance points, each run given as (dH_rel, follows_text, group) arrays.
 
     Both runs score the same groups, so one draw of groups resamples both (a paired cluster bootstrap): the
     difference's interval is not the one two independent intervals would give. Estimate None where either
     curve does not cross 0.5; the interval keeps the draws where both cross."""
-    runs = []
-    for x, y, g in (before, after):
-        x, y, g = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(g)
-        ok = ~np.isnan(x) & ~np.isnan(y)
-        runs.append((x[ok], y[ok], g[ok]))
+    runs = finite_runs(before, after)
     estimates = [balance_point(x, y, n_boot=0).estimate for x, y, _ in runs]
     if None in estimates:
         return {"estimate": None, "ci": None, "n_groups": 0}
@@ -508,22 +514,19 @@ def slope_ratio(before: tuple, after: tuple, n_boot: int = 1000, seed: int = 0, 
     """after / before of two runs' following-curve slopes, each run given as (dH_rel, follows_text, group) arrays
     scored on the same groups: does a change keep the model's sensitivity to relative uncertainty (1) or flatten
     it (toward 0)? A paired group bootstrap, like `balance_point_shift`."""
-    runs = []
-    for x, y, g in (before, after):
-        x, y, g = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(g)
-        ok = ~np.isnan(x) & ~np.isnan(y)
-        runs.append((x[ok], y[ok], g[ok]))
+    runs = finite_runs(before, after)
     shared = np.intersect1d(runs[0][2], runs[1][2])
     if len(shared) < 2:
         raise ValueError("the two runs share fewer than 2 groups; a paired ratio needs both scored on the same groups")
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(shared), (n_boot, len(shared)))
+    # how often each shared group is drawn, the same draws for both runs (the pairing)
+    counts = np.stack([np.bincount(d, minlength=len(shared)) for d in draws]) if n_boot else np.zeros((0, len(shared)))
     slopes, boots = [], []
     for x, y, g in runs:
         slopes.append(logistic_fit(x, y)[1])
         position = np.searchsorted(shared, g)
         inside = (position < len(shared)) & (shared[np.minimum(position, len(shared) - 1)] == g)
-        counts = np.stack([np.bincount(d, minlength=len(shared)) for d in draws]) if n_boot else np.zeros((0, len(shared)))
         weights = np.where(inside, counts[:, np.minimum(position, len(shared) - 1)], 0).astype(float)
         boots.append(logistic_fit_weighted(x, y, weights)[1] if n_boot else np.array([]))
     with np.errstate(divide="ignore", invalid="ignore"):
