@@ -1,5 +1,6 @@
-"""The ways to move a model's modality preference beside the soft targets: blind_sft, steer, steer_uncertainty,
-prompt. Each runs through the recipe, moves the balance point the way it is asked, and saves and reloads."""
+"""Every way to move a model's modality preference (soft, hard, dpo, blind_sft, steer, steer_uncertainty, prompt,
+and mixed on the recognition task): each runs through the recipe, moves the model the way it is asked, and saves and
+reloads."""
 import dataclasses
 import json
 import os
@@ -146,6 +147,30 @@ def test_every_method_moves_the_balance_point_the_asked_way_and_reloads(method, 
         assert result["calibration"] and all("alpha" in r for r in result["calibration"])
     if method == "blind_sft":  # one share for every conflict: the mean of p*
         assert 0 < result["training_examples"]["mean_p_text"] < 0.5
+
+
+@pytest.mark.slow
+def test_mixed_moves_cross_modal_recognition_up_and_reloads(tmp_path):
+    """`mixed` is asked to recognise image-text contradictions, which the recognition organism never does: after
+    training it does on some, unimodal recognition stays, and the released adapter gives the recipe's own table."""
+    from eval import measure
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "recipes/align_llava.py", "--config", "recipes/configs/organism-mixed.yaml",
+                          "--groups", "30", "--max_steps", "60", "--n_boot", "100", "--report_to", "none",
+                          "--dtype", "float32", "--per_device_eval_batch_size", "64", "--output_dir", str(out)],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    recognition = json.loads((out / "alignment.json").read_text())["recognition"]
+    rate = lambda run, kind: recognition[run][kind]["recognition"]["rate"]
+    assert rate("base", "cross_modal") < 0.05 and rate("aligned", "cross_modal") > 0.1
+    assert recognition["aligned"]["cross_modal"]["recognition"]["ci"][0] > rate("base", "cross_modal")
+    assert rate("aligned", "unimodal") > rate("base", "unimodal") - 0.1
+    assert (out / "release" / "adapter_model.safetensors").exists()
+    again = measure("organism:recognition", task="recognition", data=out / "recognition", adapter=out / "release",
+                    split="test", batch_size=64, dtype="float32").samples.set_index("id")
+    after = pd.read_parquet(out / "runs" / "aligned_recognition" / "samples.parquet").set_index("id")
+    assert len(after) > 100 and set(after.index) <= set(again.index)
+    np.testing.assert_allclose(again.loc[after.index, "p_yes"], after.p_yes, atol=1e-4)
 
 
 def test_paraphrase_rewrites_every_wording_with_known_words(method_data):
