@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -196,10 +197,23 @@ def check_inputs(align: AlignArguments, model: ModelArguments, training: Trainin
     if align.data and not os.path.isdir(os.path.join(align.data, "samples")):
         raise FileNotFoundError(f"data {align.data!r} is not a saved dataset (no samples/ folder); create one with "
                                 f"`python -m data_gen {align.data_command} --output_dir {align.data}` or leave data unset")
+    check_resume(training.resume_from_checkpoint, training.output_dir)
     if training.push_to_hub and not training.hub_model_id:
         raise ValueError("push_to_hub needs hub_model_id (e.g. your-name/llava-balance-0)")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     check_deepspeed(trainer_arguments(training, resolve_dtype(model.dtype, device), training.output_dir))
+
+
+def check_resume(asked: str | None, output_dir: str) -> None:
+    """--resume_from_checkpoint names a checkpoint of this run's own trainings (OUTPUT_DIR/checkpoints/...)."""
+    if not asked:
+        return
+    own = Path(output_dir).resolve() / "checkpoints"
+    path = Path(asked).resolve()
+    if not path.is_dir() or own not in path.parents or not path.name.startswith("checkpoint-"):
+        raise ValueError(f"--resume_from_checkpoint {asked} is not a checkpoint of this run (one of "
+                         f"{own}/[round-K/]checkpoint-N); leave it out: a re-run of the same command resumes from "
+                         f"the newest complete checkpoint of the training it stopped in")
 
 
 def trainer_arguments(training: TrainingArguments, dtype: torch.dtype, checkpoints: str | os.PathLike) -> TrainingArguments:

@@ -29,6 +29,7 @@ from eval.tasks import Task, get_task
 
 from . import tracking
 from .arguments import AlignArguments, check_inputs, trainer_arguments
+from .checkpoints import chosen_resume, resume_point, training_fingerprint
 from .methods import get_method
 from .release import push, release
 from .targets import calibration_reached, closest_round, next_training_target, resolve_target
@@ -198,9 +199,15 @@ class Recipe:
         set_seed(self.training.seed)  # the LoRA init draws from the global RNG: same seed, same adapter
         dtype = next(base.model.parameters()).dtype
         args = method.config(trainer_arguments(self.training, dtype, checkpoints), a)
+        fingerprint = training_fingerprint(examples, {**args.to_dict(), "lora": lora.to_dict(), "method": method.name,
+                                                      "model": self.model_args.model_name_or_path})
+        if self.state.is_main:  # where this training resumes, chosen once for every process
+            resume_point(checkpoints, fingerprint, self.training.resume_from_checkpoint)
+        self.state.wait()
+        resume = chosen_resume(checkpoints)
         trainer = method.build_trainer(base.model, lora, args, examples, base, data, self.collator(base, data, dtype))
         try:
-            trainer.train(resume_from_checkpoint=self.training.resume_from_checkpoint)
+            trainer.train(resume_from_checkpoint=resume)
         except torch.OutOfMemoryError as e:
             raise RuntimeError(
                 f"out of memory while training ({e}). Lower per_device_train_batch_size (now "

@@ -2,6 +2,7 @@
 import json
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -408,42 +409,83 @@ def test_mixed_recipe_measures_recognition_before_and_after(answering_data, tmp_
     assert result["training_examples"]["retention_examples"] > 0
 
 
-@pytest.mark.slow
-def test_interrupted_and_resumed_run_matches_uninterrupted(small_data, tmp_path):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    base = [sys.executable, "recipes/align_llava.py", *SMALL, *small_data, "--report_to", "none"]
-    full = subprocess.run(base + ["--output_dir", str(tmp_path / "full")], capture_output=True, text=True, cwd=ROOT, env=env)
+# a real interruption at a deterministic point: the run SIGKILLs itself right after writing the checkpoint of step
+# KILL_STEP in calibration round KILL_ROUND (polling from the test raced the run's end on fast machines)
+KILL_HOOK = """import os, signal
+import transformers
+_save = transformers.Trainer._save_checkpoint
+def _save_then_die(self, *args, **kwargs):
+    _save(self, *args, **kwargs)
+    if (self.state.global_step == int(os.environ["KILL_STEP"])
+            and self.args.output_dir.endswith("round-" + os.environ["KILL_ROUND"])):
+        os.kill(os.getpid(), signal.SIGKILL)
+transformers.Trainer._save_checkpoint = _save_then_die
+"""
+CALIBRATED = [*SMALL[:-2], "--calibration_rounds", "1", "--calibration_stop_in_interval", "false",
+              "--calibration_tolerance", "0",
+              "--target_balance_point", "0.0", "--report_to", "none"]
+
+
+def released_state(out: Path) -> tuple[bytes, dict]:
+    """The adapter's bytes and alignment.json without what may differ between runs (time, the resume flag, the
+    folder's name)."""
+    result = json.loads((out / "alignment.json").read_text().replace(str(out), "OUTPUT_DIR"))
+    result.pop("seconds")
+    result["config"]["training"].pop("resume_from_checkpoint")
+    return (out / "release" / "adapter_model.safetensors").read_bytes(), result
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "out"
+    full = subprocess.run([sys.executable, "recipes/align_llava.py", *CALIBRATED, *small_data, "--output_dir", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
     assert full.returncode == 0, full.stderr[-3000:]
-    # a real interruption at a deterministic point: the run SIGKILLs itself right after its step-6 checkpoint is
-    # written (polling from here raced the run's end on fast machines)
-    part = tmp_path / "part"
+    assert len(json.loads((out / "alignment.json").read_text())["calibration"]) == 2
+    return released_state(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("round_", [0, 1])
+def test_killed_in_a_calibration_round_resumes_to_the_uninterrupted_result(round_, uninterrupted, small_data,
+                                                                           tmp_path):
+    """kill -9 right after a checkpoint of round 0 or 1, then re-run the same command, with and without
+    --resume_from_checkpoint: training resumes in the round it stopped in, from that round's checkpoint, and the
+    released adapter and alignment.json equal an uninterrupted run's, byte for byte."""
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    command = [sys.executable, "recipes/align_llava.py", *CALIBRATED, *small_data]
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import os, signal\n"
-        "import transformers\n"
-        "_save = transformers.Trainer._save_checkpoint\n"
-        "def _save_then_die(self, *args, **kwargs):\n"
-        "    _save(self, *args, **kwargs)\n"
-        "    if self.state.global_step == 6:\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "transformers.Trainer._save_checkpoint = _save_then_die\n")
-    killed = subprocess.run(base + ["--output_dir", str(part)], cwd=ROOT, capture_output=True, text=True,
-                            env={**env, "PYTHONPATH": os.pathsep.join([str(hook), env.get("PYTHONPATH", "")])})
-    assert killed.returncode == -9, killed.stderr[-3000:]
-    ckpt = part / "checkpoints" / "checkpoint-6"
-    assert ckpt.exists() and not (part / "release").exists()
-    resumed = subprocess.run(base + ["--output_dir", str(part), "--resume_from_checkpoint", str(ckpt)],
+    (hook / "sitecustomize.py").write_text(KILL_HOOK)
+    killed = tmp_path / "killed"
+    res = subprocess.run(command + ["--output_dir", str(killed)], cwd=ROOT, capture_output=True, text=True,
+                         env={**env, "KILL_STEP": "6", "KILL_ROUND": str(round_),
+                              "PYTHONPATH": os.pathsep.join([str(hook), env.get("PYTHONPATH", "")])})
+    assert res.returncode == -9, res.stderr[-3000:]
+    checkpoint = killed / "checkpoints" / f"round-{round_}" / "checkpoint-6"
+    assert checkpoint.exists() and not (killed / "release").exists()
+    for flag in ([], ["--resume_from_checkpoint"]):
+        out = tmp_path / f"resumed{len(flag)}"
+        shutil.copytree(killed, out)
+        resumed_from = str(out / "checkpoints" / f"round-{round_}" / "checkpoint-6")
+        res = subprocess.run(command + ["--output_dir", str(out)] + flag + ([resumed_from] if flag else []),
                              capture_output=True, text=True, cwd=ROOT, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    from safetensors.torch import load_file
-    a = load_file(tmp_path / "full" / "release" / "adapter_model.safetensors")
-    b = load_file(part / "release" / "adapter_model.safetensors")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)
-    ra = json.loads((tmp_path / "full" / "alignment.json").read_text())["aligned"]
-    rb = json.loads((part / "alignment.json").read_text())["aligned"]
-    assert ra["tfr"] == pytest.approx(rb["tfr"], abs=0.02)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert f"resuming this training from {resumed_from}" in res.stderr
+        assert res.stderr.count("resuming this training") == 1  # its own round only; the other starts at 0
+        adapter, result = released_state(out)
+        assert result == uninterrupted[1]
+        assert adapter == uninterrupted[0]
+
+
+def test_resume_from_checkpoint_outside_the_run_is_refused_before_any_work(small_data, tmp_path):
+    elsewhere = tmp_path / "elsewhere" / "checkpoint-6"
+    elsewhere.mkdir(parents=True)
+    res = subprocess.run([sys.executable, "recipes/align_llava.py", *CALIBRATED, *small_data, "--output_dir",
+                          str(tmp_path / "out"), "--resume_from_checkpoint", str(elsewhere)],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, res.stderr[-2000:]
+    assert "resume_from_checkpoint" in res.stderr and not (tmp_path / "out").exists()
 
 
 def test_release_names_the_base_by_hub_id_or_relative_name():
