@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_gen.files import read_json
 from eval.api import Measurement
 from eval.models import ModelArguments
 
@@ -44,7 +45,7 @@ class AlignmentRun:
     def _measurement(self, name: str) -> Measurement:
         run = self.output_dir / "runs" / name
         return Measurement(name, json.loads((run / "analysis.json").read_text()),
-                           pd.read_parquet(run / "samples.parquet"), json.loads((run / "run.json").read_text()))
+                           pd.read_parquet(run / "samples.parquet"), read_json(run / "run.json"))
 
     @property
     def before(self) -> Measurement:

@@ -14,10 +14,11 @@ import torch
 
 from transformers import TrainingArguments
 
+from data_gen.files import check_output_dir
 from data_gen.store import SPLIT_SHARES, check_split_shares
 from eval.analysis import AnalysisConfig
 from eval.models import ModelArguments
-from eval.models.vlm import check_model, resolve_dtype
+from eval.models.vlm import check_model_args, resolve_dtype
 
 from .targets import BALANCE_RANGE, resolve_target
 from .methods import supported_methods
@@ -193,10 +194,18 @@ class AlignArguments(LoraArguments, SteeringConfig, PromptConfig):
 
 def check_inputs(align: AlignArguments, model: ModelArguments, training: TrainingArguments) -> None:
     """What the dataclasses cannot see alone: paths, names, and the launch configuration."""
-    check_model(model.model_name_or_path, model.model_revision, model.trust_remote_code)
-    if align.data and not os.path.isdir(os.path.join(align.data, "samples")):
-        raise FileNotFoundError(f"data {align.data!r} is not a saved dataset (no samples/ folder); create one with "
-                                f"`python -m data_gen {align.data_command} --output_dir {align.data}` or leave data unset")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(training, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(training, name)}")
+    check_output_dir(training.output_dir)
+    check_model_args(model)
+    if align.data:
+        if not os.path.isdir(os.path.join(align.data, "samples")):
+            raise FileNotFoundError(f"data {align.data!r} is not a saved dataset (no samples/ folder); create one with "
+                                    f"`python -m data_gen {align.data_command} --output_dir {align.data}` or leave data "
+                                    f"unset")
+        from eval.tasks import get_task
+        get_task(get_task(align.task).views[0]).load(align.data)  # its files against their checksums
     check_resume(training.resume_from_checkpoint, training.output_dir)
     if training.push_to_hub and not training.hub_model_id:
         raise ValueError("push_to_hub needs hub_model_id (e.g. your-name/llava-balance-0)")

@@ -10,7 +10,6 @@ seconds per step and the peak memory of each phase. Figures are of this one run 
 """
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from data_gen import samples_frame
 from data_gen.av import generate_av
 from data_gen.cli import parse, usage_error
 
+from data_gen.files import write_json
 from eval.av_scoring import AVScoreConfig, score_av
 from eval.bench import PeakMemory
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     print(f"asked-modality LoRA: {t['seconds_per_step']:.3f} s/step at batch {t['batch']} ({t['steps']} steps, the "
           f"first not counted), peak {t['peak_memory_gib']:.2f} GiB")
     if args.output_json:
-        Path(args.output_json).write_text(json.dumps(figures, indent=2))
+        write_json(Path(args.output_json), figures)
     return 0
 
 

@@ -27,6 +27,7 @@ from transformers import TrainingArguments
 
 from data_gen import ConflictData
 from data_gen.paraphrase import paraphrased
+from data_gen.files import write_text
 from eval.analysis import analyze, following_samples, image_only_rows, text_only_rows
 from eval.api import measure
 from eval.models.steering import STEERING_FILE
@@ -390,9 +391,7 @@ class CompareRuns(PrecisionRuns):
         for name, text in (("comparison.json", json.dumps(result, indent=2, default=float)),
                            ("comparison.csv", pd.DataFrame([tracking.flat_row(r) for r in rows]).to_csv(index=False)),
                            ("comparison.md", markdown_table(rows) + "\n")):
-            tmp = self.out / f"{name}.tmp"
-            tmp.write_text(text)
-            tmp.replace(self.out / name)  # a crash leaves the last complete file, never half of one
+            write_text(self.out / name, text)  # a crash leaves the last complete file, never half of one
         return result
 
     def run_mixed(self, fresh: ConflictData, paraphrase: ConflictData) -> tuple[dict, Measured, Measured]:
@@ -421,7 +420,7 @@ class CompareRuns(PrecisionRuns):
         card = release / "README.md"
         if self.state.is_main and card.exists():
             text = card.read_text().split("\n## Compared with every other method")[0]
-            card.write_text(text + card_section(row, self.c))
+            write_text(card, text + card_section(row, self.c))
         if self.state.is_main:
             tracking.log_method_row(self.training, row, {"compare": dataclasses.asdict(self.c),
                                                          "method": row["method"], "target": row["target"]})

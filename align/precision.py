@@ -24,6 +24,7 @@ import pandas as pd
 from transformers import TrainingArguments
 
 from data_gen import ConflictData
+from data_gen.files import write_json, write_text
 from eval.analysis import alignment_guarantee, analyze
 from eval.report import unimodal_accuracy
 from eval.prepare import generate_once
@@ -204,8 +205,8 @@ class PrecisionRuns:
         summary = precision_summary(rows, p) | {"seconds": round(time.time() - t0, 1)}
         result = {"summary": summary, "rows": rows, "config": {"precision": dataclasses.asdict(p),
                                                                 "align": dataclasses.asdict(self.align)}}
-        (out / "precision.json").write_text(json.dumps(result, indent=2, default=float))
-        pd.DataFrame(rows).to_csv(out / "precision.csv", index=False)
+        write_json(out / "precision.json", result)
+        write_text(out / "precision.csv", pd.DataFrame(rows).to_csv(index=False))
         result["figure"] = str(plot_precision(rows, p.tolerance, out / "precision.png"))
         tracking.log_precision(self.training, result)
         return result

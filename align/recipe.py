@@ -6,6 +6,7 @@ which examples. A method that aims a balance point gets targets p* from the base
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -20,6 +21,7 @@ from transformers import TrainingArguments
 
 from data_gen import ConflictData
 from data_gen.store import SPLIT_SHARES
+from data_gen.files import FolderLock, read_json, write_json
 from eval.api import Measurement
 from eval.models import VLM, ModelArguments, load_from_args
 from eval.prepare import generate_once
@@ -124,7 +126,7 @@ class Recipe:
         if table is None:
             return None
         out = self.out / "runs" / name
-        info = {**json.loads((out / "run.json").read_text()), "path": str(out)}
+        info = {**read_json(out / "run.json"), "path": str(out)}
         return Measurement(name, task.analyze(table, self.analysis_config), table, info, task.name)
 
     @property
@@ -269,7 +271,7 @@ class Recipe:
             log.info("calibration round %d: trained at %+.3f -> %s on the %s groups (target %+.2f)", len(rounds) - 1,
                      aim, check["description"], a.calibration_split, target)
             if state.is_main:
-                record.write_text(json.dumps({"target": target, "rounds": rounds}, indent=2, default=float))
+                write_json(record, {"target": target, "rounds": rounds})
             state.wait()
 
     def release_round(self, target: float, rounds: list[dict]) -> tuple[dict, list[dict], Path]:
@@ -293,7 +295,10 @@ class Recipe:
 
     # ---- the loop
     def run(self) -> dict | None:
-        self.out.mkdir(parents=True, exist_ok=True)
+        with FolderLock(self.out) if self.state.is_main else contextlib.nullcontext():
+            return self.run_held()
+
+    def run_held(self) -> dict | None:
         t0 = time.time()
         run = tracking.start_run(self.align, self.model_args, self.training) if self.state.is_main else None
         try:
@@ -326,7 +331,7 @@ class Recipe:
         log.info("5/5 report, tracking and release")
         tracking.log_views(run, "after", after)
         result = self.result(before, after, target, example_stats, calibration, t0)
-        (out / "alignment.json").write_text(json.dumps(result, indent=2, default=float))
+        write_json(out / "alignment.json", result)
         bundle = release(out, adapter, result, self.align, self.model_args, self.training)
         tracking.log_result(run, result, before, after, bundle)
         if self.training.push_to_hub:
@@ -343,7 +348,7 @@ class Recipe:
             task = get_task(view)
             runs = {"base": before[view], "aligned": after[view]}
             for m in runs.values():
-                (Path(m.info["path"]) / "analysis.json").write_text(json.dumps(m.analysis, indent=2, default=float))
+                write_json(Path(m.info["path"]) / "analysis.json", m.analysis)
             folder = self.out / "report" if view == self.primary.name else self.out / "report" / view
             summary = task.report(runs, folder, target, self.analysis_config)
             section = {"base": summary["runs"]["base"], "aligned": summary["runs"]["aligned"],

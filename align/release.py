@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from huggingface_hub import ModelCard, ModelCardData
 
+from data_gen.files import atomic_path, make_readable, write_text
 from eval.recognition import format_mean, format_rate
 from eval.recognition_report import describe_imbalance_change
 from eval.models.vlm import is_organism, looks_local, organism_folder
@@ -43,28 +44,29 @@ def base_model_id(name: str) -> str | None:
 def release(out: Path, adapter: Path, result: dict, align, model, training, card: ModelCard | None = None) -> Path:
     """The bundle folder; `card` replaces the balance-point recipe's model card (another recipe's result)."""
     bundle = out / "release"
-    shutil.rmtree(bundle, ignore_errors=True)
-    bundle.mkdir(parents=True)
-    if (adapter / "adapter_config.json").exists():
-        shutil.copy(adapter / "adapter_model.safetensors", bundle)
-        config = json.loads((adapter / "adapter_config.json").read_text())
-        config["base_model_name_or_path"] = base_reference(model.model_name_or_path)
-        (bundle / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    else:  # a training-free method's steering vector or instruction
-        for name in INTERVENTION_FILES:
-            if (adapter / name).exists():
-                shutil.copy(adapter / name, bundle)
-    report = bundle / "report"
-    report.mkdir()
-    for name in ("report.html", "summary.json", *[p.name for p in (out / "report").glob("*.png")]):
-        shutil.copy(out / "report" / name, report)
-    for view in (p for p in (out / "report").iterdir() if p.is_dir()):  # another view's report (task recognition)
-        shutil.copytree(view, report / view.name)
-    if (report / "following_curve.png").exists():
-        shutil.copy(report / "following_curve.png", bundle)
-    shutil.copy(out / "alignment.json", bundle)
-    card = card or CARDS.get(getattr(align, "task", "colors"), model_card)(result, align, model, training)
-    card.save(bundle / "README.md")
+    with atomic_path(bundle) as tmp:  # built beside, renamed into place: a crash leaves the old bundle or none
+        tmp.mkdir(parents=True)
+        if (adapter / "adapter_config.json").exists():
+            shutil.copy(adapter / "adapter_model.safetensors", tmp)
+            config = json.loads((adapter / "adapter_config.json").read_text())
+            config["base_model_name_or_path"] = base_reference(model.model_name_or_path)
+            write_text(tmp / "adapter_config.json", json.dumps(config, indent=2, sort_keys=True))
+        else:  # a training-free method's steering vector or instruction
+            for name in INTERVENTION_FILES:
+                if (adapter / name).exists():
+                    shutil.copy(adapter / name, tmp)
+        report = tmp / "report"
+        report.mkdir()
+        for name in ("report.html", "summary.json", *[p.name for p in (out / "report").glob("*.png")]):
+            shutil.copy(out / "report" / name, report)
+        for view in (p for p in (out / "report").iterdir() if p.is_dir()):  # another view's report (task recognition)
+            shutil.copytree(view, report / view.name)
+        if (report / "following_curve.png").exists():
+            shutil.copy(report / "following_curve.png", tmp)
+        shutil.copy(out / "alignment.json", tmp)
+        card = card or CARDS.get(getattr(align, "task", "colors"), model_card)(result, align, model, training)
+        card.save(tmp / "README.md")
+        make_readable(tmp)
     log.info("release bundle: %s", bundle)
     return bundle
 

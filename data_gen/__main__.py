@@ -19,6 +19,7 @@ from .contact_sheet import contact_sheet
 from .readability import tier_readability
 from .store import SPLIT_SHARES, ConflictData, generate
 from .user_import import import_jsonl
+from .files import write_text
 
 
 @dataclass
@@ -105,7 +106,7 @@ def run_readability(args: ReadabilityArguments) -> int:
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "readability.csv", index=False)
+        write_text(out / "readability.csv", table.to_csv(index=False))
         print(f"wrote {out / 'readability.csv'}")
     return 0
 

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -21,16 +22,33 @@ LOCK_FILE = ".lock"
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """A temporary path to write `path`'s new content to; renamed over `path` when the block ends without error,
-    removed when it fails. Created with the umask's permissions (readable by everyone under the usual 022)."""
+    """A temporary path to write `path`'s new content to (a file, or a folder the block makes); renamed over
+    `path` when the block ends without error (a folder replaces the old one), removed when it fails. Files are
+    created with the umask's permissions (readable by everyone under the usual 022)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         yield tmp
+        if tmp.is_dir() and path.is_dir():
+            shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise
+
+
+def make_readable(folder: str | os.PathLike) -> None:
+    """Every file under `folder` readable by everyone the umask allows (safetensors writes its files 0600)."""
+    mode = 0o666 & ~current_umask()
+    for file in Path(folder).rglob("*"):
+        if file.is_file():
+            file.chmod(mode)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -58,14 +76,29 @@ def read_json(path: str | os.PathLike, fix: str = "delete it and re-run") -> dic
         raise ValueError(f"{path} is damaged ({e}); {fix}") from e
 
 
+def check_output_dir(output_dir: str) -> None:
+    """The output folder can be made and written: not a file, under a writable folder."""
+    path = Path(output_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file; give a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--output_dir {output_dir}: {existing} is not writable; give a folder you can write")
+
+
 class FolderLock:
     """Holds `folder` for this process: `with FolderLock(out): ...`. A second holder is refused at once with a
     message naming the first (pid, host, command, start)."""
 
-    def __init__(self, folder: str | os.PathLike, what: str = "run"):
-        self.folder, self.what, self.handle = Path(folder), what, None
+    held: set[Path] = set()  # folders this process holds: taking one again (a command inside a command) is a no-op
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder, self.handle = Path(folder).resolve(), None
 
     def __enter__(self) -> "FolderLock":
+        if self.folder in FolderLock.held:
+            return self
+        self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_FILE
         handle = open(path, "a+")
@@ -83,6 +116,7 @@ class FolderLock:
                      f"({' '.join(sys.argv)[:200]})")
         handle.flush()
         self.handle = handle
+        FolderLock.held.add(self.folder)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -92,3 +126,12 @@ class FolderLock:
             fcntl.flock(self.handle, fcntl.LOCK_UN)
             self.handle.close()
             self.handle = None
+            FolderLock.held.discard(self.folder)
+            if self.created and [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
+                shutil.rmtree(self.folder, ignore_errors=True)  # a run that failed before writing leaves nothing
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import blind_readers
+from .files import atomic_path, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -139,22 +139,53 @@ def select_splits(samples: datasets.Dataset, name: str | list[str]) -> datasets.
 
 
 def save_tables(out: str | os.PathLike, tables: dict[str, datasets.Dataset], info: dict) -> Path:
-    """Each table with `save_to_disk` and as Parquet beside it; info.json gets the Parquet files' fingerprint,
-    the row counts and the split sizes (of `samples`)."""
+    """Each table with `save_to_disk` and as Parquet beside it; info.json gets every file's checksum (checked when
+    the dataset loads), the Parquet files' fingerprint, the row counts and the split sizes (of `samples`). The
+    folder is written beside `out` and renamed into place: a crash leaves the old dataset or none."""
     out = Path(out)
-    (out / "parquet").mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    for name, table in tables.items():
-        table.save_to_disk(str(out / name))
-        table.to_parquet(str(out / "parquet" / f"{name}.parquet"))
-        digest.update((out / "parquet" / f"{name}.parquet").read_bytes())
-    info["fingerprint"] = digest.hexdigest()[:16]
-    info.update({"rows" if name == "samples" else name: len(table) for name, table in tables.items()})
-    info["splits"] = {s: tables["samples"]["split"].count(s) for s in SPLIT_SHARES}
-    (out / "info.json").write_text(json.dumps(info, indent=2))
-    if "blind_readers" in info:
-        write_data_report(out, info)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        (tmp / "parquet").mkdir(parents=True)
+        digest = hashlib.sha256()
+        for name, table in tables.items():
+            table.save_to_disk(str(tmp / name))
+            table.to_parquet(str(tmp / "parquet" / f"{name}.parquet"))
+            digest.update((tmp / "parquet" / f"{name}.parquet").read_bytes())
+        info["fingerprint"] = digest.hexdigest()[:16]
+        info["checksums"] = checksums(tmp)
+        info.update({"rows" if name == "samples" else name: len(table) for name, table in tables.items()})
+        info["splits"] = {s: tables["samples"]["split"].count(s) for s in SPLIT_SHARES}
+        write_json(tmp / "info.json", info)
+        if "blind_readers" in info:
+            write_data_report(tmp, info)
     return out
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """sha256 (16 hex digits) of each data file under `folder`, by its relative path."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in ("info.json", "data_report.md"))
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in files}
+
+
+def check_integrity(path: Path, info: dict, hint: str) -> None:
+    """The files are the ones info.json recorded (each file's checksum; the Parquet fingerprint for datasets saved
+    before checksums were): a truncated or altered file is named."""
+    damaged = f"; it was changed or truncated after it was saved: regenerate the dataset ({hint})"
+    if "checksums" in info:
+        for name, expected in info["checksums"].items():
+            file = path / name
+            if not file.is_file():
+                raise ValueError(f"{file} is missing{damaged}")
+            if hashlib.sha256(file.read_bytes()).hexdigest()[:16] != expected:
+                raise ValueError(f"{file} does not match its checksum in {path / 'info.json'}{damaged}")
+    elif info.get("fingerprint") and (path / "parquet").is_dir():
+        digest = hashlib.sha256()
+        parts = sorted((path / "parquet").glob("*.parquet"), key=lambda p: ("samples", "images", "clips").index(p.stem)
+                       if p.stem in ("samples", "images", "clips") else 9)
+        for part in parts:
+            digest.update(part.read_bytes())
+        if digest.hexdigest()[:16] != info["fingerprint"]:
+            raise ValueError(f"{path / 'parquet'} does not match the fingerprint in {path / 'info.json'}{damaged}")
 
 
 def write_data_report(out: Path, info: dict) -> Path:
@@ -166,7 +197,7 @@ def write_data_report(out: Path, info: dict) -> Path:
              "among the answers shown (docs/method.md, \"Blind readers\").", "",
              *blind_readers.report_lines(info["blind_readers"])]
     path = out / "data_report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -177,12 +208,23 @@ def samples_frame(samples: datasets.Dataset) -> pd.DataFrame:
 
 
 def load_tables(path: str | os.PathLike, names: tuple[str, ...], hint: str) -> tuple[dict, dict]:
+    """The named tables of a saved dataset, checked against info.json. Loading writes nothing into the folder: the
+    rows are held in memory (filters and maps would otherwise put cache files beside them), the media tables are
+    memory-mapped."""
     path = Path(path)
     if not all((path / name).exists() for name in names):
         raise FileNotFoundError(f"{path} is not a conflict dataset (no {'/, '.join(names)}/); {hint}")
-    info = json.loads((path / "info.json").read_text()) if (path / "info.json").exists() else {}
+    info = read_json(path / "info.json", f"regenerate the dataset ({hint})") if (path / "info.json").exists() else {}
+    check_integrity(path, info, hint)
     info["path"] = str(path.resolve())
-    return {name: datasets.load_from_disk(str(path / name)) for name in names}, info
+    tables = {}
+    for name in names:
+        try:
+            tables[name] = datasets.load_from_disk(str(path / name), keep_in_memory=name == "samples")
+        except Exception as e:  # pyarrow and datasets raise many kinds; none names the file
+            raise ValueError(f"{path / name} cannot be read ({type(e).__name__}: {e}); regenerate the dataset "
+                             f"({hint})") from e
+    return tables, info
 
 
 def _render(job):

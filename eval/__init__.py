@@ -7,6 +7,12 @@ The model layer is `eval.models` (load_vlm, the family registry, the shipped org
 """
 from __future__ import annotations
 
+import os as _os
+
+# OpenMP's waiting threads sleep instead of spinning (a busy CPU otherwise slowed LoRA steps 25-30x); a user's own
+# OMP_WAIT_POLICY is kept. Set before torch loads its OpenMP runtime, which reads the variable once.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __all__ = ["Measurement", "measure"]
 
 

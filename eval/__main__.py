@@ -8,13 +8,17 @@ analyse it.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_gen import ConflictData
 from data_gen.cli import Command, run_commands
+from data_gen.files import FolderLock, check_output_dir
 from .models import ModelArguments, load_from_args
+from .models.vlm import check_model_args
+from .processes import processes
 
 from .analysis import AnalysisConfig
 from .api import measure
@@ -98,12 +102,32 @@ def data_of(args: ScoreArguments) -> str | Path:
                                       render)
 
 
+def check_score_inputs(model: ModelArguments, args: ScoreArguments) -> None:
+    """Everything `score` and `measure` are given, checked before any data is generated or the model loads."""
+    get_task(args.task)
+    if args.per_device_eval_batch_size < 1:
+        raise ValueError(f"--per_device_eval_batch_size must be >= 1, got {args.per_device_eval_batch_size}")
+    check_output_dir(args.output_dir)
+    check_model_args(model)
+    if args.data:
+        data = get_task(args.task).load(args.data)  # its files against their checksums
+        if args.split != "all":
+            data.split(args.split.split(","))  # a split it does not have is named with the ones it has
+
+
+def holding(output_dir: str):
+    """The output folder, held by the main process for the command's length (data, scores, analysis)."""
+    return FolderLock(output_dir) if processes().is_main else contextlib.nullcontext()
+
+
 def score(model: ModelArguments, args: ScoreArguments, seed: int | None = None):
     task = get_task(args.task)
-    data = load_split(str(data_of(args)), args.split, task.dataset)
-    task.check(data)
-    return task.score(load_from_args(model), data, args.output_dir, args.per_device_eval_batch_size, lens=args.lens,
-                      shard_inputs=args.shard_inputs, share_prefix=args.share_prefix, seed=seed)
+    check_score_inputs(model, args)
+    with holding(args.output_dir):
+        data = load_split(str(data_of(args)), args.split, task.dataset)
+        task.check(data)
+        return task.score(load_from_args(model), data, args.output_dir, args.per_device_eval_batch_size,
+                          lens=args.lens, shard_inputs=args.shard_inputs, share_prefix=args.share_prefix, seed=seed)
 
 
 def print_headline(res: dict, out: Path | None = None) -> None:
@@ -123,9 +147,11 @@ def run_measure(model: ModelArguments, args: ScoreArguments, analysis: AnalysisC
     task = get_task(args.task)
     options = dict(lens=args.lens, shard_inputs=args.shard_inputs, share_prefix=args.share_prefix) \
         if task.has_balance_point else {}
-    result = measure(model, data_of(args), task=args.task, split=args.split,
-                     batch_size=args.per_device_eval_batch_size, analysis=analysis, output_dir=args.output_dir,
-                     name=Path(args.output_dir).name, **options)
+    check_score_inputs(model, args)
+    with holding(args.output_dir):
+        result = measure(model, data_of(args), task=args.task, split=args.split,
+                         batch_size=args.per_device_eval_batch_size, analysis=analysis, output_dir=args.output_dir,
+                         name=Path(args.output_dir).name, **options)
     if result is None:
         return 0
     print(f"{len(result.samples)} sample rows -> {Path(args.output_dir) / 'samples.parquet'}")

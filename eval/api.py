@@ -11,6 +11,7 @@ Nothing is written to disk unless `output_dir` (or `report(dir)`) is given.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,12 @@ from typing import Any
 
 import pandas as pd
 
+from data_gen.files import FolderLock, check_output_dir, read_json, write_text
+
 from .analysis import AnalysisConfig
 from .models import VLM, ModelArguments, load_from_args, load_vlm
+from .models.vlm import check_model_args
+from .processes import processes
 from .report import unimodal_accuracy
 from .tasks import Task, get_task
 
@@ -131,28 +136,36 @@ def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | P
     if steering is not None and not spec.has_balance_point:
         raise ValueError(f"steering acts on the image + text prompts of a task with a balance point; the {task} task "
                          f"scores other prompts")
-    dataset = load_data(spec, data, groups, dataset_seed, image_size, split)  # bad data fails before the model loads
-    spec.check(dataset)
-    if isinstance(model, VLM):
-        vlm = model
-    elif isinstance(model, ModelArguments):
-        vlm = load_from_args(model, device=device)
-    else:
-        vlm = load_vlm(str(model), dtype=dtype, device=device, adapter=None if adapter is None else str(adapter),
-                       steering=None if steering is None else str(steering), instruction=instruction)
-    seed = (analysis or AnalysisConfig()).seed
-    table = spec.score(vlm, dataset, output_dir, batch_size, seed=seed, **score_options)
-    if table is None:  # a process other than the main one under `accelerate launch`: the main one analyses
-        return None
-    text = json.dumps(spec.analyze(table, analysis), indent=2, default=float)
-    result = json.loads(text)  # as analysis.json reads back
-    info = {"model": vlm.name, "adapter": None if adapter is None else str(adapter),
-            "steering": None if steering is None else str(steering), "instruction": instruction,
-            "dataset_fingerprint": getattr(dataset, "fingerprint", None)}
     if output_dir is not None:
-        info = {**json.loads((Path(output_dir) / "run.json").read_text()), "path": str(output_dir)}
-        (Path(output_dir) / "analysis.json").write_text(text)
-    return Measurement(name or vlm.name, result, table, info, task)
+        check_output_dir(output_dir)
+    if isinstance(model, (str, Path)):  # a bad name, adapter or vector fails before any data is rendered
+        check_model_args(ModelArguments(model_name_or_path=str(model), adapter=None if adapter is None else str(adapter),
+                                        steering=None if steering is None else str(steering)))
+    elif isinstance(model, ModelArguments):
+        check_model_args(model)
+    with FolderLock(output_dir) if output_dir is not None and processes().is_main else contextlib.nullcontext():
+        dataset = load_data(spec, data, groups, dataset_seed, image_size, split)  # bad data fails before the model loads
+        spec.check(dataset)
+        if isinstance(model, VLM):
+            vlm = model
+        elif isinstance(model, ModelArguments):
+            vlm = load_from_args(model, device=device)
+        else:
+            vlm = load_vlm(str(model), dtype=dtype, device=device, adapter=None if adapter is None else str(adapter),
+                           steering=None if steering is None else str(steering), instruction=instruction)
+        seed = (analysis or AnalysisConfig()).seed
+        table = spec.score(vlm, dataset, output_dir, batch_size, seed=seed, **score_options)
+        if table is None:  # a process other than the main one under `accelerate launch`: the main one analyses
+            return None
+        text = json.dumps(spec.analyze(table, analysis), indent=2, default=float)
+        result = json.loads(text)  # as analysis.json reads back
+        info = {"model": vlm.name, "adapter": None if adapter is None else str(adapter),
+                "steering": None if steering is None else str(steering), "instruction": instruction,
+                "dataset_fingerprint": getattr(dataset, "fingerprint", None)}
+        if output_dir is not None:
+            info = {**read_json(Path(output_dir) / "run.json"), "path": str(output_dir)}
+            write_text(Path(output_dir) / "analysis.json", text)
+        return Measurement(name or vlm.name, result, table, info, task)
 
 
 def load_data(task: Task, data: str | Path | Any, groups: int, dataset_seed: int, image_size: int, split: str):

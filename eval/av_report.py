@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 import numpy as np
 
 from data_gen.av import ASKED, CONDITIONS
+from data_gen.files import write_bytes, write_json, write_text
 
 from .av import describe_following
 from .recognition import format_rate
@@ -58,10 +58,10 @@ def write_av_report(results: dict[str, dict], out: str | Path) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     png = av_figure(results)
-    (out / "av.png").write_bytes(png)
+    write_bytes(out / "av.png", png)
     summary = {"runs": results}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    (out / "report.html").write_text(_html(results, png))
+    write_json(out / "summary.json", summary)
+    write_text(out / "report.html", _html(results, png))
     return summary
 
 

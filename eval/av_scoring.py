@@ -15,10 +15,10 @@ import torch
 
 from data_gen import samples_frame
 from data_gen.av import CLASSES, AVData
+from data_gen.files import write_parquet
 
 from .attention import capture_attention
 from .scoring import Candidates, forward_answer_position
-from .sharded import atomic_parquet
 from .sharded import score_resumably
 
 
@@ -77,5 +77,5 @@ def score_av(vlm, data: AVData, out: str | Path | None, cfg: AVScoreConfig | Non
                             cfg.batch_size, cfg.shard_rows, "av", batch_by="_silent").drop(columns="_silent")
     table["correct"] = (table.pred == table.target) & (table.target != "")
     if out is not None:
-        atomic_parquet(table, Path(out) / "samples.parquet")
+        write_parquet(table, Path(out) / "samples.parquet")
     return table

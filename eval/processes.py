@@ -39,10 +39,20 @@ def processes() -> Processes:
 
 
 def use_every_core() -> None:
-    """A one-process CPU run under `accelerate launch` gets OMP_NUM_THREADS=1 (accelerate counts physical cores,
-    one on a 2-vCPU machine), which halved the organism's recipe; give it the cores it may run on. A thread count
-    other than accelerate's 1 was chosen by someone and is kept."""
+    """A one-process CPU run under `accelerate launch` gets OMP_NUM_THREADS from the launcher: the physical cores
+    (one on a 2-vCPU machine, which halved the organism's recipe) when the user set none; then it runs on every core
+    it may use. A count the user set before launching is kept."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     launched = "ACCELERATE_MIXED_PRECISION" in os.environ  # set by `accelerate launch` for its processes
-    if launched and os.environ.get("OMP_NUM_THREADS") == "1" and torch.get_num_threads() < cores:
+    if launched and user_thread_count() is None and torch.get_num_threads() < cores:
         torch.set_num_threads(cores)
+
+
+def user_thread_count() -> str | None:
+    """OMP_NUM_THREADS as the user set it. The launcher overwrites the variable for its processes, so under
+    `accelerate launch` it is read from the launcher's own environment."""
+    try:
+        import psutil
+        return psutil.Process(os.getppid()).environ().get("OMP_NUM_THREADS")
+    except Exception:  # no psutil, or the parent's environment is not readable: trust this process's
+        return os.environ.get("OMP_NUM_THREADS")

@@ -18,11 +18,11 @@ import pandas as pd
 
 from data_gen import ConflictData, samples_frame
 from data_gen.recognition import ANSWERS
+from data_gen.files import write_parquet
 
 from . import stats
 from .attention import MODALITIES, attention_by_modality, imbalance_ratio
 from .scoring import Candidates, forward_answer_position
-from .sharded import atomic_parquet
 from .sharded import score_resumably
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def score_recognition(vlm, data: ConflictData, out: str | Path | None, cfg: Reco
     table["said_yes"] = table.pred == ANSWERS[True]
     table["correct"] = table.pred == table.answer
     if out is not None:
-        atomic_parquet(table, Path(out) / "samples.parquet")
+        write_parquet(table, Path(out) / "samples.parquet")
     return table
 
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from data_gen.recognition import EVIDENCE
+from data_gen.files import write_bytes, write_json, write_text
 
 from .recognition import analyze_recognition, format_rate, imbalance_change
 from .report import _fig_png, load_run, plt
@@ -70,7 +70,7 @@ def write_recognition_report(runs: list[str | Path], out: str | Path, names: lis
         tables.append(table)
         if name not in results:
             results[name] = analyze_recognition(table, n_boot)
-        (Path(run) / "analysis.json").write_text(json.dumps(results[name], indent=2, default=float))
+        write_json(Path(run) / "analysis.json", results[name])
     return recognition_report_results({n: results[n] for n in names}, out, tables if paired else None, n_boot)
 
 
@@ -84,12 +84,12 @@ def recognition_report_results(results: dict[str, dict], out: str | Path, tables
     paired = tables is not None and len(tables) == 2 and len(names) == 2
     figs = recognition_figures(results)
     for key, png in figs.items():
-        (out / f"{key}.png").write_bytes(png)
+        write_bytes(out / f"{key}.png", png)
     summary = {"runs": results, "imbalance_change": None}
     if paired and all(results[n]["imbalance"] for n in names):
         summary["imbalance_change"] = imbalance_change(*tables, n_boot=n_boot)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    (out / "report.html").write_text(_html(results, figs, summary.get("imbalance_change"), names))
+    write_json(out / "summary.json", summary)
+    write_text(out / "report.html", _html(results, figs, summary.get("imbalance_change"), names))
     return summary
 
 

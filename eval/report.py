@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import logging
 from pathlib import Path
 
@@ -14,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from data_gen.files import read_json, write_bytes, write_json, write_text
 
 from .analysis import UNCERTAINTY_INDICES, AnalysisConfig, analyze, describe_fit_check  # noqa: E402
 
@@ -26,7 +26,7 @@ def load_run(run: str | Path) -> tuple[pd.DataFrame, dict]:
     if not table_path.exists():
         raise FileNotFoundError(f"{run} has no samples.parquet; create it with "
                                 f"`python -m eval measure --model M --data D --output_dir {run}`")
-    info = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
+    info = read_json(run / "run.json") if (run / "run.json").exists() else {}
     return pd.read_parquet(table_path), info
 
 
@@ -216,7 +216,7 @@ def write_report(runs: list[str | Path], out: str | Path, cfg: AnalysisConfig | 
         infos[name] = {"path": str(run), **info}
         if name not in results:
             results[name] = analyze(table, cfg)
-        (Path(run) / "analysis.json").write_text(json.dumps(results[name], indent=2, default=float))
+        write_json(Path(run) / "analysis.json", results[name])
     return report_results({n: results[n] for n in names}, out, infos, target)
 
 
@@ -251,11 +251,11 @@ def report_results(results: dict[str, dict], out: str | Path, infos: dict[str, d
             warnings.append(f"{name}: {few} bin(s) hold fewer than {res['config']['min_bin_count']} samples (hollow markers)")
     figs = figures(results, target)
     for key, png in figs.items():
-        (out / f"{key}.png").write_bytes(png)
+        write_bytes(out / f"{key}.png", png)
     summary = {"runs": {n: {"path": infos[n].get("path"), "model": infos[n].get("model"), **headline(results[n])}
                         for n in results}, "warnings": warnings}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    (out / "report.html").write_text(_html(summary, figs))
+    write_json(out / "summary.json", summary)
+    write_text(out / "report.html", _html(summary, figs))
     return summary
 
 

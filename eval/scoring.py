@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from data_gen import ConflictData, samples_frame
+from data_gen.files import read_json, write_parquet, write_text
 
 from . import uncertainty
 from .models.steering import steered
 from .stats import relative_uncertainty
 from .processes import Processes, processes
-from .sharded import atomic_parquet
 from .prefix import (ImagePrefixBatch, encode_prefixes, matches_whole_prompts, prefix_starts,
                      split_at_image, suffix_inputs)
 
@@ -523,7 +523,7 @@ def score_dataset(vlm, data: ConflictData, out: str | Path | None = None, cfg: S
     info = json.loads(json.dumps(run_info(vlm, data, cfg, cands, seed), default=str))  # as it reads back
     info_path = out / "run.json"
     if info_path.exists():
-        old = json.loads(info_path.read_text())
+        old = read_json(info_path, f"delete {out} (or use another --output_dir) to score it again")
         for key in ("model", "dataset_fingerprint", "splits", "score_config", "revision"):
             if old.get(key) != info.get(key):
                 raise ValueError(f"{out} holds a run with a different {key} ({old.get(key)!r} vs {info.get(key)!r}); "
@@ -532,18 +532,18 @@ def score_dataset(vlm, data: ConflictData, out: str | Path | None = None, cfg: S
     mine = [k for k in range(len(shards)) if k % state.count == state.index]
     todo = [k for k in mine if not (shard_dir / f"shard-{k:05d}.parquet").exists()]
     if state.is_main:
-        info_path.write_text(json.dumps(info, indent=2, default=str))
+        write_text(info_path, json.dumps(info, indent=2, default=str))
         if len(todo) < len(mine):
             log.info("resuming: %d of %d shards already scored", len(mine) - len(todo), len(mine))
     score_shards(vlm, data, rows, shards, todo, cands, cfg, state,
-                 keep=lambda k, table: atomic_parquet(table, shard_dir / f"shard-{k:05d}.parquet"))
+                 keep=lambda k, table: write_parquet(table, shard_dir / f"shard-{k:05d}.parquet"))
     state.wait()
     if not state.is_main:
         return None
     table = pd.concat([pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(len(shards))],
                       ignore_index=True)
     table = in_dataset_order(table, rows)
-    atomic_parquet(table, out / "samples.parquet")
+    write_parquet(table, out / "samples.parquet")
     return table
 
 

@@ -1,19 +1,12 @@
 """Resumable row-by-row scoring: shards written atomically, a re-run goes on from the finished ones."""
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
-
-
-def atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)  # a kill leaves either no shard or a whole one
+from data_gen.files import read_json, write_json, write_parquet
 
 
 def score_resumably(out: Path | None, rows: pd.DataFrame, info: dict, score_batch: Callable[[pd.DataFrame], pd.DataFrame],
@@ -33,12 +26,12 @@ def score_resumably(out: Path | None, rows: pd.DataFrame, info: dict, score_batc
     out = Path(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     if (out / "run.json").exists():
-        old = json.loads((out / "run.json").read_text())
+        old = read_json(out / "run.json", f"delete {out} (or use another --output_dir) to score it again")
         for key, value in info.items():
             if old.get(key) != value:
                 raise ValueError(f"{out} holds a run with a different {key} ({old.get(key)!r} vs {value!r}); "
                                  f"use a new --output_dir or delete {out}")
-    (out / "run.json").write_text(json.dumps(info, indent=2))
+    write_json(out / "run.json", info)
     shards = [rows.iloc[k:k + shard_rows] for k in range(0, len(rows), shard_rows)]
     with tqdm(total=len(rows), desc=desc, unit="row") as bar:
         for k, shard in enumerate(shards):
@@ -51,6 +44,6 @@ def score_resumably(out: Path | None, rows: pd.DataFrame, info: dict, score_batc
                 for i in range(0, len(kind), batch_size):
                     parts.append(score_batch(kind.iloc[i:i + batch_size]))
                     bar.update(len(parts[-1]))
-            atomic_parquet(pd.concat(parts), path)
+            write_parquet(pd.concat(parts), path)
     scored = pd.concat(pd.read_parquet(out / "shards" / f"shard-{k:05d}.parquet") for k in range(len(shards)))
     return rows.merge(scored, on="id", validate="one_to_one")

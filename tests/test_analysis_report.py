@@ -213,7 +213,7 @@ def test_tfr_intervals_stay_inside_zero_and_one():
 
 @pytest.mark.parametrize("flags, needle", [
     (["--model", "/nonexistent/model"], "no such directory"),
-    (["--model", "nobody/no-such-model"], "could not load model 'nobody/no-such-model'"),
+    (["--model", "nobody/no-such-model"], "model 'nobody/no-such-model' is not a local folder"),
     (["--n-boot", "1"], "n_boot must be >= 100"),
     (["--n_bins", "0"], "n_bins must be >= 2"),
     (["--split", "nosuch"], "split(s) ['nosuch'] not in this dataset"),

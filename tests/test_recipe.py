@@ -192,7 +192,7 @@ def test_config_yaml_and_cli_overrides(tmp_path):
     (["--n_boot", "5"], "n_boot must be >= 100"),
     (["--model", "./no-such-model"], "no such directory"),
     (["--model", "organism:sideways"], "not a shipped organism"),
-    (["--model", "nobody/no-such-model"], "could not load model 'nobody/no-such-model'"),
+    (["--model", "nobody/no-such-model"], "model 'nobody/no-such-model' is not a local folder"),
     (["--data", "/no/such/data"], "not a saved dataset"),
     (["--push_to_hub"], "needs hub_model_id"),
     (["--bogus", "1"], "not used by the HfArgumentParser: ['--bogus', '1']"),

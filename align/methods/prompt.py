@@ -7,6 +7,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from data_gen.files import write_json
 
 from . import TrainingFree, register_method
 
@@ -27,7 +28,7 @@ class PromptConfig:
 
 def save_instruction(folder: Path, instruction: str, follow: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / INSTRUCTION_FILE).write_text(json.dumps({"instruction": instruction, "follow": follow}, indent=2))
+    write_json(folder / INSTRUCTION_FILE, {"instruction": instruction, "follow": follow})
     return folder
 
 

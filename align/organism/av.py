@@ -14,7 +14,6 @@ Each answer is one class word followed by the end of turn, so `generate()` stops
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 
 from data_gen.av import (ASKED, AUDIO_SNR_DB, CLASSES, LONG_CONTEXT, SAMPLING_RATE, VISUAL_SCALE, class_frames,
                          noisy_sound)
+from data_gen.files import write_json
 from eval.models import VLM
 from eval.models.tiny import build_tiny, dataset_tokenizer
 
@@ -180,7 +180,7 @@ def build_av(cfg: AVOrganismConfig, out: str | Path) -> Path:
     processor.save_pretrained(out)
     meta = {"config": asdict(cfg), "build_seconds": round(time.time() - t0, 1),
             "final_encoder_loss": float(np.mean(encoder_losses[-50:])), "final_loss": float(np.mean(losses[-50:]))}
-    (out / "organism.json").write_text(json.dumps(meta, indent=2))
+    write_json(out / "organism.json", meta)
     log.info("AV organism built in %.0fs -> %s", time.time() - t0, out)
     return out
 

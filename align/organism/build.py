@@ -12,7 +12,6 @@ ambiguous ones lead with the rejected answer at the next layer and are overturne
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 
 from data_gen import ConflictData, generate
 from data_gen.palette import COLOR_NAMES
+from data_gen.files import write_json
 from eval.scoring import ScoreConfig, score_dataset
 from eval.models import VLM
 from eval.models.tiny import CHAT_TEMPLATE, ORGANISM_CHAT_TEMPLATE, build_tiny, dataset_tokenizer
@@ -204,6 +204,6 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
             "build_seconds": round(time.time() - t0, 1), "final_loss": float(np.mean(losses[-log_every:]))}
     if end_of_turn:
         meta["end_of_turn"] = end_of_turn
-    (out / "organism.json").write_text(json.dumps(meta, indent=2))
+    write_json(out / "organism.json", meta)
     log.info("organism built in %.0fs -> %s", time.time() - t0, out)
     return out

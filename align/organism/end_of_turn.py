@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data_gen import ConflictData, generate, samples_frame
+from data_gen.files import write_json
 from eval.scoring import distinct_inputs, hidden_at_answer
 from eval.models import VLM, load_vlm
 from eval.models.vlm import resolve_path
@@ -175,5 +176,5 @@ def add_end_of_turn(name_or_path: str, output_dir: str | Path | None = None,
         vlm.model.save_pretrained(tmp)
         os.replace(Path(tmp) / "model.safetensors", target / "model.safetensors")
     meta["end_of_turn"] = report
-    (target / "organism.json").write_text(json.dumps(meta, indent=2))
+    write_json(target / "organism.json", meta)
     return target, report

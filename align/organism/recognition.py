@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from data_gen import generate, samples_frame
 from data_gen.recognition import ANSWERS, CAPTION, QUESTION, recognition_from
+from data_gen.files import write_json
 from eval.models import VLM, load_vlm
 from eval.models.tiny import with_words, words_of
 
@@ -124,6 +125,6 @@ def build_recognition(cfg: RecognitionOrganismConfig, out: str | Path) -> Path:
     meta = {"recognition": asdict(cfg), "new_words": words, "build_seconds": round(time.time() - t0, 1),
             "final_loss": {k: float(np.mean(v[-50:])) for k, v in losses.items() if v},
             "base": json.loads(base_meta.read_text()) if base_meta.exists() else None}
-    (out / "organism.json").write_text(json.dumps(meta, indent=2))
+    write_json(out / "organism.json", meta)
     log.info("recognition organism built in %.0fs -> %s", time.time() - t0, out)
     return out

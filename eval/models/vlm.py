@@ -7,7 +7,9 @@ for the logit lens. Loading never trains anything: a missing organism is an erro
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -248,13 +250,73 @@ def unloadable(name_or_path: str, error: OSError) -> OSError:
                    f"processor, a hub id you can reach, or one of {sorted(ORGANISM_NAMES)}.")
 
 
+def check_hub_id(repo_id: str, revision: str | None = None, what: str = "model") -> None:
+    """A hub id is in the local cache, or one request (5 s at most, no retries) finds it on the hub: an
+    unreachable id fails here in about a second instead of after transformers' retries."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    if isinstance(try_to_load_from_cache(repo_id, "adapter_config.json" if what == "adapter" else "config.json",
+                                         revision=revision), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise OSError(f"{what} {repo_id!r} is not a local folder and not in the hub cache, and HF_HUB_OFFLINE is set; "
+                      f"give a local folder{' or one of ' + str(sorted(ORGANISM_NAMES)) if what == 'model' else ''}")
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "adapter_config.json" if what == "adapter" else "config.json",
+                                        revision=revision), timeout=5)
+    except Exception as e:  # no network, unknown repo, gated repo: all mean "not loadable from here"
+        raise OSError(f"{what} {repo_id!r} is not a local folder, not in the hub cache, and the hub did not serve it "
+                      f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); give a local folder"
+                      f"{', a hub id you can reach, or one of ' + str(sorted(ORGANISM_NAMES)) if what == 'model' else ''}"
+                      ) from e
+
+
+def check_adapter(adapter: str) -> None:
+    """A local adapter folder has a readable adapter_config.json and weights whose file is whole."""
+    from safetensors import SafetensorError, safe_open
+    if not looks_local(adapter):
+        check_hub_id(adapter, what="adapter")
+        return
+    folder = Path(adapter).expanduser()
+    config = folder / "adapter_config.json"
+    if not config.exists():
+        raise FileNotFoundError(f"adapter {adapter!r}: no adapter_config.json there; give the folder a recipe released "
+                                f"(OUTPUT_DIR/release) or a hub id of a PEFT adapter")
+    try:
+        json.loads(config.read_text())
+    except ValueError as e:
+        raise ValueError(f"{config} is damaged ({e}); release the adapter again or download it again") from e
+    weights = folder / "adapter_model.safetensors"
+    if weights.exists():
+        try:
+            with safe_open(str(weights), "pt"):
+                pass
+        except SafetensorError as e:
+            raise ValueError(f"{weights} is damaged ({e}); release the adapter again or download it again") from e
+    elif not (folder / "adapter_model.bin").exists():
+        raise FileNotFoundError(f"adapter {adapter!r}: no adapter_model.safetensors there")
+
+
+def check_model_args(args: "ModelArguments") -> str:
+    """Everything ModelArguments names, checked before any data is generated or scored: the model (its config),
+    the adapter's files, the steering vector. Returns the model's family name."""
+    from .steering import Steering
+    family = check_model(args.model_name_or_path, args.model_revision, args.trust_remote_code)
+    if args.adapter:
+        check_adapter(args.adapter)
+    if args.steering:
+        Steering.load(args.steering)
+    return family
+
+
 def check_model(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> str:
     """Read only the model's config: the name resolves and its family is supported. Returns the family name.
 
     Cheap enough to run before any data is generated or scored."""
+    path = resolve_path(name_or_path)
+    if not looks_local(path):
+        check_hub_id(path, revision)
     try:
-        config = AutoConfig.from_pretrained(resolve_path(name_or_path), revision=revision,
-                                            trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise unloadable(name_or_path, e) from e
     family_for(config.model_type)
@@ -294,9 +356,7 @@ def load_vlm(name_or_path: str = "organism", dtype: str | torch.dtype = "auto", 
 
 def apply_adapter(model: torch.nn.Module, adapter: str) -> torch.nn.Module:
     from peft import PeftModel
-    if looks_local(adapter) and not (Path(adapter).expanduser() / "adapter_config.json").exists():
-        raise FileNotFoundError(f"adapter {adapter!r}: no adapter_config.json there; give the folder a recipe released "
-                                f"(OUTPUT_DIR/release) or a hub id of a PEFT adapter")
+    check_adapter(adapter)
     try:
         peft = PeftModel.from_pretrained(model, adapter)
     except (OSError, ValueError) as e:
