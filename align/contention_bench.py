@@ -1,6 +1,6 @@
 """The main job's scoring and LoRA training speed alone and beside one busy process, as ratios measured in one run.
 
-    python -m align.contention_bench                         # the organism: scoring 40 groups, 40 LoRA steps
+    python -m align.contention_bench                         # the organism: 80 groups, 40 LoRA steps
     python -m align.contention_bench --wait_policy ACTIVE    # OpenMP threads that spin while they wait, to compare
 
 Each phase runs as the user runs it (`python -m eval score`, `python recipes/align_llava.py`), once alone and once
@@ -27,10 +27,11 @@ BAR = 1.6
 
 @dataclass
 class ContentionArguments:
-    groups: int = field(default=40, metadata={"help": "colour groups scored and trained on"})
+    groups: int = field(default=80, metadata={"help": "colour groups scored and trained on"})
     max_steps: int = field(default=40, metadata={"help": "LoRA steps of the timed training"})
     wait_policy: str = field(default="PASSIVE", metadata={
-        "help": "OMP_WAIT_POLICY of the timed runs: PASSIVE (the commands' default) or ACTIVE (spinning threads)"})
+        "help": "OMP_WAIT_POLICY of the timed runs: PASSIVE (the commands' default), ACTIVE (threads spin while they "
+                "wait) or DEFAULT (OpenMP's own: spin a while, then sleep)"})
     output_json: str | None = field(default=None, metadata={"help": "also write the figures here"})
 
 
@@ -57,9 +58,11 @@ def timed(command: list[str], env: dict, pattern: str, busy: bool) -> re.Match:
 
 def run(args: ContentionArguments) -> dict:
     from data_gen import generate
-    if args.wait_policy not in ("PASSIVE", "ACTIVE"):
-        raise ValueError(f"--wait_policy must be PASSIVE or ACTIVE, got {args.wait_policy!r}")
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_WAIT_POLICY": args.wait_policy}
+    if args.wait_policy not in ("PASSIVE", "ACTIVE", "DEFAULT"):
+        raise ValueError(f"--wait_policy must be PASSIVE, ACTIVE or DEFAULT, got {args.wait_policy!r}")
+    # DEFAULT: an empty value, which OpenMP ignores (its own spin-then-sleep) and the commands do not replace
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_WAIT_POLICY": "" if args.wait_policy == "DEFAULT" else
+           args.wait_policy}
     figures = {"wait_policy": args.wait_policy, "cores": len(os.sched_getaffinity(0)), "groups": args.groups,
                "max_steps": args.max_steps}
     with tempfile.TemporaryDirectory() as tmp:
