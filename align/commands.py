@@ -6,14 +6,18 @@ Flags are the fields of the method's arguments, ModelArguments and transformers'
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from data_gen.cli import parse, usage_error
 
 ALIGN_DOC = """Move a VLM's balance point with uncertainty-aware LoRA, proven by the same measurement code.
 
-    accelerate launch recipes/align_llava.py                                  # the embedded model organism
-    accelerate launch recipes/align_llava.py --config recipes/configs/llava-1.5-7b.yaml
-    accelerate launch --config_file recipes/accelerate_configs/zero2.yaml recipes/align_llava.py --target_balance_point 0.5
+    python recipes/align_llava.py                                  # the embedded model organism
+    python recipes/align_llava.py --config recipes/configs/llava-1.5-7b.yaml
+    python recipes/align_llava.py --launch recipes/accelerate_configs/zero2.yaml --target_balance_point 0.5
 """
 
 PRECISION_DOC = """The precision table: targets x training data seeds, each adapter's realized balance point on a fresh
@@ -36,13 +40,42 @@ AV_DOC = """Asked-modality alignment of an audio-visual model: answer from the m
 Measures accuracy per condition x asked modality and attention on frames vs sound per layer on held-out groups,
 trains a LoRA adapter whose answer is the asked modality's class, and measures again with the same code.
 
-    accelerate launch recipes/align_omni.py                                    # the embedded AV organism
-    accelerate launch recipes/align_omni.py --config recipes/configs/qwen2.5-omni-7b-thinker.yaml
+    python recipes/align_omni.py                                    # the embedded AV organism
+    python recipes/align_omni.py --config recipes/configs/qwen2.5-omni-7b-thinker.yaml
 """
+
+
+LAUNCH_HELP = """
+Several processes (GPUs, or DeepSpeed on CPUs): add `--launch ACCELERATE_CONFIG.yaml`. The inputs are checked here
+first (a bad one is one line and exit code 2, before any process starts), then the command runs under
+`accelerate launch --config_file ACCELERATE_CONFIG.yaml` and exits with its code. Under a bare `accelerate launch`
+the same checks run in every process, and accelerate adds its own traceback and exit code 1 to a failure."""
 
 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def split_launch(argv: list[str] | None) -> tuple[str | None, list[str]]:
+    """`--launch CONFIG` taken out of the command line; the rest is the recipe's own."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for k, arg in enumerate(argv):
+        if arg == "--launch" or arg.startswith("--launch="):
+            value = arg.split("=", 1)[1] if "=" in arg else (argv[k + 1] if k + 1 < len(argv) else "")
+            rest = argv[:k] + argv[k + (1 if "=" in arg else 2):]
+            return value, rest
+    return None, argv
+
+
+def launched(config: str, argv: list[str]) -> int:
+    """This command, its inputs already checked, under `accelerate launch --config_file CONFIG`; its exit code.
+    `--quiet` keeps the launcher's traceback out: a failing process prints its own message."""
+    if not Path(config).is_file():
+        raise ValueError(f"--launch {config!r}: no such accelerate config file (e.g. "
+                         f"recipes/accelerate_configs/zero2.yaml)")
+    script = os.path.abspath(sys.argv[0])
+    return subprocess.call([sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", config,
+                            script, *argv])
 
 
 def align_main(argv: list[str] | None = None, prog: str = "modality-align align", description: str = ALIGN_DOC) -> int:
@@ -53,10 +86,15 @@ def align_main(argv: list[str] | None = None, prog: str = "modality-align align"
 
     from .arguments import TRAINING_DEFAULTS, AlignArguments
     from .recipe import run_alignment
+    from .arguments import check_inputs
     _logging()
+    launch, argv = split_launch(argv)
     try:
-        align, model, training = parse([AlignArguments, ModelArguments, TrainingArguments], argv, prog, description,
-                                       TRAINING_DEFAULTS)
+        align, model, training = parse([AlignArguments, ModelArguments, TrainingArguments], argv, prog,
+                                       description + LAUNCH_HELP, TRAINING_DEFAULTS)
+        if launch:
+            check_inputs(align, model, training)
+            return launched(launch, argv)
         result = run_alignment(align, model, training)
     except (ValueError, OSError) as e:
         return usage_error(e)
@@ -77,10 +115,15 @@ def recipe_table_main(argv, prog: str, description: str, own: type, run, show, o
     from eval.models import ModelArguments
 
     from .arguments import TRAINING_DEFAULTS, AlignArguments
+    from .arguments import check_inputs
     _logging()
+    launch, argv = split_launch(argv)
     try:
         mine, align, model, training = parse([own, AlignArguments, ModelArguments, TrainingArguments], argv, prog,
-                                             description, {**TRAINING_DEFAULTS, "output_dir": output_dir})
+                                             description + LAUNCH_HELP, {**TRAINING_DEFAULTS, "output_dir": output_dir})
+        if launch:
+            check_inputs(align, model, training)
+            return launched(launch, argv)
         result = run(mine, align, model, training)
     except (ValueError, OSError) as e:
         return usage_error(e)
@@ -125,10 +168,16 @@ def align_av_main(argv: list[str] | None = None, prog: str = "modality-align ali
     from eval.av import describe_change
 
     from .av_recipe import run_av_alignment
+    from .arguments import check_inputs
     _logging()
+    launch, argv = split_launch(argv)
     try:
-        align, model, training = parse([AVAlignArguments, ModelArguments, TrainingArguments], argv, prog, description,
+        align, model, training = parse([AVAlignArguments, ModelArguments, TrainingArguments], argv, prog,
+                                       description + LAUNCH_HELP,
                                        {**AV_TRAINING_DEFAULTS, "model_name_or_path": "organism:av"})
+        if launch:
+            check_inputs(align, model, training)
+            return launched(launch, argv)
         result = run_av_alignment(align, model, training)
     except (ValueError, OSError) as e:
         return usage_error(e)

@@ -32,6 +32,7 @@ from eval.analysis import analyze, following_samples, image_only_rows, text_only
 from eval.api import measure
 from eval.models.steering import STEERING_FILE
 from eval.prepare import generate_once
+from eval.processes import holding
 from eval.scoring import ScoreConfig, score_dataset
 from eval.stats import cluster_mean_interval, same_answers, slope_ratio
 
@@ -438,4 +439,5 @@ def run_comparison(compare: CompareArguments, align: AlignArguments, model, trai
         raise ValueError("the comparison generates its training data itself (dataset_seed); leave data unset")
     if compare.fresh_seed == align.dataset_seed:
         raise ValueError(f"fresh_seed {compare.fresh_seed} is the training data seed: pick one no run trains on")
-    return CompareRuns(compare, align, model, training).run()
+    with holding(training.output_dir):
+        return CompareRuns(compare, align, model, training).run()

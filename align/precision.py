@@ -28,7 +28,7 @@ from data_gen.files import write_json, write_text
 from eval.analysis import alignment_guarantee, analyze
 from eval.report import unimodal_accuracy
 from eval.prepare import generate_once
-from eval.processes import processes
+from eval.processes import holding, processes
 from eval.scoring import ScoreConfig, score_dataset
 
 from . import tracking
@@ -239,4 +239,5 @@ def run_precision(precision: PrecisionArguments, align: AlignArguments, model, t
         raise ValueError("the precision table generates each seed's data itself; leave data unset")
     if align.balance_shift is not None:
         raise ValueError("the precision table aims at the balance points in --targets; leave balance_shift unset")
-    return PrecisionRuns(precision, align, model, training).run()
+    with holding(training.output_dir):
+        return PrecisionRuns(precision, align, model, training).run()

@@ -6,7 +6,6 @@ which examples. A method that aims a balance point gets targets p* from the base
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -21,11 +20,11 @@ from transformers import TrainingArguments
 
 from data_gen import ConflictData
 from data_gen.store import SPLIT_SHARES
-from data_gen.files import FolderLock, read_json, write_json
+from data_gen.files import read_json, write_json
 from eval.api import Measurement
 from eval.models import VLM, ModelArguments, load_from_args
 from eval.prepare import generate_once
-from eval.processes import processes
+from eval.processes import holding, processes
 from eval.models.steering import STEERING_FILE
 from eval.tasks import Task, get_task
 
@@ -295,7 +294,7 @@ class Recipe:
 
     # ---- the loop
     def run(self) -> dict | None:
-        with FolderLock(self.out) if self.state.is_main else contextlib.nullcontext():
+        with holding(self.out):
             return self.run_held()
 
     def run_held(self) -> dict | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ def run_commands(prog: str, description: str, commands: dict[str, Command], argv
 
 
 def usage_error(e: Exception) -> int:
-    """One line on stderr (no traceback) and exit code 2: the input was wrong, not the program."""
-    print("error: " + " ".join(str(e).split()), file=sys.stderr)
+    """One line on stderr (no traceback) and exit code 2: the input was wrong, not the program. Under a launcher
+    every process finds the same error; only the first one prints it."""
+    if int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0) == 0:
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
     return 2

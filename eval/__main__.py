@@ -8,17 +8,16 @@ analyse it.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_gen import ConflictData
 from data_gen.cli import Command, run_commands
-from data_gen.files import FolderLock, check_output_dir
+from data_gen.files import check_output_dir
 from .models import ModelArguments, load_from_args
 from .models.vlm import check_model_args
-from .processes import processes
+from .processes import holding
 
 from .analysis import AnalysisConfig
 from .api import measure
@@ -113,11 +112,6 @@ def check_score_inputs(model: ModelArguments, args: ScoreArguments) -> None:
         data = get_task(args.task).load(args.data)  # its files against their checksums
         if args.split != "all":
             data.split(args.split.split(","))  # a split it does not have is named with the ones it has
-
-
-def holding(output_dir: str):
-    """The output folder, held by the main process for the command's length (data, scores, analysis)."""
-    return FolderLock(output_dir) if processes().is_main else contextlib.nullcontext()
 
 
 def score(model: ModelArguments, args: ScoreArguments, seed: int | None = None):

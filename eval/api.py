@@ -11,7 +11,6 @@ Nothing is written to disk unless `output_dir` (or `report(dir)`) is given.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +18,12 @@ from typing import Any
 
 import pandas as pd
 
-from data_gen.files import FolderLock, check_output_dir, read_json, write_text
+from data_gen.files import check_output_dir, read_json, write_text
 
 from .analysis import AnalysisConfig
 from .models import VLM, ModelArguments, load_from_args, load_vlm
 from .models.vlm import check_model_args
-from .processes import processes
+from .processes import holding
 from .report import unimodal_accuracy
 from .tasks import Task, get_task
 
@@ -143,7 +142,7 @@ def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | P
                                         steering=None if steering is None else str(steering)))
     elif isinstance(model, ModelArguments):
         check_model_args(model)
-    with FolderLock(output_dir) if output_dir is not None and processes().is_main else contextlib.nullcontext():
+    with holding(output_dir):
         dataset = load_data(spec, data, groups, dataset_seed, image_size, split)  # bad data fails before the model loads
         spec.check(dataset)
         if isinstance(model, VLM):

@@ -2,6 +2,7 @@
 barrier between them, and the device; a one-process CPU run takes every core."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -18,6 +19,15 @@ class Processes:
     @property
     def is_main(self) -> bool:
         return self.index == 0
+
+
+def holding(folder: str | os.PathLike | None):
+    """`folder` held by the main process for a command's length (data_gen.files.FolderLock): a second run into it
+    is refused. The other processes of a launch work inside the main one's hold; None holds nothing."""
+    if folder is None or not processes().is_main:
+        return contextlib.nullcontext()
+    from data_gen.files import FolderLock
+    return FolderLock(folder)
 
 
 def processes() -> Processes:

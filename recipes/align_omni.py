@@ -1,8 +1,8 @@
 """Asked-modality alignment of an audio-visual model: answer from the modality the question asks about.
 
-    accelerate launch recipes/align_omni.py                                    # the embedded AV organism
-    accelerate launch recipes/align_omni.py --config recipes/configs/qwen2.5-omni-7b-thinker.yaml
-    accelerate launch --config_file recipes/accelerate_configs/zero2.yaml recipes/align_omni.py
+    python recipes/align_omni.py                                    # the embedded AV organism
+    python recipes/align_omni.py --config recipes/configs/qwen2.5-omni-7b-thinker.yaml
+    python recipes/align_omni.py --launch recipes/accelerate_configs/zero2.yaml
 
 Measures accuracy per condition x asked modality (aligned, misaligned, misleading text, long context, audio
 removed, frames zeroed) and attention on frames vs sound per layer on held-out groups, trains a LoRA adapter

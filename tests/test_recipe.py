@@ -261,8 +261,9 @@ def _wandb_records(wandb_dir: Path) -> bytes:
 def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}  # CPU ranks
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           "recipes/accelerate_configs/zero2-cpu.yaml", "recipes/align_llava.py", "--output_dir", str(out), *SMALL,
+    # the recipe launches itself after checking its inputs (`--launch`), as the README shows
+    cmd = [sys.executable, "recipes/align_llava.py", "--launch", "recipes/accelerate_configs/zero2-cpu.yaml",
+           "--output_dir", str(out), *SMALL,
            "--calibration_rounds", "1", "--calibration_tolerance", "0", "--calibration_stop_in_interval", "false"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     assert res.returncode == 0, res.stderr[-4000:]
@@ -272,6 +273,7 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
                                                          "alignment.json", "following_curve.png", "report"]
     assert (release / "report" / "report.html").exists() and (release / "report" / "summary.json").exists()
     assert not list(release.rglob("*.bin")) and not list(release.rglob("*.pt")) and not list(release.rglob("checkpoint*"))
+    assert all(f.stat().st_mode & 0o044 == 0o044 for f in release.rglob("*") if f.is_file())  # readable by everyone
     adapter_config = json.loads((release / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == "organism"  # a name, never an absolute local path
     from huggingface_hub import ModelCard

@@ -59,6 +59,12 @@ def test_recipe_refuses_bad_input_before_any_work(flag, value, named, tmp_path):
     refused(RECIPE + [flag, value], tmp_path, named)
 
 
+@pytest.mark.parametrize("launch, named", [("recipes/accelerate_configs/zero2-cpu.yaml", "tau"),
+                                           ("no-such-config.yaml", "no-such-config.yaml")])
+def test_a_launched_recipe_checks_its_inputs_before_any_process_starts(launch, named, tmp_path):
+    refused(RECIPE + ["--launch", launch, "--tau", "-1" if named == "tau" else "0.25"], tmp_path, named)
+
+
 def test_recipe_and_measure_name_a_damaged_dataset_file(saved_data, tmp_path):
     arrow = next((saved_data / "samples").glob("*.arrow")).relative_to(saved_data)
     damaged = damaged_copy(saved_data, tmp_path, str(arrow))
