@@ -14,7 +14,7 @@ import torch
 
 from transformers import TrainingArguments
 
-from data_gen.files import check_output_dir
+from data_gen.files import check_output_dir, read_json
 from data_gen.store import SPLIT_SHARES, check_split_shares
 from eval.analysis import AnalysisConfig
 from eval.models import ModelArguments
@@ -198,6 +198,11 @@ def check_inputs(align: AlignArguments, model: ModelArguments, training: Trainin
         if getattr(training, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(training, name)}")
     check_output_dir(training.output_dir)
+    out = Path(training.output_dir)
+    for record in [out / "calibration.json", *out.glob("runs/*/run.json")]:  # what a re-run resumes from
+        if record.exists():
+            read_json(record, f"delete {record if record.name == 'calibration.json' else record.parent} (that part "
+                              f"is redone) or use another --output_dir")
     check_model_args(model)
     if align.data:
         if not os.path.isdir(os.path.join(align.data, "samples")):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from data_gen import ConflictData
 from data_gen.cli import Command, run_commands
-from data_gen.files import check_output_dir
+from data_gen.files import check_output_dir, read_json
 from .models import ModelArguments, load_from_args
 from .models.vlm import check_model_args
 from .processes import holding
@@ -27,7 +27,7 @@ from .recognition import describe
 from .recognition_report import describe_imbalance_change, write_recognition_report
 from .av import analyze_av, describe_av
 from .report import load_run, write_report
-from .prepare import generate_once
+from .prepare import cached_dataset
 
 
 @dataclass
@@ -39,10 +39,13 @@ class ScoreArguments:
     groups: int = field(default=100, metadata={"help": "groups to generate when no --data is given"})
     dataset_seed: int = field(default=0, metadata={
         "aliases": ["--data_seed"], "help": "seed of the generated groups (another seed than training's: all unseen)"})
-    image_size: int = field(default=64, metadata={"help": "pixels of the generated images"})
+    image_size: int | None = field(default=None, metadata={
+        "help": "pixels of the generated images (default: the task's, 64; av 32)"})
     split: str = field(default="test", metadata={"help": "split(s), comma-separated, or 'all'"})
     task: str = field(default="colors", metadata={
         "help": "a registered task (eval.tasks): colors, attributes, jsonl, recognition, av, ..."})
+    rows: str = field(default="all", metadata={
+        "help": "all | conflicts: score only the conflict rows, all the balance point reads (the recipe's eval_rows)"})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "inputs per forward pass"})
     shard_inputs: int = field(default=256, metadata={
         "help": "distinct inputs per resumable shard (about): the most a crash can lose"})
@@ -93,20 +96,31 @@ def load_split(path: str, split: str, kind: type = ConflictData):
     return data if split == "all" else data.split(split.split(","))
 
 
-def data_of(args: ScoreArguments) -> str | Path:
-    """--data, or --groups fresh groups of the task generated once into OUTPUT_DIR/data."""
+def data_of(args: ScoreArguments):
+    """--data, or --groups groups of the task from the data cache (rendered by the first command that asks), in
+    --split, with only the conflict rows under --rows conflicts."""
     task = get_task(args.task)
-    render = lambda groups, seed, size, split_shares=None: task.generate(groups, seed, size, split_shares)
-    return args.data or generate_once(Path(args.output_dir) / "data", args.groups, args.dataset_seed, args.image_size,
-                                      render)
+    data = load_split(args.data, args.split, task.dataset) if args.data else \
+        cached_dataset(task, args.groups, args.dataset_seed, args.image_size)
+    if not args.data and args.split != "all":
+        data = data.split(args.split.split(","))
+    return data.conflicts() if args.rows == "conflicts" else data
 
 
 def check_score_inputs(model: ModelArguments, args: ScoreArguments) -> None:
     """Everything `score` and `measure` are given, checked before any data is generated or the model loads."""
-    get_task(args.task)
+    task = get_task(args.task)
+    if args.rows not in ("all", "conflicts"):
+        raise ValueError(f"--rows must be all or conflicts, got {args.rows!r}")
+    if args.rows == "conflicts" and not task.has_balance_point:
+        raise ValueError(f"--rows conflicts keeps the rows a balance point reads; the {args.task} task has none: "
+                         f"use --rows all")
     if args.per_device_eval_batch_size < 1:
         raise ValueError(f"--per_device_eval_batch_size must be >= 1, got {args.per_device_eval_batch_size}")
     check_output_dir(args.output_dir)
+    if (Path(args.output_dir) / "run.json").exists():  # a run to resume: its record must be whole
+        read_json(Path(args.output_dir) / "run.json", f"delete {args.output_dir} (or use another --output_dir) to "
+                                                      f"score it again")
     check_model_args(model)
     if args.data:
         data = get_task(args.task).load(args.data)  # its files against their checksums
@@ -118,7 +132,7 @@ def score(model: ModelArguments, args: ScoreArguments, seed: int | None = None):
     task = get_task(args.task)
     check_score_inputs(model, args)
     with holding(args.output_dir):
-        data = load_split(str(data_of(args)), args.split, task.dataset)
+        data = data_of(args)
         task.check(data)
         return task.score(load_from_args(model), data, args.output_dir, args.per_device_eval_batch_size,
                           lens=args.lens, shard_inputs=args.shard_inputs, share_prefix=args.share_prefix, seed=seed)
@@ -143,7 +157,7 @@ def run_measure(model: ModelArguments, args: ScoreArguments, analysis: AnalysisC
         if task.has_balance_point else {}
     check_score_inputs(model, args)
     with holding(args.output_dir):
-        result = measure(model, data_of(args), task=args.task, split=args.split,
+        result = measure(model, data_of(args), task=args.task, split="all",
                          batch_size=args.per_device_eval_batch_size, analysis=analysis, output_dir=args.output_dir,
                          name=Path(args.output_dir).name, **options)
     if result is None:

@@ -23,6 +23,7 @@ from data_gen.files import check_output_dir, read_json, write_text
 from .analysis import AnalysisConfig
 from .models import VLM, ModelArguments, load_from_args, load_vlm
 from .models.vlm import check_model_args
+from .prepare import cached_dataset
 from .processes import holding
 from .report import unimodal_accuracy
 from .tasks import Task, get_task
@@ -104,7 +105,8 @@ class Measurement:
 
 
 def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | Path | Any = None, adapter: str | Path | None = None, *,
-            task: str = "colors", groups: int = 100, dataset_seed: int = 0, image_size: int = 64, split: str = "test",
+            task: str = "colors", groups: int = 100, dataset_seed: int = 0, image_size: int | None = None,
+            split: str = "test", rows: str = "all",
             batch_size: int = 32, analysis: AnalysisConfig | None = None, output_dir: str | Path | None = None,
             name: str | None = None, device: str | None = None, dtype: str = "auto",
             steering: str | Path | None = None, instruction: str | None = None,
@@ -113,8 +115,9 @@ def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | P
 
     model: a shipped organism name, a hub id, a local path, the commands' ModelArguments, or an already loaded VLM
     (with the last two, `adapter` must be None).
-    data: a dataset folder (`modality-align data ...`), a dataset object, or None to render `groups` fresh groups of
-    `task` from `dataset_seed` at `image_size` px.
+    data: a dataset folder (`modality-align data ...`), a dataset object, or None for `groups` groups of `task` from
+    `dataset_seed` at `image_size` px (default: the task's), rendered once into the data cache (eval/prepare.py).
+    rows: 'all', or 'conflicts' for only the rows a balance point reads.
     task: a registered task (eval.tasks.supported_tasks(): colors, attributes, jsonl, recognition, av, ...).
     split: the split(s) scored, comma-separated, or 'all'.
     steering: a steering vector (steering.safetensors or its folder, eval/models/steering.py) added to the image + text
@@ -128,6 +131,8 @@ def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | P
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     spec = get_task(task)
+    if rows not in ("all", "conflicts") or (rows == "conflicts" and not spec.has_balance_point):
+        raise ValueError(f"rows={rows!r}: use 'all', or 'conflicts' on a task with a balance point")
     given = {k: v for k, v in (("adapter", adapter), ("steering", steering), ("instruction", instruction)) if v}
     if isinstance(model, (VLM, ModelArguments)) and given:
         raise ValueError(f"{' and '.join(given)} apply to a model named here: pass the model's name or path, not a "
@@ -144,6 +149,8 @@ def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | P
         check_model_args(model)
     with holding(output_dir):
         dataset = load_data(spec, data, groups, dataset_seed, image_size, split)  # bad data fails before the model loads
+        if rows == "conflicts":
+            dataset = dataset.conflicts()
         spec.check(dataset)
         if isinstance(model, VLM):
             vlm = model
@@ -167,10 +174,11 @@ def measure(model: str | Path | VLM | ModelArguments = "organism", data: str | P
         return Measurement(name or vlm.name, result, table, info, task)
 
 
-def load_data(task: Task, data: str | Path | Any, groups: int, dataset_seed: int, image_size: int, split: str):
-    """The rows to score: a saved or given dataset, or freshly rendered groups of `task`; restricted to `split`."""
+def load_data(task: Task, data: str | Path | Any, groups: int, dataset_seed: int, image_size: int | None, split: str):
+    """The rows to score: a saved or given dataset, or generated groups of `task` (from the data cache);
+    restricted to `split`."""
     if data is None:
-        dataset = task.generate(groups, dataset_seed, image_size)
+        dataset = cached_dataset(task, groups, dataset_seed, image_size)
     elif isinstance(data, (str, Path)):
         dataset = task.load(data)
     else:

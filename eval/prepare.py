@@ -1,6 +1,8 @@
-"""Data a command scores when it is given none: groups generated once into the run's folder, kept for a re-run."""
+"""Data a command scores when it is given none: groups generated once, kept for the next command that asks for the
+same ones (in the run's folder, or in the data cache by their generation settings)."""
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 
@@ -18,3 +20,40 @@ def generate_once(path: Path, groups: int, seed: int, size: int, render=None,
         (render or partial(generate, "colors"))(groups, seed, size, split_shares=split_shares).save(path)
     state.wait()
     return Path(path)
+
+
+def data_cache() -> Path:
+    """Where generated datasets are kept: $MODALITY_ALIGN_CACHE, else ~/.cache/modality-alignment/data."""
+    root = os.environ.get("MODALITY_ALIGN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "modality-alignment")
+    return Path(root) / "data"
+
+
+def cache_key(task: str, groups: int, seed: int, size: int, split_shares: dict | None = None) -> str:
+    key = f"{task}-{groups}groups-seed{seed}-{size}px"
+    if split_shares:
+        key += "-" + "-".join(f"{k}{v:g}" for k, v in sorted(split_shares.items()))
+    return key
+
+
+def cached_dataset(task, groups: int, seed: int, size: int | None = None, split_shares: dict | None = None):
+    """`task`'s generated groups, from the data cache: rendered only when no earlier command rendered the same
+    settings (or the kept copy no longer matches its checksums). A task whose datasets cannot be saved renders
+    every time."""
+    size = size or task.image_size
+    folder = data_cache() / cache_key(task.name, groups, seed, size, split_shares)
+    state, generated = processes(), None
+    if state.is_main:
+        try:
+            task.load(folder)
+        except (OSError, ValueError):  # not there yet, or damaged: render it (again)
+            generated = task.generate(groups, seed, size, split_shares)
+            if hasattr(generated, "save"):
+                generated.save(folder)
+    state.wait()
+    if generated is not None and not hasattr(generated, "save"):
+        return generated
+    try:
+        return task.load(folder)
+    except (OSError, ValueError):  # another process of a launch, for a task whose datasets cannot be saved
+        return task.generate(groups, seed, size, split_shares)

@@ -1,9 +1,12 @@
 import os
+import tempfile
 
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# generated data is cached by its settings (eval/prepare.py): one fresh cache per test session, never the user's
+os.environ["MODALITY_ALIGN_CACHE"] = tempfile.mkdtemp(prefix="modality-align-test-cache-")
 
 import pytest
 

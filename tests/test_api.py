@@ -143,3 +143,26 @@ def test_the_readme_api_example_runs_as_written(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "balance point" in out and "realized balance point" in out
     assert list(tmp_path.glob("reports/*/report.html")), "the example's report was not written"
+
+
+def test_a_second_measure_with_the_same_data_settings_renders_nothing(tmp_path, monkeypatch):
+    """`eval measure --groups N --dataset_seed S` renders into the data cache once; the next command with the same
+    settings loads it. `--rows conflicts` scores only the rows the balance point reads, and reads the same point."""
+    from eval.__main__ import main as eval_main
+    from eval.tasks import get_task
+    monkeypatch.setenv("MODALITY_ALIGN_CACHE", str(tmp_path / "cache"))
+    args = ["measure", "--groups", "8", "--dataset_seed", "3", "--split", "all", "--no_lens", "--n_boot", "100",
+            "--per_device_eval_batch_size", "64", "--dtype", "float32"]
+    assert eval_main([*args, "--output_dir", str(tmp_path / "all")]) == 0
+    (cached,) = (tmp_path / "cache" / "data").iterdir()
+    assert cached.name == "colors-8groups-seed3-64px"
+
+    def no_rendering(*_, **__):
+        raise AssertionError("rendered again")
+    monkeypatch.setattr(type(get_task("colors")), "generate", no_rendering)
+    assert eval_main([*args, "--rows", "conflicts", "--output_dir", str(tmp_path / "conflicts")]) == 0
+    every, conflicts = (pd.read_parquet(tmp_path / run / "samples.parquet") for run in ("all", "conflicts"))
+    assert set(conflicts.condition) == {"conflict"} and set(every.condition) > {"conflict"}
+    assert len(conflicts) == (every.condition == "conflict").sum()
+    a, b = (json.loads((tmp_path / run / "analysis.json").read_text()) for run in ("all", "conflicts"))
+    assert a["balance_point"] == b["balance_point"]

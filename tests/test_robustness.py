@@ -75,8 +75,7 @@ def test_recipe_and_measure_name_a_damaged_dataset_file(saved_data, tmp_path):
 def test_a_truncated_parquet_export_is_caught_by_the_checksums(saved_data, tmp_path):
     from data_gen import ConflictData
     damaged = damaged_copy(saved_data, tmp_path, "parquet/samples.parquet")
-    with pytest.raises(ValueError, match="samples.parquet"):
-        ConflictData.load(damaged)
+    refused(MEASURE + ["--data", str(damaged)], tmp_path, str(damaged / "parquet" / "samples.parquet"))
     # a dataset saved before checksums: the Parquet fingerprint is checked
     info = json.loads((damaged / "info.json").read_text())
     info.pop("checksums")
@@ -103,12 +102,15 @@ def test_measure_refuses_bad_input_before_generating_data(case, tmp_path):
 
 def test_a_truncated_run_json_is_named_with_its_fix(saved_data, tmp_path):
     from eval import measure
-    out = tmp_path / "run"
+    out = tmp_path / "out"
     measure("organism", data=saved_data, split="test", output_dir=out, batch_size=64, dtype="float32", lens=False)
     text = (out / "run.json").read_text()
     (out / "run.json").write_text(text[:len(text) // 2])
-    with pytest.raises(ValueError, match=r"run\.json is damaged .*delete"):
-        measure("organism", data=saved_data, split="test", output_dir=out, batch_size=64, dtype="float32", lens=False)
+    res = subprocess.run(MEASURE + ["--data", str(saved_data), "--output_dir", str(out), "--no_lens"],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert f"{out / 'run.json'} is damaged" in lines[0] and "delete" in lines[0]
 
 
 def test_loading_a_dataset_writes_nothing_into_its_folder(saved_data):
@@ -163,6 +165,22 @@ def test_a_second_run_into_a_held_folder_is_refused_naming_the_holder(saved_data
         assert sorted(p.name for p in out.iterdir()) == [".lock"]
     with FolderLock(out):  # released when the holder ends
         pass
+
+
+@pytest.mark.parametrize("user_threads", [None, "1"])
+def test_a_launched_cpu_process_keeps_the_users_thread_count(user_threads, tmp_path):
+    """accelerate gives a one-process CPU launch OMP_NUM_THREADS of the physical cores (1 here); the run takes every
+    core it may use, unless the user set the count before launching."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if user_threads:
+        env["OMP_NUM_THREADS"] = user_threads
+    script = tmp_path / "threads.py"
+    script.write_text("import torch\nfrom eval.processes import processes\nprocesses()\nprint('threads', torch.get_num_threads())\n")
+    res = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
+                          str(script)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    threads = int(res.stdout.split("threads")[-1])
+    assert threads == (int(user_threads) if user_threads else len(os.sched_getaffinity(0)))
 
 
 def test_released_files_are_readable_by_everyone(tmp_path):

@@ -30,6 +30,8 @@ class Task(ABC):
     recipe_views: ClassVar[tuple[str, ...] | None] = None
     # every process of an `accelerate launch` scores its share; otherwise the main process scores alone
     parallel_scoring: ClassVar[bool] = False
+    # the side of generated images every command uses for this task unless told otherwise
+    image_size: ClassVar[int] = 64
 
     @property
     def views(self) -> tuple[str, ...]:
