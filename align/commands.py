@@ -73,9 +73,10 @@ def launched(config: str, argv: list[str]) -> int:
     if not Path(config).is_file():
         raise ValueError(f"--launch {config!r}: no such accelerate config file (e.g. "
                          f"recipes/accelerate_configs/zero2.yaml)")
+    from .recipe import STARTED_WITH, started_with
     script = os.path.abspath(sys.argv[0])
     return subprocess.call([sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", config,
-                            script, *argv])
+                            script, *argv], env={**os.environ, STARTED_WITH: started_with()})
 
 
 def align_main(argv: list[str] | None = None, prog: str = "modality-align align", description: str = ALIGN_DOC) -> int:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import shlex
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -76,6 +79,7 @@ class Recipe:
         self.state = processes()
         self.task, self.method = get_task(align.task), get_method(align.method)
         self.primary = get_task(self.task.views[0])  # the task whose data is generated; the others derive from it
+        self.prompt_example = None
 
     # ---- data
     def prepare_data(self):
@@ -312,6 +316,7 @@ class Recipe:
         a, state, out = self.align, self.state, self.out
         views = self.prepare_views()
         base = self.load()
+        self.prompt_example = prompt_example(base, views[self.primary.name].split(a.eval_split))
 
         log.info("1/5 measuring the base model on the %s groups", a.eval_split)
         before = self.measure_views(base, views, "base")
@@ -365,7 +370,31 @@ class Recipe:
     def config_record(self) -> dict:
         """What the run was configured with: the method's and the model's settings and the training settings
         the user can change (as TrainingArguments writes them, tokens hidden)."""
-        return {"align": asdict(self.align), "model": asdict(self.model_args), "training": self.training.to_dict()}
+        return {"align": asdict(self.align), "model": asdict(self.model_args), "training": self.training.to_dict(),
+                "command": started_with(), "prompt_example": self.prompt_example}
+
+
+STARTED_WITH = "MODALITY_ALIGN_COMMAND"  # a recipe that launched itself passes its own command line down
+
+
+def started_with() -> str:
+    """The command line the user started this run with, as a shell would take it back."""
+    if os.environ.get(STARTED_WITH):
+        return os.environ[STARTED_WITH]
+    program = os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else Path(sys.argv[0]).name
+    return shlex.join(["python", program, *sys.argv[1:]] if program.endswith(".py") else [program, *sys.argv[1:]])
+
+
+def prompt_example(vlm: VLM, data) -> dict | None:
+    """One real image + text prompt of the run's data, as the model is given it (the model card shows it)."""
+    if not hasattr(data, "samples") or not {"question", "text_context"} <= set(data.samples.column_names):
+        return None
+    rows = data.samples.filter(lambda c: bool(c), input_columns="text_context").select(range(1))
+    if not len(rows):
+        return None
+    row = rows[0]
+    return {"question": row["question"], "text": row["text_context"], "image": "<image>",
+            "prompt": vlm.prompt(row["question"], row["text_context"], with_image=True)}
 
 
 def run_alignment(align: AlignArguments, model: ModelArguments, training: TrainingArguments) -> dict | None:

@@ -129,12 +129,59 @@ def _imbalance_change(recognition: dict) -> str:
 KIND = {"adapter": "LoRA adapter", "steering": "steering vector", "instruction": "instruction"}
 
 
+def in_words(counts: dict) -> str:
+    """`{'conflict_examples': 120, 'mean_p_text': 0.31}` -> 'conflict examples 120, mean p text 0.31'."""
+    show = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)
+    return ", ".join(f"{k.replace('_', ' ')} {show(v)}" for k, v in counts.items()) or "none"
+
+
+def base_license(name: str) -> str:
+    """The base model's license from its card where one is at hand (a local folder, or the hub cache); else
+    'other' (the Hub's value for a license it does not list)."""
+    from huggingface_hub import try_to_load_from_cache
+    card = None
+    if is_organism(name):
+        return "other"
+    if looks_local(name):
+        card = Path(name).expanduser() / "README.md"
+    else:
+        cached = try_to_load_from_cache(name, "README.md")
+        card = Path(cached) if isinstance(cached, str) else None
+    try:
+        return (ModelCard.load(card).data.license or "other") if card is not None and card.exists() else "other"
+    except Exception:  # an unreadable card names no license
+        return "other"
+
+
+def prompt_section(result: dict) -> str:
+    """The prompt format with one real example of the run's data, and the command that reproduces the run."""
+    config = result.get("config") or {}
+    example, command = config.get("prompt_example"), config.get("command")
+    parts = []
+    if example:
+        parts.append(f"""## Prompt format
+The model is measured and trained on chat-templated prompts; the answer is the first token after the prompt. One
+image + text example from the run's data (question: "{example['question']}"; text: "{example['text']}"):
+
+```text
+{example['prompt'].strip()}
+```""")
+    if command:
+        parts.append(f"""## Reproduce
+The command this run was started with (the `modality-alignment` package, from its repository root):
+
+```bash
+{command}
+```""")
+    return "\n\n".join(parts)
+
+
 def method_section(result: dict, align, training, data: str, calibration: str) -> str:
     """How the release was made: the LoRA training, or what a training-free method used."""
     from .methods import get_method
     method = get_method(align.method)
     common = (f"- data: {data}; from the base model's scores on the `{align.train_split}` groups, evaluation on "
-              f"`{align.eval_split}`\n- used: {result['training_examples']}")
+              f"`{align.eval_split}`\n- used: {in_words(result['training_examples'])}")
     if method.intervention != "adapter":
         steps = (f"\n- strength calibrated on the `{align.calibration_split}` groups (the released one is the round "
                  f"nearest b*): {calibration}" if result.get("calibration") else "")
@@ -203,7 +250,8 @@ def model_card(result: dict, align, model, training) -> ModelCard:
     data = align.data or (f"generated colour conflicts, {align.groups} groups, dataset seed {align.dataset_seed}, "
                           f"{align.image_size} px")
     card_data = ModelCardData(library_name="peft" if method.intervention == "adapter" else None,
-                              base_model=base_model_id(name), pipeline_tag="image-text-to-text",
+                              base_model=base_model_id(name), license=base_license(name),
+                              pipeline_tag="image-text-to-text",
                               tags=["modality-alignment", "lora" if method.intervention == "adapter" else method.name,
                                     "vision-language"])
     purpose = (f"""This adapter trains **conflict recognition across modalities**: on modality-mixed instances (an image
@@ -233,6 +281,8 @@ boundary-weighted, with retention share {align.retention_share} (half image-only
 
 {method_section(result, align, training, data, calibration)}
 
+{prompt_section(result)}
+
 ## Load it
 {load_snippet(name, training.hub_model_id) if method.intervention == "adapter" else apply_snippet(name, method.intervention)}
 """
@@ -248,7 +298,8 @@ def av_model_card(result: dict, align, model, training) -> ModelCard:
     db, da = d(result["base"]), d(result["aligned"])
     layers = "\n".join(f"| {k} | {db[k]:+.2f} | {da.get(k, float('nan')):+.2f} |" for k in db)
     data = align.data or f"generated audio-visual clips, {align.groups} groups, dataset seed {align.dataset_seed}"
-    card_data = ModelCardData(library_name="peft", base_model=base_model_id(name), pipeline_tag="any-to-any",
+    card_data = ModelCardData(library_name="peft", base_model=base_model_id(name), license=base_license(name),
+                              pipeline_tag="any-to-any",
                               tags=["modality-alignment", "lora", "audio-visual", "asked-modality"])
     base = base_reference(name)
     body = f"""
@@ -282,7 +333,9 @@ The full report is in `report/report.html`; every number above is in `alignment.
 - LoRA r={align.lora_r}, alpha={align.lora_alpha}, dropout={align.lora_dropout}, modules `{align.lora_target_modules}`
 - lr {training.learning_rate}, epochs {training.num_train_epochs}, batch {training.per_device_train_batch_size} x
   {training.gradient_accumulation_steps} per device, seed {training.seed}
-- examples: {result['training_examples']}
+- examples: {in_words(result['training_examples'])}
+
+{prompt_section(result)}
 
 ## Load it
 

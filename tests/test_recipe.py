@@ -280,6 +280,12 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     card = ModelCard.load(release / "README.md")
     assert card.data.library_name == "peft" and "modality-alignment" in card.data.tags
     assert card.data.base_model is None  # the organism has no hub id; a hub base is named (test_release_names_the_base)
+    # what a Hub user acts on: a license, the prompt format with a real example, the command, no raw dicts
+    assert card.data.license == "other" and "## Prompt format" in card.text and "<image>" in card.text
+    example = json.loads((release / "alignment.json").read_text())["config"]["prompt_example"]
+    assert example["question"] in card.text and example["prompt"].strip() in card.text
+    assert "## Reproduce" in card.text and "align_llava.py" in card.text and "--launch" in card.text
+    assert "{'" not in card.text
     assert "balance point" in card.text and "PeftModel.from_pretrained" in card.text and "from align" not in card.text
     result = json.loads((release / "alignment.json").read_text())
     assert result["target_balance_point"] == 0.0 and result["config"]["align"]["tau"] == 0.25
@@ -429,11 +435,12 @@ CALIBRATED = [*SMALL[:-2], "--calibration_rounds", "1", "--calibration_stop_in_i
 
 
 def released_state(out: Path) -> tuple[bytes, dict]:
-    """The adapter's bytes and alignment.json without what may differ between runs (time, the resume flag, the
-    folder's name)."""
+    """The adapter's bytes and alignment.json without what may differ between runs (time, the resume flag and the
+    command line, the folder's name)."""
     result = json.loads((out / "alignment.json").read_text().replace(str(out), "OUTPUT_DIR"))
     result.pop("seconds")
     result["config"]["training"].pop("resume_from_checkpoint")
+    result["config"].pop("command")
     return (out / "release" / "adapter_model.safetensors").read_bytes(), result
 
 
@@ -488,6 +495,17 @@ def test_resume_from_checkpoint_outside_the_run_is_refused_before_any_work(small
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, res.stderr[-2000:]
     assert "resume_from_checkpoint" in res.stderr and not (tmp_path / "out").exists()
+
+
+def test_card_license_comes_from_the_base_and_counts_read_as_words(tmp_path):
+    from huggingface_hub import ModelCard, ModelCardData
+    from align.release import base_license, in_words
+    base = tmp_path / "my-llava"
+    base.mkdir()
+    ModelCard(f"---\n{ModelCardData(license='apache-2.0').to_yaml()}\n---\n# a base").save(base / "README.md")
+    assert base_license(str(base)) == "apache-2.0"
+    assert base_license(str(tmp_path)) == base_license("organism") == base_license("nobody/not-cached") == "other"
+    assert in_words({"conflict_examples": 120, "mean_p_text": 0.3125}) == "conflict examples 120, mean p text 0.312"
 
 
 def test_release_names_the_base_by_hub_id_or_relative_name():
