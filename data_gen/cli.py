@@ -8,6 +8,7 @@ that every layer above can use it. Errors in the input are one line on stderr an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -26,7 +27,17 @@ class Command:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after every flag; the description (a module docstring) keeps its lines."""
+    """Defaults after every flag (unless its help states its own); the description (a module docstring) keeps its
+    lines."""
+
+    def _get_help_string(self, action):
+        if "(default:" in (action.help or "") or (action.help or "").startswith("the same as --"):
+            return action.help
+        return super()._get_help_string(action)
+
+
+# a dataclass's flags under their own heading, after the command's own (the Trainer's 100+ flags last)
+HEADINGS = {"TrainingArguments": "training (transformers TrainingArguments, passed to the Trainer)"}
 
 
 def parse(dataclass_types: Sequence[type], argv: list[str] | None, prog: str, description: str | None = None,
@@ -37,8 +48,24 @@ def parse(dataclass_types: Sequence[type], argv: list[str] | None, prog: str, de
     for action in parser._actions:  # dict fields are registered with type=dict, which cannot read a string
         if action.type is dict:  # (transformers#48030): read them as JSON
             action.type = json_object
+        if any(o.startswith("--no_") for o in action.option_strings) and action.const is False:
+            action.help = f"the same as --{action.dest} false"
+    for dtype in dataclass_types:
+        if dtype.__name__ in HEADINGS:
+            group_under(parser, {f.name for f in dataclasses.fields(dtype)}, HEADINGS[dtype.__name__])
     parser.set_defaults(**(defaults or {}))
     return parser.parse_args_and_config(argv)
+
+
+def group_under(parser: argparse.ArgumentParser, dests: set[str], heading: str) -> None:
+    """Move the flags of `dests` out of the default group into a group of their own (shown last in --help)."""
+    group = parser.add_argument_group(heading)
+    for container in parser._action_groups:
+        if container is group:
+            continue
+        moved = [a for a in container._group_actions if a.dest in dests]
+        container._group_actions[:] = [a for a in container._group_actions if a.dest not in dests]
+        group._group_actions.extend(moved)
 
 
 def json_object(text: str) -> dict:
@@ -56,7 +83,8 @@ def run_commands(prog: str, description: str, commands: dict[str, Command], argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         lines = [f"usage: {prog} {{{','.join(commands)}}} [--help] [--config FILE.yaml] [--flag value ...]", "",
                  description.strip(), "", "commands:"]
-        lines += [f"  {name:<12}{c.help}" for name, c in commands.items()]
+        width = max(map(len, commands)) + 2
+        lines += [f"  {name:<{width}}{c.help}" for name, c in commands.items()]
         if argv and argv[0] not in ("-h", "--help"):
             print("\n".join(lines[:1]) + f"\nerror: unknown command {argv[0]!r}; choose one of {list(commands)}",
                   file=sys.stderr)
