@@ -12,22 +12,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_gen import ConflictData
 from data_gen.cli import Command, run_commands
 from data_gen.files import check_output_dir, read_json
-from .models import ModelArguments, load_from_args
-from .models.vlm import check_model_args
-from .processes import holding
 
 from .analysis import AnalysisConfig
-from .api import measure
-from .tasks import get_task
-from .av_report import write_av_report
-from .recognition import describe
-from .recognition_report import describe_imbalance_change, write_recognition_report
-from .av import analyze_av, describe_av
-from .report import load_run, write_report
-from .prepare import cached_dataset
+from .models.arguments import ModelArguments
+
+# the measuring stack (torch, transformers, datasets) is imported by the command that runs, so --help answers at once
 
 
 @dataclass
@@ -90,8 +81,11 @@ class RecognitionReportArguments(ReportArguments):
     n_boot: int = field(default=1000, metadata={"help": "group-bootstrap resamples of the balanced accuracy (0: none)"})
 
 
-def load_split(path: str, split: str, kind: type = ConflictData):
-    """A saved dataset (`kind`: ConflictData or AVData), restricted to `split` (comma-separated, or 'all')."""
+def load_split(path: str, split: str, kind: type | None = None):
+    """A saved dataset (`kind`: ConflictData, the default, or AVData), restricted to `split` (comma-separated, or
+    'all')."""
+    from data_gen import ConflictData
+    kind = kind or ConflictData
     data = kind.load(path)
     return data if split == "all" else data.split(split.split(","))
 
@@ -99,6 +93,8 @@ def load_split(path: str, split: str, kind: type = ConflictData):
 def data_of(args: ScoreArguments):
     """--data, or --groups groups of the task from the data cache (rendered by the first command that asks), in
     --split, with only the conflict rows under --rows conflicts."""
+    from .prepare import cached_dataset
+    from .tasks import get_task
     task = get_task(args.task)
     data = load_split(args.data, args.split, task.dataset) if args.data else \
         cached_dataset(task, args.groups, args.dataset_seed, args.image_size)
@@ -109,6 +105,8 @@ def data_of(args: ScoreArguments):
 
 def check_score_inputs(model: ModelArguments, args: ScoreArguments) -> None:
     """Everything `score` and `measure` are given, checked before any data is generated or the model loads."""
+    from .models.vlm import check_model_args
+    from .tasks import get_task
     task = get_task(args.task)
     if args.rows not in ("all", "conflicts"):
         raise ValueError(f"--rows must be all or conflicts, got {args.rows!r}")
@@ -129,6 +127,9 @@ def check_score_inputs(model: ModelArguments, args: ScoreArguments) -> None:
 
 
 def score(model: ModelArguments, args: ScoreArguments, seed: int | None = None):
+    from .models import load_from_args
+    from .processes import holding
+    from .tasks import get_task
     task = get_task(args.task)
     check_score_inputs(model, args)
     with holding(args.output_dir):
@@ -139,6 +140,7 @@ def score(model: ModelArguments, args: ScoreArguments, seed: int | None = None):
 
 
 def print_headline(res: dict, out: Path | None = None) -> None:
+    from .tasks import get_task
     print(get_task("colors").describe(res))
     if out:
         print(f"analysis written to {out}")
@@ -152,6 +154,9 @@ def run_score(model: ModelArguments, args: ScoreArguments) -> int:
 
 
 def run_measure(model: ModelArguments, args: ScoreArguments, analysis: AnalysisConfig) -> int:
+    from .api import measure
+    from .processes import holding
+    from .tasks import get_task
     task = get_task(args.task)
     options = dict(lens=args.lens, shard_inputs=args.shard_inputs, share_prefix=args.share_prefix) \
         if task.has_balance_point else {}
@@ -169,6 +174,7 @@ def run_measure(model: ModelArguments, args: ScoreArguments, analysis: AnalysisC
 
 
 def run_report(args: ReportArguments, analysis: AnalysisConfig) -> int:
+    from .report import write_report
     summary = write_report(args.runs, args.output_dir, analysis, args.names)
     for w in summary["warnings"]:
         print(f"warning: {w}")
@@ -186,6 +192,8 @@ def run_av(model: ModelArguments, args: AVArguments) -> int:
 
 def measure_and_report(model: ModelArguments, args, task: str, analysis: AnalysisConfig | None = None) -> int:
     """`task`'s measurement of args.data, its report in the run folder beside the table, and its console lines."""
+    from .api import measure
+    from .tasks import get_task
     out = Path(args.output_dir)
     result = measure(model, args.data, task=task, split=args.split, batch_size=args.per_device_eval_batch_size,
                      analysis=analysis, output_dir=out, name=out.name, attention=args.attention)
@@ -196,6 +204,8 @@ def measure_and_report(model: ModelArguments, args, task: str, analysis: Analysi
 
 
 def run_recognition_report(args: RecognitionReportArguments) -> int:
+    from .recognition import describe
+    from .recognition_report import describe_imbalance_change, write_recognition_report
     summary = write_recognition_report(args.runs, args.output_dir, args.names, n_boot=args.n_boot)
     for name, res in summary["runs"].items():
         print(f"{name}:\n{describe(res)}")
@@ -206,6 +216,9 @@ def run_recognition_report(args: RecognitionReportArguments) -> int:
 
 
 def run_av_report(args: ReportArguments) -> int:
+    from .av import analyze_av, describe_av
+    from .av_report import write_av_report
+    from .report import load_run
     names = args.names or [Path(r).name for r in args.runs]
     if len(names) != len(args.runs):
         raise ValueError(f"{len(names)} names for {len(args.runs)} runs; give one name per run")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
+from .arguments import ModelArguments  # noqa: F401  (re-exported: it belongs with the loader)
 from .registry import Family, family_for
 
 if TYPE_CHECKING:
@@ -33,28 +34,6 @@ ORGANISM_NAMES = {"organism": "text", "organism:text": "text", "organism:vision"
 BUILD_HINTS = {"recognition": "python -m align.organism recognition --output_dir DIR",  # from organism:text
                "av": "python -m align.organism av --output_dir DIR"}
 BUILD_HINT = "python -m align.organism build --preference {preference} --output_dir DIR"
-
-
-@dataclass
-class ModelArguments:
-    """Which model to load; the same flags in every command (field names follow TRL's ModelConfig)."""
-    model_name_or_path: str = field(default="organism", metadata={
-        "aliases": ["--model"],
-        "help": "hub id, local directory, or a shipped model organism: organism (= organism:text), organism:vision, "
-                "organism:recognition (organism:text taught to recognise contradictions within one modality), "
-                "organism:av (a tiny Qwen2.5-Omni thinker for audio-visual conflicts)"})
-    adapter: str | None = field(default=None, metadata={
-        "help": "a PEFT adapter (local directory or hub id) to apply on top of the model"})
-    steering: str | None = field(default=None, metadata={
-        "help": "a steering vector (steering.safetensors, or its folder) added to the image + text prompts"})
-    instruction: str | None = field(default=None, metadata={
-        "help": "an instruction put before the question of every image + text prompt (e.g. which modality to "
-                "trust)"})
-    model_revision: str | None = field(default=None, metadata={"help": "hub revision of the model"})
-    dtype: str = field(default="auto", metadata={
-        "help": "float32, bfloat16, float16, or auto (bfloat16 on GPUs, float32 on CPUs)"})
-    device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)"})
-    trust_remote_code: bool = field(default=False, metadata={"help": "allow custom model code from the hub"})
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
