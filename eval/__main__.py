@@ -55,6 +55,14 @@ class ReportArguments:
 
 
 @dataclass
+class FollowingReportArguments(ReportArguments):
+    """ReportArguments of runs with a following curve: two runs of the same conflicts are also compared as a pair."""
+    target: float | None = field(default=None, metadata={
+        "help": "the balance point the second run aimed at: the report states whether it lies inside the realized "
+                "point's interval"})
+
+
+@dataclass
 class RecognitionArguments:
     data: str = field(metadata={"help": "a dataset written by `python -m data_gen recognition`"})
     output_dir: str = field(metadata={"help": "run directory: samples.parquet, analysis.json, figures, report.html"})
@@ -173,9 +181,11 @@ def run_measure(model: ModelArguments, args: ScoreArguments, analysis: AnalysisC
     return 0
 
 
-def run_report(args: ReportArguments, analysis: AnalysisConfig) -> int:
+def run_report(args: FollowingReportArguments, analysis: AnalysisConfig) -> int:
     from .report import write_report
-    summary = write_report(args.runs, args.output_dir, analysis, args.names)
+    summary = write_report(args.runs, args.output_dir, analysis, args.names, target=args.target)
+    if summary.get("paired"):
+        print(summary["paired"]["description"])
     for w in summary["warnings"]:
         print(f"warning: {w}")
     print(f"report: {Path(args.output_dir) / 'report.html'}")
@@ -234,8 +244,9 @@ COMMANDS = {
     "score": Command("score a dataset into a per-sample table", [ModelArguments, ScoreArguments], run_score),
     "measure": Command("score a dataset and analyse it (balance point, TFR/VFR, oscillation)",
                        [ModelArguments, ScoreArguments, AnalysisConfig], run_measure),
-    "report": Command("figures, report.html and summary.json for one or more runs", [ReportArguments, AnalysisConfig],
-                      run_report),
+    "report": Command("figures, report.html and summary.json for one or more runs; two runs of the same conflicts "
+                      "also as a pair (the shift, and the guarantee given --target)",
+                      [FollowingReportArguments, AnalysisConfig], run_report),
     "recognition": Command("ask whether the evidence contradicts itself; recognition by evidence kind and "
                            "attention imbalance R by layer", [ModelArguments, RecognitionArguments], run_recognition),
     "av": Command("audio-visual conflicts: accuracy per condition x asked modality, attention mass on frames vs "

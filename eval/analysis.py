@@ -305,6 +305,32 @@ def alignment_guarantee(before: pd.DataFrame, after: pd.DataFrame, after_result:
             "shift": shift["estimate"], "shift_ci": shift["ci"], "groups": shift["n_groups"]}
 
 
+def paired_runs(first: pd.DataFrame, second: pd.DataFrame, second_result: dict, target: float | None,
+                cfg: AnalysisConfig, names: tuple[str, str], same_data: bool = True) -> dict:
+    """Two runs compared as a pair: with the same conflicts of the same dataset scored, the shift second - first
+    with its paired interval (and with a target the run's guarantee); otherwise a line that says why there is none."""
+    conflicts = lambda t: set(t.id[t.condition == "conflict"])
+    a, b = conflicts(first), conflicts(second)
+    if not same_data:
+        return {"paired": False, "description": f"{names[0]} and {names[1]} were scored on different datasets: no "
+                                                f"paired shift; measure both on the same data to compare them as a pair"}
+    if not a or a != b:
+        return {"paired": False, "description": (
+            f"{names[0]} and {names[1]} were not scored on the same conflicts ({len(a)} and {len(b)}, {len(a & b)} "
+            f"shared): no paired shift; measure both on the same data and split to compare them as a pair")}
+    if target is not None:
+        g = alignment_guarantee(first, second, second_result, target, cfg)
+        return {"paired": True, "guarantee": g, "shift": g["shift"], "shift_ci": g["shift_ci"], "groups": g["groups"],
+                "description": describe_guarantee(g)}
+    shift = stats.balance_point_shift(following_samples(first, cfg), following_samples(second, cfg), cfg.n_boot,
+                                      cfg.seed)
+    told = (f"{shift['estimate']:+.3f} [{shift['ci'][0]:+.3f}, {shift['ci'][1]:+.3f}] ({shift['n_groups']} groups, "
+            f"paired bootstrap)" if shift["estimate"] is not None and shift["ci"] else
+            "not measured (a curve does not cross 0.5)")
+    return {"paired": True, "shift": shift["estimate"], "shift_ci": shift["ci"], "groups": shift["n_groups"],
+            "description": f"balance point shift {names[1]} - {names[0]}: {told}"}
+
+
 def describe_guarantee(g: dict) -> str:
     if g["realized"] is None:
         return f"the adapted curve does not cross 0.5: no realized balance point (target {g['target']:+.2f})"

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from data_gen.files import read_json, write_bytes, write_json, write_text
 
-from .analysis import UNCERTAINTY_INDICES, AnalysisConfig, analyze, describe_fit_check  # noqa: E402
+from .analysis import UNCERTAINTY_INDICES, AnalysisConfig, analyze, describe_fit_check, paired_runs  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -210,18 +210,23 @@ def write_report(runs: list[str | Path], out: str | Path, cfg: AnalysisConfig | 
     names = names or [Path(r).name for r in runs]
     if len(set(names)) < len(names):
         names = [f"{i}:{n}" for i, n in enumerate(names)]
-    results, infos = dict(results or {}), {}
+    results, infos, tables = dict(results or {}), {}, {}
     for name, run in zip(names, runs):
-        table, info = load_run(run)
+        tables[name], info = load_run(run)
         infos[name] = {"path": str(run), **info}
         if name not in results:
-            results[name] = analyze(table, cfg)
+            results[name] = analyze(tables[name], cfg)
         write_json(Path(run) / "analysis.json", results[name])
-    return report_results({n: results[n] for n in names}, out, infos, target)
+    paired = None
+    if len(names) == 2:  # before and after: the paired shift (and the guarantee, given the target) where they pair
+        prints = [infos[n].get("dataset_fingerprint") for n in names]
+        paired = paired_runs(tables[names[0]], tables[names[1]], results[names[1]], target, cfg or AnalysisConfig(),
+                             (names[0], names[1]), same_data=None in prints or prints[0] == prints[1])
+    return report_results({n: results[n] for n in names}, out, infos, target, paired)
 
 
 def report_results(results: dict[str, dict], out: str | Path, infos: dict[str, dict] | None = None,
-                   target: float | None = None) -> dict:
+                   target: float | None = None, paired: dict | None = None) -> dict:
     """figures, report.html and summary.json in `out` for analyses keyed by run name; `infos` (per name: its
     run.json, with `path`) name the model and the dataset each was scored on."""
     out = Path(out)
@@ -253,7 +258,7 @@ def report_results(results: dict[str, dict], out: str | Path, infos: dict[str, d
     for key, png in figs.items():
         write_bytes(out / f"{key}.png", png)
     summary = {"runs": {n: {"path": infos[n].get("path"), "model": infos[n].get("model"), **headline(results[n])}
-                        for n in results}, "warnings": warnings}
+                        for n in results}, "warnings": warnings, **({"paired": paired} if paired else {})}
     write_json(out / "summary.json", summary)
     write_text(out / "report.html", _html(summary, figs))
     return summary
@@ -271,13 +276,15 @@ def _html(summary: dict, figs: dict[str, bytes]) -> str:
             "–" if acc["visual"] is None else f"{acc['visual']:.3f}", "–" if acc["text"] is None else f"{acc['text']:.3f}",
             f"{s['n_analysed']} / {s['n_following']}", describe_fit_check(s.get("fit_check")).removeprefix("fit check: "))) + "</tr>")
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in summary["warnings"])
+    result_line = (f"<p class='result'><b>{html.escape(summary['paired']['description'])}</b></p>"
+                   if summary.get("paired") else "")
     imgs = "".join(f"<h2>{k.replace('_', ' ')}</h2><img src='data:image/png;base64,{base64.b64encode(v).decode()}'>"
                    f"<p class='caption'>{html.escape(CAPTIONS.get(k, ''))}</p>"
                    for k, v in figs.items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Modality-following report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}img{{max-width:100%}}.warn{{color:#a40}}</style></head>
-<body><h1>Modality-following report</h1>
+<body><h1>Modality-following report</h1>{result_line}
 <table><tr><th>run</th><th>model</th><th>balance point [95% CI]</th><th>TFR</th><th>VFR</th>
 <th>oscillation, ambiguous</th><th>oscillation, clear</th><th>image-only acc.</th><th>text-only acc.</th>
 <th>conflicts analysed / text- or vision-following</th><th>fit check: grouped goodness of fit; isotonic balance point</th></tr>

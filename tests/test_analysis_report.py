@@ -116,6 +116,25 @@ def test_report_overlays_runs_and_warns_on_different_datasets(tmp_path):
     assert saved["runs"]["a"]["balance_point"]["estimate"] > saved["runs"]["b"]["balance_point"]["estimate"]
 
 
+def test_report_of_two_runs_of_the_same_conflicts_states_the_paired_shift_and_the_target(tmp_path, capsys):
+    # the same draws of uncertainty, following from two curves: the same conflicts, the point moved by -0.33
+    before, after = synthetic_table(n=600, a=0.6, b=-3.0), synthetic_table(n=600, a=-0.4, b=-3.0)
+    runs = [_run_dir(tmp_path / n, t, "fp") for n, t in (("base", before), ("aligned", after))]
+    args = ["report", "--runs", *map(str, runs), "--output_dir", str(tmp_path / "rep"), "--n_boot", "200"]
+    assert eval_main([*args, "--target", "-0.4"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    paired = summary["paired"]
+    assert paired["paired"] and paired["shift"] < 0 and paired["shift_ci"][1] < 0 and paired["groups"] == 43
+    assert paired["guarantee"]["target"] == -0.4 and "target -0.40" in paired["description"]
+    assert paired["description"] in out and paired["description"] in (tmp_path / "rep" / "report.html").read_text()
+    # without a target: the shift alone; with another dataset's run: said plainly, no shift
+    assert eval_main(args) == 0 and "balance point shift aligned - base: -" in capsys.readouterr().out
+    other = _run_dir(tmp_path / "other", after, "fp-other")
+    assert eval_main(["report", "--runs", str(runs[0]), str(other), "--output_dir", str(tmp_path / "rep2")]) == 0
+    assert "different datasets: no paired shift" in capsys.readouterr().out
+
+
 def test_report_cli_clear_error_on_missing_run(tmp_path, capsys):
     assert eval_main(["report", "--runs", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "r")]) == 2
     assert "no samples.parquet" in capsys.readouterr().err

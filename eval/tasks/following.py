@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis import AnalysisConfig, alignment_guarantee, analyze, describe_fit_check, describe_guarantee
+from ..analysis import (AnalysisConfig, alignment_guarantee, analyze, describe_fit_check, describe_guarantee,
+                        paired_runs)
 from ..report import headline, report_results
 from ..scoring import ScoreConfig, score_dataset
 from . import Task
@@ -50,8 +51,15 @@ class ModalityFollowing(Task):
         return "\n".join(lines)
 
     def report(self, runs: dict, out: str | Path, target: float | None = None, config=None) -> dict:
+        """The runs side by side; two runs are also compared as a pair (eval.analysis.paired_runs)."""
+        paired = None
+        if len(runs) == 2:
+            (first, a), (second, b) = runs.items()
+            prints = [m.info.get("dataset_fingerprint") for m in (a, b)]
+            paired = paired_runs(a.samples, b.samples, b.analysis, target, config or AnalysisConfig(), (first, second),
+                                 same_data=None in prints or prints[0] == prints[1])
         return report_results({n: r.analysis for n, r in runs.items()}, out, {n: r.info for n, r in runs.items()},
-                              target)
+                              target, paired)
 
     def summary(self, prefix: str, analysis: dict) -> dict:
         h = headline(analysis)
