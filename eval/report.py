@@ -47,26 +47,29 @@ def plot_curves(results: dict[str, dict], index: str = "entropy", ax=None, targe
         few = np.asarray(curve["bins"]["few"], dtype=bool)
         err = np.clip(np.vstack([b["rate"] - b["ci_lo"], b["ci_hi"] - b["rate"]]), 0, None)
         ax.errorbar(b["centre"][ok & ~few], b["rate"][ok & ~few], yerr=err[:, ok & ~few], fmt="o", color=color,
-                    capsize=3, label=f"{name}: binned rate, 95% interval over groups")
+                    capsize=3)
         if (ok & few).any():
-            ax.plot(b["centre"][ok & few], b["rate"][ok & few], "o", mfc="none", color=color, label=f"{name}: bins with few samples")
+            ax.plot(b["centre"][ok & few], b["rate"][ok & few], "o", mfc="none", color=color)
         bp = curve["balance_point"]
         xs = np.linspace(-2, 2, 200)
+        # one legend entry per run (its fit, named with its balance point); the marks are explained in the caption
+        told = (f"{bp['estimate']:+.2f}" + (f" [{bp['ci'][0]:+.2f}, {bp['ci'][1]:+.2f}]" if bp.get("ci") else "")
+                if bp.get("crosses") else "no crossing")
         if np.isfinite(bp.get("slope", np.nan)):
             ax.plot(xs, _sigmoid(bp["intercept"] + bp["slope"] * xs), "-", color=color, alpha=0.8,
-                    label=f"{name}: logistic fit")
+                    label=f"{name}: balance point {told}")
         if bp.get("crosses"):
-            ax.axvline(bp["estimate"], color=color, ls="--", lw=1, label=f"{name}: balance point {bp['estimate']:+.2f}")
+            ax.axvline(bp["estimate"], color=color, ls="--", lw=1)
             if bp["ci"]:
-                ax.axvspan(*bp["ci"], color=color, alpha=0.12, label=f"{name}: balance point 95% interval")
+                ax.axvspan(*bp["ci"], color=color, alpha=0.12)
         iso = (curve.get("fit_check") or {}).get("isotonic") or {}
         if iso.get("estimate") is not None:
-            ax.axvline(iso["estimate"], color=color, ls=(0, (1, 3)), lw=1.5,
-                       label=f"{name}: isotonic (model-free) balance point {iso['estimate']:+.2f}")
-    ax.axhline(0.5, color="grey", lw=0.8, label="P = 0.5")
-    ax.axvline(0, color="grey", lw=0.8, ls=":", label="equal uncertainty (dH_rel = 0)")
-    if target is not None:
-        ax.axvline(target, color="black", lw=1.2, ls="-.", label=f"target b* = {target:+.2f}")
+            ax.axvline(iso["estimate"], color=color, ls=(0, (1, 3)), lw=1.5)
+    ax.axhline(0.5, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8, ls=":")
+    if target is not None:  # drawn over dH_rel = 0 when b* is 0, in its own colour and named at the top
+        ax.axvline(target, color="crimson", lw=2, ls="-.", label=f"target b* = {target:+.2f}")
+        ax.annotate("b*", (target, 1.0), xytext=(3, -12), textcoords="offset points", color="crimson", fontsize=9)
     ax.set(xlim=(-2.05, 2.05), ylim=(-0.02, 1.02), xlabel=f"relative uncertainty dH_rel ({index})",
            ylabel="P(text-following)", title="Modality-following curve")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over the data
@@ -82,9 +85,11 @@ def _fig_png(fig) -> bytes:
 
 CAPTIONS = {
     "following_curve": "P(text-following) against relative uncertainty dH_rel = 2 (H_t - H_v) / (H_t + H_v), entropy "
-                       "index. Dots: binned rates with 95% intervals over groups (hollow: bins with few samples); "
-                       "lines: logistic fits; dashed: balance points, shaded: their 95% intervals; sparse dots: the "
-                       "crossings of monotone (isotonic) fits; dotted grey: equal uncertainty; dash-dot: the target balance point, when there is one.",
+                       "index; one colour per run (legend: its balance point and 95% interval). Dots: binned rates "
+                       "with 95% intervals over groups (hollow: bins with few samples); lines: logistic fits; dashed: "
+                       "balance points, shaded: their 95% intervals; sparse dots: the crossings of monotone (isotonic) "
+                       "fits; grey: P = 0.5 and, dotted, equal uncertainty (dH_rel = 0); red dash-dot: the target "
+                       "balance point b*, when there is one.",
     "curves_by_index": "The same curve with each uncertainty index on the x-axis (entropy, 1 - max p, 1 - top-2 "
                        "margin, entropy over the candidate answers).",
     "oscillation": "Mean number of switches between the visual and the textual answer across decoder layers (logit "
@@ -92,7 +97,7 @@ CAPTIONS = {
                    "95% intervals.",
     "lens_heatmap": "Mean logit(Y_t) - logit(Y_v) per decoder layer (rows) and dH_rel bin (columns, equal width over "
                     "[-2, 2]); one colour scale for all runs: red prefers the text's answer, blue the image's.",
-    "difficulty": "Unimodal accuracy (solid) and mean entropy in nats (dashed) by visual tier (image only) and text "
+    "difficulty": "Unimodal accuracy (solid, left axis) and mean entropy in nats (dashed, right axis) by visual tier (image only) and text "
                   "tier (text only).",
     "tfr_cells": "Text-following rate per (visual tier, text tier) cell; one colour scale (0 to 1) for all runs.",
 }
@@ -143,16 +148,19 @@ def figures(results: dict[str, dict], target: float | None = None) -> dict[str, 
             fig.colorbar(im, ax=ax)
         figs["lens_heatmap"] = _fig_png(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"wspace": 0.5})
+    twin = {ax: ax.twinx() for ax in axes}  # accuracy and entropy on their own labelled scales
     for k, (name, res) in enumerate(results.items()):
         for ax, side, key in ((axes[0], "visual", "d_v"), (axes[1], "text", "d_t")):
             recs = res["difficulty"].get(side)
             if not recs:
                 continue
             x = [r[key] for r in recs]
-            ax.plot(x, [r["accuracy"] for r in recs], "o-", color=f"C{k}", label=f"{name} accuracy")
-            ax.plot(x, [r["entropy"] for r in recs], "s--", color=f"C{k}", alpha=0.6, label=f"{name} entropy (nats)")
-            ax.set(xlabel=key, title=f"{side} difficulty ({'image' if side == 'visual' else 'text'} only)")
+            ax.plot(x, [r["accuracy"] for r in recs], "o-", color=f"C{k}", label=name)
+            twin[ax].plot(x, [r["entropy"] for r in recs], "s--", color=f"C{k}", alpha=0.6)
+            ax.set(xlabel=key, ylabel="accuracy (solid)", ylim=(-0.02, 1.02),
+                   title=f"{side} difficulty ({'image' if side == 'visual' else 'text'} only)")
+            twin[ax].set(ylabel="mean entropy, nats (dashed)")
     axes[0].legend(fontsize=7)
     figs["difficulty"] = _fig_png(fig)
 

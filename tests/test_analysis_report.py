@@ -257,9 +257,13 @@ def test_compared_runs_share_scales_and_every_mark_is_explained(tmp_path):
     assert results["base"]["oscillation"]["heatmap"]["edges"] == results["aligned"]["oscillation"]["heatmap"]["edges"]
     ax = plot_curves(results, "entropy", plt.figure().gca(), target=0.25)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    for needle in ("base: logistic fit", "base: balance point", "95% interval", "equal uncertainty", "target b* = +0.25",
-                   "binned rate"):
-        assert any(needle in label for label in labels), (needle, labels)
+    # a short legend (one entry per run, and b*); every other mark is explained in the caption
+    assert len(labels) <= 6 and labels[-1] == "target b* = +0.25", labels
+    assert labels[0].startswith("base: balance point +0.") and "[" in labels[0]
+    for needle in ("binned rates", "logistic fits", "95% intervals", "isotonic", "equal uncertainty", "target"):
+        assert needle in CAPTIONS["following_curve"], needle
+    b_star = [line for line in ax.get_lines() if line.get_label().startswith("target")][0]
+    assert b_star.get_color() != "grey" and b_star.get_linewidth() > 1.5  # told apart from dH_rel = 0
     plt.close("all")
     for name, table in (("base", a), ("aligned", b)):
         (tmp_path / name).mkdir()
