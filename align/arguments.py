@@ -234,8 +234,12 @@ def trainer_arguments(training: TrainingArguments, dtype: torch.dtype, checkpoin
     """The arguments the Trainer gets: the user's, with what the recipe owns (where checkpoints go, the model's
     precision, our collator's columns; the release is pushed by the recipe, not by the Trainer)."""
     checkpointing = training.activation_checkpointing
+    # the recipe logs each training to W&B itself (tracking.RoundLogger): the Trainer's own callback would put
+    # every round on one step axis that resets, and rewrite the run's config with this round's folder
+    report_to = [r for r in (training.report_to or []) if r != "wandb"] or ["none"]
     return dataclasses.replace(
         training, output_dir=str(checkpoints), push_to_hub=False, bf16=training.bf16 or dtype == torch.bfloat16,
+        report_to=report_to,
         remove_unused_columns=False, dataloader_num_workers=0, use_cpu=training.use_cpu or not torch.cuda.is_available(),
         # PEFT + checkpointing needs the reentrant variant (and grads on the inputs, set by the recipe)
         activation_checkpointing_kwargs=training.activation_checkpointing_kwargs or (

@@ -80,6 +80,7 @@ class Recipe:
         self.task, self.method = get_task(align.task), get_method(align.method)
         self.primary = get_task(self.task.views[0])  # the task whose data is generated; the others derive from it
         self.prompt_example = None
+        self.wandb_run = None  # the open W&B run, on the main process
 
     # ---- data
     def prepare_data(self):
@@ -211,6 +212,9 @@ class Recipe:
         self.state.wait()
         resume = chosen_resume(checkpoints)
         trainer = method.build_trainer(base.model, lora, args, examples, base, data, self.collator(base, data, dtype))
+        if self.wandb_run is not None:
+            trainer.add_callback(tracking.RoundLogger(self.wandb_run, checkpoints.name if
+                                                      checkpoints.name.startswith("round-") else "training"))
         try:
             trainer.train(resume_from_checkpoint=resume)
         except torch.OutOfMemoryError as e:
@@ -314,6 +318,7 @@ class Recipe:
 
     def _run(self, run, t0: float) -> dict | None:
         a, state, out = self.align, self.state, self.out
+        self.wandb_run = run
         views = self.prepare_views()
         base = self.load()
         self.prompt_example = prompt_example(base, views[self.primary.name].split(a.eval_split))

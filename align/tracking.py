@@ -1,7 +1,8 @@
 """Weights & Biases: one run per alignment, opened by the recipe before the base measurement.
 
 The run's config is the recipe's (method, model, training settings) and its name says what was
-run; the Trainer's W&B callback finds the run open and logs training into it. Before/after
+run. Each training (each calibration round) logs under its own prefix and step axis (`RoundLogger`, a Trainer
+callback), so rounds never overlap and nothing rewrites the run's config. Before/after
 measurements, the curves, the report's figures and the released adapter (a model artifact) all
 land in the same run. Without an API key the run is recorded offline (`wandb sync` later).
 """
@@ -12,6 +13,8 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,23 @@ def open_run(training, name: str, config: dict, job_type: str):
     run = wandb.init(project=training.project, name=name, config=config, job_type=job_type)
     log.info("W&B run %s (%s)", run.name, run.dir)
     return run
+
+
+class RoundLogger(TrainerCallback):
+    """Logs one training's numbers under LABEL/train/ (LABEL: round-K, or training) against its own step axis
+    LABEL/step, with the round number as a metric of its own."""
+
+    def __init__(self, run, label: str):
+        self.run, self.label = run, label
+        self.round = int(label.split("-")[1]) if label.startswith("round-") else 0
+        run.define_metric(f"{label}/step")
+        run.define_metric(f"{label}/*", step_metric=f"{label}/step")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        numbers = {f"{self.label}/train/{k}": v for k, v in (logs or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numbers:
+            self.run.log({**numbers, f"{self.label}/step": state.global_step, f"{self.label}/round": self.round})
 
 
 def log_table_run(training, kind: str, result: dict, rows, summary: dict) -> None:

@@ -1,6 +1,7 @@
 """The alignment recipe end to end on the model organism (small budget), and its pieces."""
 import json
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -320,6 +321,12 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
                 b"modality-alignment", b"organism-b+0.00-soft-r16", b"adapter-", b"guarantee/realized"):
         assert key in records, key
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/**/*.png"))
+    # each calibration round's training on its own step axis; the run's config keeps the user's output_dir
+    for key in (b"round-0/train/loss", b"round-1/train/loss", b"round-0/step", b"round-1/step", b"round-1/round"):
+        assert key in records, key
+    assert b"train/global_step" not in records
+    output_dirs = set(re.findall(rb'output_dir.{1,4}?"([^"]+)"', records))
+    assert output_dirs == {str(out).encode()}, output_dirs
     from safetensors.torch import load_file
     lora_b = [v for k, v in load_file(release / "adapter_model.safetensors").items() if "lora_B" in k]
     assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # training moved the adapter
