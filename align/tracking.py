@@ -9,12 +9,14 @@ land in the same run. Without an API key the run is recorded offline (`wandb syn
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from eval import tracking as eval_tracking
+from eval.tracking import curve_table, log_summary
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +41,7 @@ def start_run(align, model, training):
 
 
 def open_run(training, name: str, config: dict, job_type: str):
-    import wandb
-    if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
-        os.environ["WANDB_MODE"] = "offline"  # no login here: record locally, `wandb sync` later
-        log.info("W&B: no API key, logging offline under ./wandb (sync later with `wandb sync`)")
-    os.environ.setdefault("WANDB_PROJECT", training.project)  # the Trainer's callback reads it
-    run = wandb.init(project=training.project, name=name, config=config, job_type=job_type)
-    log.info("W&B run %s (%s)", run.name, run.dir)
-    return run
+    return eval_tracking.open_run(training.project, name, config, job_type)
 
 
 class RoundLogger(TrainerCallback):
@@ -126,14 +121,6 @@ def log_comparison(training, result: dict) -> None:
     log_table_run(training, "compare", result, pd.DataFrame(rows).astype(str), summary)
 
 
-def log_summary(run, values: dict | None) -> None:
-    """Flat headline numbers into the run summary (nothing without a run or values)."""
-    if run is None or not values:
-        return
-    for key, value in values.items():
-        run.summary[key] = value
-
-
 def log_views(run, prefix: str, measured: dict) -> None:
     """Each measured view's headline numbers (its task's summary) as soon as they exist, and a following curve's
     bins as a table."""
@@ -145,17 +132,7 @@ def log_views(run, prefix: str, measured: dict) -> None:
             continue
         log_summary(run, get_task(m.task).summary(prefix, m.analysis))
         if "curves" in m.analysis:
-            run.log({f"{prefix}/following_curve_bins": _curve_table(m.analysis, prefix)})
-
-
-def _curve_table(analysis: dict, name: str):
-    import wandb
-    table = wandb.Table(columns=["model", "d_rel", "text_following_rate", "n"])
-    bins = analysis["curves"]["entropy"]["bins"]
-    for x, rate, n in zip(bins["centre"], bins["rate"], bins["n"]):
-        if n:
-            table.add_data(name, x, rate, n)
-    return table
+            run.log({f"{prefix}/following_curve_bins": curve_table(m.analysis, prefix)})
 
 
 def log_result(run, result: dict, before: dict, after: dict, release_dir: Path) -> None:
@@ -170,7 +147,7 @@ def log_result(run, result: dict, before: dict, after: dict, release_dir: Path) 
     if curves:
         table = wandb.Table(columns=["model", "d_rel", "text_following_rate", "n"])
         for name, analysis in curves:
-            for row in _curve_table(analysis, name).data:
+            for row in curve_table(analysis, name).data:
                 table.add_data(*row)
         media["following_curve"] = wandb.plot.line(table, "d_rel", "text_following_rate", stroke="model",
                                                    title="P(text-following) vs dH_rel, before and after")

@@ -35,6 +35,8 @@ class ScoreArguments:
     split: str = field(default="test", metadata={"help": "split(s), comma-separated, or 'all'"})
     task: str = field(default="colors", metadata={
         "help": "a registered task (eval.tasks): colors, attributes, jsonl, recognition, av, ..."})
+    report_to: str = field(default="none", metadata={
+        "help": "none | wandb: also log the measurement (headline numbers, following curve) as a W&B run"})
     rows: str = field(default="all", metadata={
         "help": "all | conflicts: score only the conflict rows, all the balance point reads (the recipe's eval_rows)"})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "inputs per forward pass"})
@@ -116,6 +118,8 @@ def check_score_inputs(model: ModelArguments, args: ScoreArguments) -> None:
     from .models.vlm import check_model_args
     from .tasks import get_task
     task = get_task(args.task)
+    if args.report_to not in ("none", "wandb"):
+        raise ValueError(f"--report_to must be none or wandb, got {args.report_to!r}")
     if args.rows not in ("all", "conflicts"):
         raise ValueError(f"--rows must be all or conflicts, got {args.rows!r}")
     if args.rows == "conflicts" and not task.has_balance_point:
@@ -175,6 +179,10 @@ def run_measure(model: ModelArguments, args: ScoreArguments, analysis: AnalysisC
                          name=Path(args.output_dir).name, **options)
     if result is None:
         return 0
+    if args.report_to == "wandb":
+        from .tracking import log_measurement
+        log_measurement(result, {"model": vars(model), "measure": vars(args), "analysis": vars(analysis)},
+                        Path(args.output_dir).name)
     print(f"{len(result.samples)} sample rows -> {Path(args.output_dir) / 'samples.parquet'}")
     print(task.describe(result.analysis))
     print(f"analysis written to {Path(args.output_dir) / 'analysis.json'}")

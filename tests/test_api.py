@@ -147,7 +147,8 @@ def test_the_readme_api_example_runs_as_written(tmp_path, monkeypatch, capsys):
 
 def test_a_second_measure_with_the_same_data_settings_renders_nothing(tmp_path, monkeypatch):
     """`eval measure --groups N --dataset_seed S` renders into the data cache once; the next command with the same
-    settings loads it. `--rows conflicts` scores only the rows the balance point reads, and reads the same point."""
+    settings loads it. `--rows conflicts` scores only the rows the balance point reads, and reads the same point;
+    `--report_to wandb` logs the measurement as a run."""
     from eval.__main__ import main as eval_main
     from eval.tasks import get_task
     monkeypatch.setenv("MODALITY_ALIGN_CACHE", str(tmp_path / "cache"))
@@ -160,7 +161,14 @@ def test_a_second_measure_with_the_same_data_settings_renders_nothing(tmp_path, 
     def no_rendering(*_, **__):
         raise AssertionError("rendered again")
     monkeypatch.setattr(type(get_task("colors")), "generate", no_rendering)
-    assert eval_main([*args, "--rows", "conflicts", "--output_dir", str(tmp_path / "conflicts")]) == 0
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    assert eval_main([*args, "--rows", "conflicts", "--report_to", "wandb", "--output_dir",
+                      str(tmp_path / "conflicts")]) == 0
+    # the measurement as a W&B run of its own: headline numbers and the following curve
+    records = b"".join(f.read_bytes() for f in tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    for key in (b"measure/balance_point", b"measure/tfr", b"measure/following_curve", b"conflicts"):
+        assert key in records, key
     every, conflicts = (pd.read_parquet(tmp_path / run / "samples.parquet") for run in ("all", "conflicts"))
     assert set(conflicts.condition) == {"conflict"} and set(every.condition) > {"conflict"}
     assert len(conflicts) == (every.condition == "conflict").sum()
