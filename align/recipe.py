@@ -320,6 +320,7 @@ class Recipe:
         a, state, out = self.align, self.state, self.out
         self.wandb_run = run
         views = self.prepare_views()
+        tracking.use_dataset(run, views[self.primary.name])
         base = self.load()
         self.prompt_example = prompt_example(base, views[self.primary.name].split(a.eval_split))
 

@@ -152,13 +152,19 @@ def log_result(run, result: dict, before: dict, after: dict, release_dir: Path) 
         media["following_curve"] = wandb.plot.line(table, "d_rel", "text_following_rate", stroke="model",
                                                    title="P(text-following) vs dH_rel, before and after")
         media["following_curve_table"] = table
-    metadata = {"base_model": result["config"]["model"]["model_name_or_path"]}
+    metadata = {"base_model": result["config"]["model"]["model_name_or_path"], "method": result["config"]["align"]["method"],
+                "dataset": dict(run.config.get("dataset") or {})}
     if "target_balance_point" in result:
         summary["balance_point/target"] = result["target_balance_point"]
-        metadata.update(target_balance_point=result["target_balance_point"],
-                        before=result["base"]["balance_point"]["description"],
-                        after=result["aligned"]["balance_point"]["description"])
+        metadata["target_balance_point"] = float(result["target_balance_point"])
+        for when, run_key in (("before", "base"), ("after", "aligned")):  # numbers, so W&B can sort and plot them
+            bp = result[run_key]["balance_point"]
+            metadata[f"{when}_balance_point"] = bp.get("estimate")
+            metadata[f"{when}_balance_point_ci"] = bp.get("ci")
     guarantee = result.get("guarantee") or {}
+    if guarantee:
+        metadata["guarantee"] = {k: guarantee.get(k) for k in ("realized", "realized_ci", "target_in_interval", "miss",
+                                                             "shift", "shift_ci", "groups")}
     for key in ("realized", "target_in_interval", "miss", "shift"):
         if guarantee.get(key) is not None:
             summary[f"guarantee/{key}"] = guarantee[key]
@@ -184,6 +190,25 @@ def report_images(release_dir: Path) -> dict:
     """The release's report figures as W&B images, keyed report/NAME."""
     import wandb
     return {f"report/{png.stem}": wandb.Image(str(png)) for png in sorted((release_dir / "report").rglob("*.png"))}
+
+
+def use_dataset(run, data) -> None:
+    """The run's dataset in the run's config (`dataset`: name, settings, fingerprint) and, online, as a dataset
+    artifact the run uses (a reference to its folder, nothing copied), so W&B's lineage reads data -> run ->
+    adapter. W&B cannot record an artifact's use offline; `dataset` in the config and the adapter's metadata
+    name it there."""
+    if run is None or not data.info.get("path"):
+        return
+    import wandb
+    info = {k: v for k, v in data.info.items() if k in ("task", "groups", "seed", "size", "fingerprint", "rows",
+                                                        "splits", "split_shares")}
+    name = f"data-{info.get('task', 'data')}-{data.info.get('fingerprint', 'unknown')}"
+    run.config.update({"dataset": {"artifact": name, **info}}, allow_val_change=True)
+    if run.offline:
+        return
+    artifact = wandb.Artifact(name, type="dataset", metadata=info)
+    artifact.add_reference(Path(data.info["path"]).resolve().as_uri())
+    run.use_artifact(artifact)
 
 
 def log_adapter(run, release_dir: Path, metadata: dict) -> None:

@@ -325,6 +325,9 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
     for key in (b"round-0/train/loss", b"round-1/train/loss", b"round-0/step", b"round-1/step", b"round-1/round"):
         assert key in records, key
     assert b"train/global_step" not in records
+    # lineage: the dataset (offline: named in the config and the adapter's metadata) and the adapter artifact
+    fingerprint = json.loads((out / "data" / "info.json").read_text())["fingerprint"]
+    assert f"data-colors-{fingerprint}".encode() in records and b"adapter-" in records
     output_dirs = set(re.findall(rb'output_dir.{1,4}?"([^"]+)"', records))
     assert output_dirs == {str(out).encode()}, output_dirs
     from safetensors.torch import load_file
