@@ -265,11 +265,28 @@ def report_results(results: dict[str, dict], out: str | Path, infos: dict[str, d
     figs = figures(results, target)
     for key, png in figs.items():
         write_bytes(out / f"{key}.png", png)
-    summary = {"runs": {n: {"path": infos[n].get("path"), "model": infos[n].get("model"), **headline(results[n])}
+    summary = {"runs": {n: {"path": infos[n].get("path"), "model": display_model(infos[n].get("model")),
+                            **headline(results[n])}
                         for n in results}, "warnings": warnings, **({"paired": paired} if paired else {})}
     write_json(out / "summary.json", summary)
     write_text(out / "report.html", _html(summary, figs))
     return summary
+
+
+def display_model(name: str | None) -> str | None:
+    """A run's model as a reader knows it: `base+/work/outputs/align-x/adapter` -> `base + align-x` (the run's
+    release name: the folder it was made in), not a workspace path the bundle does not hold."""
+    if not name or "+" not in name:
+        return name
+    base, *parts = name.split("+")
+    shown = []
+    for part in parts:
+        kind, _, value = part.partition(":") if part.startswith(("steering:", "instruction:")) else ("", "", part)
+        path = Path(value)
+        while path.name in ("adapter", "release", "steering.safetensors") and path.parent.name:
+            path = path.parent  # up to the folder the run was made in
+        shown.append(f"{kind} {path.name}".strip() if kind != "instruction" else part)
+    return " + ".join([base, *shown])
 
 
 def _html(summary: dict, figs: dict[str, bytes]) -> str:

@@ -311,3 +311,11 @@ def test_the_ability_gate_withholds_the_balance_point_from_a_model_at_chance(tmp
     assert forced["forced_past_gate"] and "FORCED" in forced["description"]
     fine = analyze(synthetic_table(n=1500), AnalysisConfig(n_boot=0))
     assert fine["ability"]["passed"] and fine["ability"]["line"] is None
+
+
+def test_a_run_is_shown_by_its_release_name_not_a_workspace_path():
+    from eval.report import display_model
+    assert display_model("organism+/work/outputs/align-organism/adapter") == "organism + align-organism"
+    assert display_model("organism+runs/x/release+steering:/y/steer-run/release/steering.safetensors") == \
+        "organism + x + steering steer-run"
+    assert display_model("organism") == "organism" and display_model(None) is None
