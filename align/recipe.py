@@ -377,7 +377,7 @@ class Recipe:
         """What the run was configured with: the method's and the model's settings and the training settings
         the user can change (as TrainingArguments writes them, tokens hidden)."""
         return {"align": asdict(self.align), "model": asdict(self.model_args), "training": self.training.to_dict(),
-                "command": started_with(), "prompt_example": self.prompt_example}
+                "method": self.method.name, "command": started_with(), "prompt_example": self.prompt_example}
 
 
 STARTED_WITH = "MODALITY_ALIGN_COMMAND"  # a recipe that launched itself passes its own command line down

@@ -152,7 +152,7 @@ def log_result(run, result: dict, before: dict, after: dict, release_dir: Path) 
         media["following_curve"] = wandb.plot.line(table, "d_rel", "text_following_rate", stroke="model",
                                                    title="P(text-following) vs dH_rel, before and after")
         media["following_curve_table"] = table
-    metadata = {"base_model": result["config"]["model"]["model_name_or_path"], "method": result["config"]["align"]["method"],
+    metadata = {"base_model": result["config"]["model"]["model_name_or_path"], "method": result["config"]["method"],
                 "dataset": dict(run.config.get("dataset") or {})}
     if "target_balance_point" in result:
         summary["balance_point/target"] = result["target_balance_point"]
