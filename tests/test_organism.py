@@ -299,8 +299,9 @@ def test_evaluate_and_score_on_fresh_groups_in_one_command(tmp_path, monkeypatch
     assert scored.group.nunique() == 6 and set(scored.split) == {"train", "validation", "test"}  # all unseen: all scored
     assert eval_main(["score", "--model", "organism", "--groups", "6", "--dataset_seed", "7", "--split", "all",
                       "--output_dir", "run", "--no_lens"]) == 0
-    data = ConflictData.load(tmp_path / "run" / "data")
-    assert data.info["seed"] == 7 and len(set(data.samples["group"])) == 6
+    from eval.prepare import cache_key, data_cache
+    data = ConflictData.load(data_cache() / cache_key("colors", 6, 7, 64))  # generated once, into the data cache
+    assert data.info["seed"] == 7 and len(set(data.samples["group"])) == 6 and not (tmp_path / "run" / "data").exists()
     again = pd.read_parquet(tmp_path / "run" / "samples.parquet")
     np.testing.assert_allclose(again.set_index("id").loc[scored.id].entropy_v, scored.entropy_v.to_numpy(), atol=1e-5)
 
