@@ -484,7 +484,7 @@ def test_killed_in_a_calibration_round_resumes_to_the_uninterrupted_result(round
     checkpoint = killed / "checkpoints" / f"round-{round_}" / "checkpoint-6"
     assert checkpoint.exists() and not (killed / "release").exists()
     for flag in ([], ["--resume_from_checkpoint"]):
-        out = tmp_path / f"resumed{len(flag)}"
+        out = tmp_path / f"resumed{len(flag)}" / "out"  # named as the uninterrupted run's folder: reports show it
         shutil.copytree(killed, out)
         resumed_from = str(out / "checkpoints" / f"round-{round_}" / "checkpoint-6")
         res = subprocess.run(command + ["--output_dir", str(out)] + flag + ([resumed_from] if flag else []),
