@@ -163,8 +163,13 @@ def test_a_second_measure_with_the_same_data_settings_renders_nothing(tmp_path, 
     monkeypatch.setattr(type(get_task("colors")), "generate", no_rendering)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    assert eval_main([*args, "--rows", "conflicts", "--report_to", "wandb", "--output_dir",
-                      str(tmp_path / "conflicts")]) == 0
+    import wandb
+    wandb.teardown()  # W&B keeps its first settings for the process: start from this test's WANDB_DIR
+    try:
+        assert eval_main([*args, "--rows", "conflicts", "--report_to", "wandb", "--output_dir",
+                          str(tmp_path / "conflicts")]) == 0
+    finally:
+        wandb.teardown()  # flush the run, and leave no settings behind for the next test
     # the measurement as a W&B run of its own: headline numbers and the following curve
     records = b"".join(f.read_bytes() for f in tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     for key in (b"measure/balance_point", b"measure/tfr", b"measure/following_curve", b"conflicts"):

@@ -135,8 +135,9 @@ def test_precision_table_is_a_wandb_run_of_its_own(tmp_path, monkeypatch):
               "figure": str(plot_precision(rows, p.tolerance, tmp_path / "precision.png"))}
     log_precision(SimpleNamespace(report_to=[], project="precision-test", run_name=None), result)
     assert not list(tmp_path.glob("wandb/offline-run-*"))
-    log_precision(SimpleNamespace(report_to=["wandb"], project="precision-test", run_name=None), result)
     import wandb
+    wandb.teardown()  # W&B keeps the first settings a process gave it (another test's WANDB_DIR): start afresh
+    log_precision(SimpleNamespace(report_to=["wandb"], project="precision-test", run_name=None), result)
     wandb.teardown()  # in-process the service may still hold the run's last block; teardown flushes it (CI saw only the header)
     records = b"".join(f.read_bytes() for f in tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert b"precision/landed" in records and b"precision/table" in records and b"precision/plot" in records
