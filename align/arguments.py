@@ -15,7 +15,7 @@ import torch
 from transformers import TrainingArguments
 
 from data_gen.files import check_output_dir, read_json
-from data_gen.store import SPLIT_SHARES, check_split_shares
+from data_gen.store import check_split_shares
 from eval.analysis import AnalysisConfig
 from eval.models import ModelArguments
 from eval.models.vlm import check_model_args, resolve_dtype
@@ -192,8 +192,9 @@ class AlignArguments(LoraArguments, SteeringConfig, PromptConfig):
         return AnalysisConfig(n_boot=self.n_boot, unimodal_correct=self.unimodal_correct)
 
 
-def check_inputs(align: AlignArguments, model: ModelArguments, training: TrainingArguments) -> None:
-    """What the dataclasses cannot see alone: paths, names, and the launch configuration."""
+def check_inputs(align: AlignArguments, model: ModelArguments, training: TrainingArguments) -> str:
+    """What the dataclasses cannot see alone: paths, names, and the launch configuration. Returns the model's
+    family name."""
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(training, name)}")
@@ -203,7 +204,7 @@ def check_inputs(align: AlignArguments, model: ModelArguments, training: Trainin
         if record.exists():
             read_json(record, f"delete {record if record.name == 'calibration.json' else record.parent} (that part "
                               f"is redone) or use another --output_dir")
-    check_model_args(model)
+    family = check_model_args(model)
     if align.data:
         if not os.path.isdir(os.path.join(align.data, "samples")):
             raise FileNotFoundError(f"data {align.data!r} is not a saved dataset (no samples/ folder); create one with "
@@ -216,6 +217,7 @@ def check_inputs(align: AlignArguments, model: ModelArguments, training: Trainin
         raise ValueError("push_to_hub needs hub_model_id (e.g. your-name/llava-balance-0)")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     check_deepspeed(trainer_arguments(training, resolve_dtype(model.dtype, device), training.output_dir))
+    return family
 
 
 def check_resume(asked: str | None, output_dir: str) -> None:

@@ -92,12 +92,10 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:
         return usage_error(e)
     print(f"OMP_WAIT_POLICY={f['wait_policy']}, {f['cores']} cores, one busy process beside the job:")
-    print(f"scoring:  {f['scoring_alone_inputs_per_s']:.1f} inputs/s alone, {f['scoring_busy_inputs_per_s']:.1f} beside "
-          f"it: {f['scoring_slowdown']:.2f}x slower ({'within' if f['scoring_slowdown'] <= BAR else 'over'} the "
-          f"{BAR}x bar)")
-    print(f"training: {f['training_alone_s_per_step']:.3f} s/step alone, {f['training_busy_s_per_step']:.3f} beside "
-          f"it: {f['training_slowdown']:.2f}x slower ({'within' if f['training_slowdown'] <= BAR else 'over'} the "
-          f"{BAR}x bar)")
+    for phase, unit, digits in (("scoring", "inputs_per_s", 1), ("training", "s_per_step", 3)):
+        alone, busy, slowdown = f[f"{phase}_alone_{unit}"], f[f"{phase}_busy_{unit}"], f[f"{phase}_slowdown"]
+        print(f"{phase + ':':<9} {alone:.{digits}f} {unit.replace('_per_', '/')} alone, {busy:.{digits}f} beside it: "
+              f"{slowdown:.2f}x slower ({'within' if slowdown <= BAR else 'over'} the {BAR}x bar)")
     if args.output_json:
         write_json(Path(args.output_json), f)
     return 0
