@@ -9,22 +9,22 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from transformers import TrainingArguments
 
 from data_gen.files import check_output_dir, read_json
-from data_gen.store import check_split_shares
-from eval.analysis import AnalysisConfig
 from eval.models import ModelArguments
-from eval.models.vlm import check_model_args, resolve_dtype
+
+if TYPE_CHECKING:
+    from eval.analysis import AnalysisConfig
 
 from .targets import BALANCE_RANGE, resolve_target
-from .methods import supported_methods
+from .methods import get_method, supported_methods
 from .methods.prompt import PromptConfig
 from .methods.steer import SteeringConfig
-from .training import RETENTION_MODES
 
 # Where the recipe's defaults differ from TrainingArguments' (they are the organism's; the 7B configs set theirs)
 TRAINING_DEFAULTS = dict(
@@ -112,7 +112,6 @@ class AlignArguments(LoraArguments, SteeringConfig, PromptConfig):
 
     def __post_init__(self):
         from eval.tasks import get_task
-        from .methods import get_method
         method, task = get_method(self.method), get_task(self.task)  # each names the choices when unknown
         if self.task == "av":
             raise ValueError("the av task is aligned by `modality-align align-av` (recipes/align_omni.py), whose "
@@ -130,6 +129,7 @@ class AlignArguments(LoraArguments, SteeringConfig, PromptConfig):
             raise ValueError(f"steer_rounds must be >= 1, got {self.steer_rounds}")
         if self.steer_layer is not None and self.steer_layer < 0:
             raise ValueError(f"steer_layer must be >= 0 (a decoder layer), got {self.steer_layer}")
+        from .training import RETENTION_MODES  # here, as the other imports of checks: align.training loads the Trainer
         if self.retention not in RETENTION_MODES:
             raise ValueError(f"retention must be one of {RETENTION_MODES}, got {self.retention!r}")
         if self.tau <= 0:
@@ -149,6 +149,7 @@ class AlignArguments(LoraArguments, SteeringConfig, PromptConfig):
             raise ValueError(f"train_split and eval_split are both {self.eval_split!r}; report on held-out groups")
         if self.groups < 10:
             raise ValueError(f"groups must be >= 10 (each split needs groups), got {self.groups}")
+        from data_gen.store import check_split_shares  # here: data_gen.store imports datasets (slow for --help)
         self.split_shares = check_split_shares(self.split_shares)
         if self.eval_rows not in ("conflicts", "all"):
             raise ValueError(f"eval_rows must be conflicts or all, got {self.eval_rows!r}")
@@ -178,23 +179,23 @@ class AlignArguments(LoraArguments, SteeringConfig, PromptConfig):
     @property
     def hard_targets(self) -> bool:
         """The method trains answers drawn from p* (or from its mean, blind_sft), not the distribution."""
-        from .methods import get_method
         return get_method(self.method).examples in ("hard", "blind")
 
     @property
     def blind_targets(self) -> bool:
         """Every conflict gets the same chance of the text's label, whatever its uncertainty (blind_sft)."""
-        from .methods import get_method
         return get_method(self.method).examples == "blind"
 
     @property
     def analysis(self) -> AnalysisConfig:
+        from eval.analysis import AnalysisConfig
         return AnalysisConfig(n_boot=self.n_boot, unimodal_correct=self.unimodal_correct)
 
 
 def check_inputs(align: AlignArguments, model: ModelArguments, training: TrainingArguments) -> str:
     """What the dataclasses cannot see alone: paths, names, and the launch configuration. Returns the model's
     family name."""
+    from eval.models.vlm import check_model_args, resolve_dtype  # here: it imports transformers' models (slow for --help)
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(training, name)}")
@@ -311,3 +312,65 @@ class AVAlignArguments(LoraArguments):
     @property
     def conditions(self) -> list[str]:
         return [c.strip() for c in self.train_conditions.split(",") if c.strip()]
+
+
+# The commands that run the recipe many times take these beside the recipe's own flags
+@dataclass
+class PrecisionArguments:
+    targets: list[float] = field(default_factory=lambda: [-1.0, -0.5, 0.0, 0.5, 1.0], metadata={
+        "help": "target balance points b*"})
+    data_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
+        "help": "training data seeds: one run per target and seed"})
+    fresh_seed: int = field(default=7, metadata={"help": "data seed of the groups every adapter is measured on "
+                                                         "(must differ from every training seed)"})
+    fresh_groups: int = field(default=200, metadata={"help": "groups of the fresh seed, all scored"})
+    tolerance: float = field(default=0.15, metadata={"help": "a run lands when |realized - b*| <= this"})
+    accuracy_tolerance: float = field(default=0.02, metadata={
+        "help": "unimodal accuracy (image only, text only) on the fresh groups may fall by at most this"})
+
+    def __post_init__(self):
+        if self.fresh_seed in self.data_seeds:
+            raise ValueError(f"fresh_seed {self.fresh_seed} is also a training seed (data_seeds {self.data_seeds}); "
+                             f"pick a fresh_seed no run trains on")
+        if not self.targets or not self.data_seeds:
+            raise ValueError("targets and data_seeds each need at least one value")
+        if self.fresh_groups < 10:
+            raise ValueError(f"fresh_groups must be >= 10, got {self.fresh_groups}")
+        if self.tolerance <= 0 or self.accuracy_tolerance < 0:
+            raise ValueError(f"tolerance must be > 0 and accuracy_tolerance >= 0, got {self.tolerance}, "
+                             f"{self.accuracy_tolerance}")
+
+
+@dataclass
+class CompareArguments:
+    methods: list[str] = field(default_factory=lambda: ["soft", "hard", "blind_sft", "dpo", "steer",
+                                                        "steer_uncertainty", "prompt"], metadata={
+        "help": "methods aimed at each target (align/methods)"})
+    targets: list[float] = field(default_factory=lambda: [-0.5, 0.5], metadata={"help": "target balance points b*"})
+    fresh_seed: int = field(default=31, metadata={"help": "data seed of the groups every result is measured on"})
+    fresh_groups: int = field(default=600, metadata={"help": "fresh groups whose conflicts are scored"})
+    control_groups: int = field(default=150, metadata={
+        "help": "of the fresh groups, how many also have their no-conflict and control rows scored"})
+    paraphrase_groups: int = field(default=300, metadata={
+        "help": "of the fresh groups, how many have their conflicts measured again in the held-out wording"})
+    attribute_groups: int = field(default=60, metadata={
+        "help": "fresh attribute groups (transfer to another task, for a model that passes its ability gate)"})
+    tolerance: float = field(default=0.15, metadata={"help": "a result lands when |realized - b*| <= this"})
+    mixed_config: str | None = field(default="recipes/configs/organism-mixed.yaml", metadata={
+        "help": "the recipe config of the mixed (recognition) run, measured against its own base; none: skip it"})
+
+    def __post_init__(self):
+        for m in self.methods:
+            method = get_method(m)  # names the choices when unknown
+            if method.tasks is not None:
+                raise ValueError(f"method {m!r} trains the {method.tasks[0]} task; it runs through mixed_config, "
+                                 f"not methods")
+        if not self.methods or not self.targets:
+            raise ValueError("methods and targets each need at least one value")
+        for name in ("control_groups", "paraphrase_groups"):
+            if not 10 <= getattr(self, name) <= self.fresh_groups:
+                raise ValueError(f"{name} must be in [10, fresh_groups], got {getattr(self, name)}")
+        if self.tolerance <= 0:
+            raise ValueError(f"tolerance must be > 0, got {self.tolerance}")
+        if self.mixed_config in ("", "none", "None"):
+            self.mixed_config = None

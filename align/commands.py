@@ -56,6 +56,18 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def skip_peft_for_help(argv: list[str] | None) -> None:
+    """On the command line's own `--help` (argv None: read from sys.argv), transformers' TrainingArguments is imported
+    without peft, 2-3 s of its 5 s: the help lists its fields and the process ends after printing it. transformers'
+    modules bind `is_peft_available` when first imported, so this runs before them; a call with an explicit argv (a
+    notebook, a test) never changes transformers, whose Trainer needs peft for what follows in that process."""
+    if argv is not None or "transformers.trainer_utils" in sys.modules:
+        return
+    if "-h" in sys.argv[1:] or "--help" in sys.argv[1:]:
+        import transformers.utils
+        transformers.utils.is_peft_available = lambda: False
+
+
 def split_launch(argv: list[str] | None) -> tuple[str | None, list[str]]:
     """`--launch CONFIG` taken out of the command line; the rest is the recipe's own."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -81,13 +93,12 @@ def launched(config: str, argv: list[str]) -> int:
 
 def align_main(argv: list[str] | None = None, prog: str = "modality-align align", description: str = ALIGN_DOC) -> int:
     """Measure -> targets -> LoRA -> re-measure -> report -> release; prints the before/after line and the guarantee."""
+    skip_peft_for_help(argv)
     from transformers import TrainingArguments
 
     from eval.models import ModelArguments
 
-    from .arguments import TRAINING_DEFAULTS, AlignArguments
-    from .recipe import run_alignment
-    from .arguments import check_inputs
+    from .arguments import TRAINING_DEFAULTS, AlignArguments, check_inputs
     _logging()
     launch, argv = split_launch(argv)
     try:
@@ -96,6 +107,7 @@ def align_main(argv: list[str] | None = None, prog: str = "modality-align align"
         if launch:
             check_inputs(align, model, training)
             return launched(launch, argv)
+        from .recipe import run_alignment  # after parsing: --help does not load the measuring stack
         result = run_alignment(align, model, training)
     except (ValueError, OSError) as e:
         return usage_error(e)
@@ -115,8 +127,7 @@ def recipe_table_main(argv, prog: str, description: str, own: type, run, show, o
 
     from eval.models import ModelArguments
 
-    from .arguments import TRAINING_DEFAULTS, AlignArguments
-    from .arguments import check_inputs
+    from .arguments import TRAINING_DEFAULTS, AlignArguments, check_inputs
     _logging()
     launch, argv = split_launch(argv)
     try:
@@ -136,9 +147,15 @@ def recipe_table_main(argv, prog: str, description: str, own: type, run, show, o
 def precision_main(argv: list[str] | None = None, prog: str = "modality-align precision",
                    description: str = PRECISION_DOC) -> int:
     """The precision table over targets and training data seeds, measured on a fresh data seed."""
-    from .precision import PrecisionArguments, describe_summary, format_table, run_precision
+    skip_peft_for_help(argv)
+    from .arguments import PrecisionArguments
+
+    def run_precision(*args):
+        from .precision import run_precision
+        return run_precision(*args)
 
     def show(result):
+        from .precision import describe_summary, format_table
         print(format_table(result["rows"]))
         print(describe_summary(result["summary"]))
         print(f"table and plot in {result['figure'].rsplit('/', 1)[0]} ({result['summary']['seconds']:.0f}s)")
@@ -149,9 +166,15 @@ def precision_main(argv: list[str] | None = None, prog: str = "modality-align pr
 def compare_main(argv: list[str] | None = None, prog: str = "modality-align compare-methods",
                  description: str = COMPARE_DOC) -> int:
     """The method comparison: every method and target, measured on a fresh data seed."""
-    from .compare import CompareArguments, format_comparison, run_comparison
+    skip_peft_for_help(argv)
+    from .arguments import CompareArguments
+
+    def run_comparison(*args):
+        from .compare import run_comparison
+        return run_comparison(*args)
 
     def show(result):
+        from .compare import format_comparison
         print(format_comparison(result["rows"]))
         print(f"comparison.json, comparison.csv and comparison.png in {result['figure'].rsplit('/', 1)[0]} "
               f"({result['seconds']:.0f}s)")
@@ -161,15 +184,12 @@ def compare_main(argv: list[str] | None = None, prog: str = "modality-align comp
 
 def align_av_main(argv: list[str] | None = None, prog: str = "modality-align align-av", description: str = AV_DOC) -> int:
     """Asked-modality alignment of an audio-visual model, before/after accuracy per condition."""
+    skip_peft_for_help(argv)
     from transformers import TrainingArguments
 
     from eval.models import ModelArguments
 
-    from .arguments import AV_TRAINING_DEFAULTS, AVAlignArguments
-    from eval.av import describe_change
-
-    from .av_recipe import run_av_alignment
-    from .arguments import check_inputs
+    from .arguments import AV_TRAINING_DEFAULTS, AVAlignArguments, check_inputs
     _logging()
     launch, argv = split_launch(argv)
     try:
@@ -179,10 +199,12 @@ def align_av_main(argv: list[str] | None = None, prog: str = "modality-align ali
         if launch:
             check_inputs(align, model, training)
             return launched(launch, argv)
+        from .av_recipe import run_av_alignment  # after parsing: --help does not load the measuring stack
         result = run_av_alignment(align, model, training)
     except (ValueError, OSError) as e:
         return usage_error(e)
     if result:
+        from eval.av import describe_change
         print("accuracy against the asked modality's class, both questions pooled (base -> aligned):")
         print(describe_change(result["change"]))
         print(f"release bundle (adapter, model card, report) in {result['release']} ({result['seconds']:.0f}s)")

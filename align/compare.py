@@ -17,7 +17,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,48 +37,12 @@ from eval.scoring import ScoreConfig, score_dataset
 from eval.stats import cluster_mean_interval, same_answers, slope_ratio
 
 from . import tracking
-from .arguments import AlignArguments, check_inputs
-from .methods import get_method
+from .arguments import AlignArguments, CompareArguments, check_inputs
 from .precision import PrecisionRuns
 from .recipe import Recipe
 
 log = logging.getLogger(__name__)
 CONTROLS = ("no_conflict", "text_irrelevant", "image_irrelevant")
-
-
-@dataclass
-class CompareArguments:
-    methods: list[str] = field(default_factory=lambda: ["soft", "hard", "blind_sft", "dpo", "steer",
-                                                        "steer_uncertainty", "prompt"], metadata={
-        "help": "methods aimed at each target (align/methods)"})
-    targets: list[float] = field(default_factory=lambda: [-0.5, 0.5], metadata={"help": "target balance points b*"})
-    fresh_seed: int = field(default=31, metadata={"help": "data seed of the groups every result is measured on"})
-    fresh_groups: int = field(default=600, metadata={"help": "fresh groups whose conflicts are scored"})
-    control_groups: int = field(default=150, metadata={
-        "help": "of the fresh groups, how many also have their no-conflict and control rows scored"})
-    paraphrase_groups: int = field(default=300, metadata={
-        "help": "of the fresh groups, how many have their conflicts measured again in the held-out wording"})
-    attribute_groups: int = field(default=60, metadata={
-        "help": "fresh attribute groups (transfer to another task, for a model that passes its ability gate)"})
-    tolerance: float = field(default=0.15, metadata={"help": "a result lands when |realized - b*| <= this"})
-    mixed_config: str | None = field(default="recipes/configs/organism-mixed.yaml", metadata={
-        "help": "the recipe config of the mixed (recognition) run, measured against its own base; none: skip it"})
-
-    def __post_init__(self):
-        for m in self.methods:
-            method = get_method(m)  # names the choices when unknown
-            if method.tasks is not None:
-                raise ValueError(f"method {m!r} trains the {method.tasks[0]} task; it runs through mixed_config, "
-                                 f"not methods")
-        if not self.methods or not self.targets:
-            raise ValueError("methods and targets each need at least one value")
-        for name in ("control_groups", "paraphrase_groups"):
-            if not 10 <= getattr(self, name) <= self.fresh_groups:
-                raise ValueError(f"{name} must be in [10, fresh_groups], got {getattr(self, name)}")
-        if self.tolerance <= 0:
-            raise ValueError(f"tolerance must be > 0, got {self.tolerance}")
-        if self.mixed_config in ("", "none", "None"):
-            self.mixed_config = None
 
 
 @dataclass

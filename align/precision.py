@@ -16,7 +16,6 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,38 +31,12 @@ from eval.processes import holding, processes
 from eval.scoring import ScoreConfig, score_dataset
 
 from . import tracking
-from .arguments import AlignArguments, check_inputs
+from .arguments import AlignArguments, PrecisionArguments, check_inputs
 from .recipe import Recipe
 
 log = logging.getLogger(__name__)
 
 TARGET_INDEPENDENT_RUNS = ("base", "base_train")  # the recipe's base scores: the same for every target of a seed
-
-
-@dataclass
-class PrecisionArguments:
-    targets: list[float] = field(default_factory=lambda: [-1.0, -0.5, 0.0, 0.5, 1.0], metadata={
-        "help": "target balance points b*"})
-    data_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
-        "help": "training data seeds: one run per target and seed"})
-    fresh_seed: int = field(default=7, metadata={"help": "data seed of the groups every adapter is measured on "
-                                                         "(must differ from every training seed)"})
-    fresh_groups: int = field(default=200, metadata={"help": "groups of the fresh seed, all scored"})
-    tolerance: float = field(default=0.15, metadata={"help": "a run lands when |realized - b*| <= this"})
-    accuracy_tolerance: float = field(default=0.02, metadata={
-        "help": "unimodal accuracy (image only, text only) on the fresh groups may fall by at most this"})
-
-    def __post_init__(self):
-        if self.fresh_seed in self.data_seeds:
-            raise ValueError(f"fresh_seed {self.fresh_seed} is also a training seed (data_seeds {self.data_seeds}); "
-                             f"pick a fresh_seed no run trains on")
-        if not self.targets or not self.data_seeds:
-            raise ValueError("targets and data_seeds each need at least one value")
-        if self.fresh_groups < 10:
-            raise ValueError(f"fresh_groups must be >= 10, got {self.fresh_groups}")
-        if self.tolerance <= 0 or self.accuracy_tolerance < 0:
-            raise ValueError(f"tolerance must be > 0 and accuracy_tolerance >= 0, got {self.tolerance}, "
-                             f"{self.accuracy_tolerance}")
 
 
 def run_dir(out: Path, seed: int, target: float) -> Path:

@@ -2,6 +2,7 @@
 import ast
 import dataclasses
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -103,12 +104,29 @@ def run_entry_point(command: list[str], monkeypatch, capsys) -> tuple[int, str, 
 
 @pytest.mark.parametrize("command", [
     ["-m", "data_gen", "colors", "--help"], ["-m", "eval", "measure", "--help"],
-    ["-m", "align.organism", "build", "--help"], ["recipes/align_llava.py", "--help"],
+    ["-m", "align.organism", "build", "--help"],
 ])
 def test_every_entry_point_has_help_with_defaults(command, monkeypatch, capsys):
     code, out, err = run_entry_point(command, monkeypatch, capsys)
     assert code == 0, err[-2000:]
     assert "(default:" in out and "--output_dir" in out
+
+
+@pytest.mark.parametrize("command, never_loaded", [
+    (["recipes/align_llava.py"], {"peft", "datasets", "eval.api", "align.recipe", "transformers.processing_utils"}),
+    (["recipes/precision_table.py"], {"peft", "datasets", "eval.api", "align.precision"}),
+    (["-m", "align.organism", "build"], {"torch", "datasets"}),
+])
+def test_help_loads_nothing_it_does_not_print(command, never_loaded):
+    """What keeps --help fast (python -m align.help_bench): the recipes import TrainingArguments without peft and
+    nothing that measures or trains; the organism builder imports its configurations only. A fresh process, as
+    on the command line (the recipes change how transformers loads only there)."""
+    res = subprocess.run([sys.executable, "-X", "importtime", *command, "--help"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "(default:" in res.stdout and "--output_dir" in res.stdout
+    loaded = {line.rsplit("|", 1)[1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert "data_gen.cli" in loaded and not loaded & never_loaded, loaded & never_loaded
 
 
 @pytest.mark.parametrize("command", [["-m", "data_gen"], ["-m", "eval"], ["-m", "align.organism"]])

@@ -14,14 +14,14 @@ import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from eval.analysis import conflict_samples
-from eval.models.steering import Steering
+if TYPE_CHECKING:
+    from eval.models.steering import Steering
 
-from ..steering import answer_hidden_states, next_strength, preference_direction
 from ..targets import calibration_reached, closest_round
 from . import TrainingFree, register_method
 
@@ -47,6 +47,10 @@ class PreferenceSteering(TrainingFree):
     mode = "constant"
 
     def fit(self, recipe, base, views, before, target):
+        # imported here, not above: SteeringConfig is part of every recipe's flags, and --help should not load them
+        from eval.analysis import conflict_samples
+        from eval.models.steering import Steering
+        from ..steering import answer_hidden_states, preference_direction
         a, out = recipe.align, recipe.out
         data = views[recipe.primary.name]
         bp = before[recipe.primary.name].analysis["balance_point"]
@@ -78,6 +82,7 @@ class PreferenceSteering(TrainingFree):
     def calibrate(self, recipe, base, data, steering: Steering, target: float, current: float) -> list[dict]:
         """Measure the balance point on the calibration groups for a sequence of strengths (secant steps) until it
         is on target; every round is returned."""
+        from ..steering import next_strength
         a = recipe.align
         alpha = float(np.sign(target - current) or 1.0)
         tried, realized, rounds = [], [], []

@@ -8,11 +8,22 @@ tokenizer and a `LlavaProcessor`, so it runs exactly the code path of real check
 graded uncertainty on both sides built in (docs/method.md, "The model organism"). The shipped
 builds live in `eval/models/organisms/` and load as `organism` / `organism:text` / `organism:vision`.
 
-config.py: the build configuration; mixture.py: the training data mixture and the planted
+config.py: the build configurations; mixture.py: the training data mixture and the planted
 preference; shape_pretraining.py: phase 0; build.py: the training phases; quality.py: quality bars.
 """
-from .build import build
 from .config import PLANTED_BALANCE, OrganismConfig
-from .quality import evaluate, quality_bars
+
+
+def __getattr__(name: str):
+    """The builder and the quality bars load on first use (they import torch and transformers)."""
+    if name == "build":
+        from .build import build  # importing the submodule binds its name here: the function takes it back
+        globals()["build"] = build
+        return build
+    if name in ("evaluate", "quality_bars"):
+        from . import quality
+        return getattr(quality, name)
+    raise AttributeError(f"module 'align.organism' has no attribute {name!r}")
+
 
 __all__ = ["OrganismConfig", "PLANTED_BALANCE", "build", "evaluate", "quality_bars"]

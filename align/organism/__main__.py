@@ -6,16 +6,12 @@ import sys
 from dataclasses import dataclass, field
 
 from data_gen.cli import Command, run_commands
-from eval.models import ModelArguments, family_for
-from eval.models.vlm import check_model
+from eval.models import ModelArguments
 
 from . import __doc__ as PACKAGE_DOC
-from .av import AVOrganismConfig, build_av, evaluate_av
-from .build import build
-from .config import OrganismConfig
-from .end_of_turn import EndOfTurnConfig, add_end_of_turn
-from .quality import evaluate, print_quality
-from .recognition import RecognitionOrganismConfig, build_recognition
+from .config import AVOrganismConfig, EndOfTurnConfig, OrganismConfig, RecognitionOrganismConfig
+
+# each command imports its builder when it runs: --help loads only the configurations
 
 
 @dataclass
@@ -44,21 +40,25 @@ class EndOfTurnArguments:
 
 
 def run_build(args: BuildArguments, cfg: OrganismConfig) -> int:
+    from .build import build
     print(f"organism written to {build(cfg, args.output_dir)}")
     return 0
 
 
 def run_recognition(args: BuildArguments, cfg: RecognitionOrganismConfig) -> int:
+    from .recognition import build_recognition
     print(f"recognition organism written to {build_recognition(cfg, args.output_dir)}")
     return 0
 
 
 def run_av(args: BuildArguments, cfg: AVOrganismConfig) -> int:
+    from .av import build_av
     print(f"AV organism written to {build_av(cfg, args.output_dir)}")
     return 0
 
 
 def run_end_of_turn(model: ModelArguments, args: EndOfTurnArguments, cfg: EndOfTurnConfig) -> int:
+    from .end_of_turn import add_end_of_turn
     out, report = add_end_of_turn(model.model_name_or_path, args.output_dir, cfg)
     print(f"end of turn: {report['one_word_answers']:.1%} of greedy answers are one word and the end of turn "
           f"(written to {out})")
@@ -66,6 +66,11 @@ def run_end_of_turn(model: ModelArguments, args: EndOfTurnArguments, cfg: EndOfT
 
 
 def run_evaluate(model: ModelArguments, args: EvaluateArguments) -> int:
+    from eval.models import family_for
+    from eval.models.vlm import check_model
+
+    from .av import evaluate_av
+    from .quality import evaluate, print_quality
     if family_for(check_model(model.model_name_or_path)).reads_audio:  # the AV organism: fresh clips, its own bars
         report = evaluate_av(model.model_name_or_path, args.groups or 200,
                              7 if args.dataset_seed is None else args.dataset_seed, args.output_dir,

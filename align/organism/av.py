@@ -6,7 +6,7 @@ It learns what a pre-trained audio-visual model brings to MMA-Bench (docs/method
 the event class from the frames, from the sound, and from either alone, and a caption's word when one is given,
 all on clips whose frames and sound agree. Phase 0 trains the frame and the sound encoder on the class (linear
 heads on pooled tokens, discarded) and freezes them; phase 1 trains the decoder to answer on a mixture of clip
-kinds (`KINDS`). Every training clip is drawn fresh (data_gen/av.py's renderers on
+kinds (`config.KINDS`). Every training clip is drawn fresh (data_gen/av.py's renderers on
 the build's own random stream), so no evaluation clip is ever seen. It never sees a misaligned pair or a wrong
 caption, and no training answer depends on which modality the question asks about: those are what the
 measurement must find it brittle on, and what asked-modality alignment (recipes/align_omni.py) teaches.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,54 +31,11 @@ from data_gen.files import write_json
 from eval.models import VLM
 from eval.models.tiny import build_tiny, dataset_tokenizer
 
+from .config import AVOrganismConfig
 from .shape_pretraining import optimizer_step
 
 log = logging.getLogger(__name__)
 CAPTION = "Caption: a {}."  # as data_gen/av.py writes the (there misleading) caption
-# what a training clip holds: both modalities agreeing, with a true caption, with a long irrelevant text after the
-# question, one modality alone (the other removed or zeroed, as the dataset's conditions do), or the caption alone
-# (frames zeroed, no sound: where a model learns to read captions at all)
-KINDS = ("aligned", "true_caption", "long_context", "audio_removed", "frames_zeroed", "caption_only")
-
-
-@dataclass
-class AVOrganismConfig:
-    image_size: int = 32
-    patch: int = 8
-    hidden: int = 64
-    layers: int = field(default=3, metadata={"help": "decoder layers"})
-    encoder_layers: int = field(default=2, metadata={"help": "layers of the vision and of the audio encoder"})
-    heads: int = 4
-    mel_bins: int = 32
-    steps_encoders: int = field(default=800, metadata={
-        "help": "phase 0: the frame and sound encoders learn the class through linear heads on their pooled tokens "
-                "(discarded), then freeze: trained inside the mixture, the encoder of whichever modality answers "
-                "first wins and the other never learns"})
-    easy_steps: int = field(default=150, metadata={
-        "help": "phase 0 starts on the clear visual tiers (d_v <= 1): from clutter and tiny objects the tower "
-                "learns little"})
-    steps: int = field(default=1500, metadata={"help": "phase 1: steps on the mixture of kind_share"})
-    visual_tier_weight: tuple = field(default=(3.0, 2.0, 2.0, 1.0, 1.0), metadata={
-        "help": "how often each visual tier d_v is drawn: clutter and tiny objects slow learning of every tier when "
-                "drawn as often as the clear ones"})
-    train_batch_size: int = 16
-    learning_rate: float = 2e-3
-    warmup_steps: int = 100
-    kind_share: dict = field(default_factory=lambda: {
-        "aligned": 0.3, "true_caption": 0.15, "long_context": 0.1, "audio_removed": 0.2, "frames_zeroed": 0.15,
-        "caption_only": 0.1},
-        metadata={"help": "how often each kind of training clip is drawn (JSON)"})
-    seed: int = 0
-
-    def __post_init__(self):
-        unknown = set(self.kind_share) - set(KINDS)
-        if unknown or not self.kind_share or min(self.kind_share.values()) < 0:
-            raise ValueError(f"kind_share must give non-negative shares of {KINDS}, got {self.kind_share}")
-        if len(self.visual_tier_weight) != len(VISUAL_SCALE) or min(self.visual_tier_weight) <= 0:
-            raise ValueError(f"visual_tier_weight needs {len(VISUAL_SCALE)} positive weights, got {self.visual_tier_weight}")
-        for name in ("steps", "train_batch_size", "hidden", "layers", "heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def av_tokenizer():

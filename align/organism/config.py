@@ -1,4 +1,5 @@
-"""The organism's build configuration (one dataclass; `python -m align.organism build --help` lists it)."""
+"""The organisms' build configurations, one dataclass per command of `python -m align.organism` (its --help lists
+them): they import nothing heavy, so the help answers at once."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -130,3 +131,87 @@ class OrganismConfig:
     @property
     def planted_balance(self) -> float:
         return PLANTED_BALANCE[self.preference]
+
+
+@dataclass
+class EndOfTurnConfig:
+    inputs: int = field(default=2048, metadata={
+        "help": "distinct prompts (image only, text only, both) whose answer states train the row"})
+    steps: int = field(default=4000, metadata={"help": "Adam steps on the row (full batch)"})
+    learning_rate: float = 0.05
+    margin: float = field(default=3.0, metadata={
+        "help": "nats by which it should beat every other token after the word"})
+    final_gap: float = field(default=10.0, metadata={
+        "help": "nats it stays below the top logit at the answer position (unless it was closer before)"})
+    lens_margin: float = field(default=1.0, metadata={
+        "help": "nats it stays below the top logit at the answer position after earlier layers (the lens)"})
+    batch_size: int = field(default=64, metadata={"help": "prompts per forward while collecting hidden states"})
+    seed: int = field(default=0, metadata={"help": "which prompts are drawn"})
+
+
+@dataclass
+class RecognitionOrganismConfig:
+    base: str = field(default="organism", metadata={"help": "the organism to start from"})
+    groups: int = field(default=600, metadata={"help": "colour groups of the recognition and replay data"})
+    dataset_seed: int = field(default=2000, metadata={"help": "differs from the datasets' default 0"})
+    image_size: int = 64
+    steps: int = 1500
+    train_batch_size: int = 32
+    learning_rate: float = 5e-4
+    replay_share: float = field(default=0.5, metadata={"help": "share of batches that replay the colour questions"})
+    irrelevant_image_share: float = field(default=0.0, metadata={
+        "help": "share of unimodal recognition batches shown with unrelated training images, so the organism judges "
+                "contradictions from the text while an image is in view (text dominance, as arXiv 2510.02608 reports "
+                "for large models); 0 builds the shipped organism:recognition (docs/results.md: what 0.5 and 1.0 do)"})
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.irrelevant_image_share <= 1:
+            raise ValueError(f"irrelevant_image_share must be in [0, 1], got {self.irrelevant_image_share}")
+
+
+# what a training clip holds: both modalities agreeing, with a true caption, with a long irrelevant text after the
+# question, one modality alone (the other removed or zeroed, as the dataset's conditions do), or the caption alone
+# (frames zeroed, no sound: where a model learns to read captions at all)
+KINDS = ("aligned", "true_caption", "long_context", "audio_removed", "frames_zeroed", "caption_only")
+
+
+@dataclass
+class AVOrganismConfig:
+    image_size: int = 32
+    patch: int = 8
+    hidden: int = 64
+    layers: int = field(default=3, metadata={"help": "decoder layers"})
+    encoder_layers: int = field(default=2, metadata={"help": "layers of the vision and of the audio encoder"})
+    heads: int = 4
+    mel_bins: int = 32
+    steps_encoders: int = field(default=800, metadata={
+        "help": "phase 0: the frame and sound encoders learn the class through linear heads on their pooled tokens "
+                "(discarded), then freeze: trained inside the mixture, the encoder of whichever modality answers "
+                "first wins and the other never learns"})
+    easy_steps: int = field(default=150, metadata={
+        "help": "phase 0 starts on the clear visual tiers (d_v <= 1): from clutter and tiny objects the tower "
+                "learns little"})
+    steps: int = field(default=1500, metadata={"help": "phase 1: steps on the mixture of kind_share"})
+    visual_tier_weight: tuple = field(default=(3.0, 2.0, 2.0, 1.0, 1.0), metadata={
+        "help": "how often each visual tier d_v is drawn: clutter and tiny objects slow learning of every tier when "
+                "drawn as often as the clear ones"})
+    train_batch_size: int = 16
+    learning_rate: float = 2e-3
+    warmup_steps: int = 100
+    kind_share: dict = field(default_factory=lambda: {
+        "aligned": 0.3, "true_caption": 0.15, "long_context": 0.1, "audio_removed": 0.2, "frames_zeroed": 0.15,
+        "caption_only": 0.1},
+        metadata={"help": "how often each kind of training clip is drawn (JSON)"})
+    seed: int = 0
+
+    def __post_init__(self):
+        unknown = set(self.kind_share) - set(KINDS)
+        if unknown or not self.kind_share or min(self.kind_share.values()) < 0:
+            raise ValueError(f"kind_share must give non-negative shares of {KINDS}, got {self.kind_share}")
+        from data_gen.av import VISUAL_SCALE  # here: data_gen.av loads datasets (slow for --help)
+        if len(self.visual_tier_weight) != len(VISUAL_SCALE) or min(self.visual_tier_weight) <= 0:
+            raise ValueError(f"visual_tier_weight needs {len(VISUAL_SCALE)} positive weights, got {self.visual_tier_weight}")
+        for name in ("steps", "train_batch_size", "hidden", "layers", "heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,25 +26,9 @@ from eval.scoring import distinct_inputs, hidden_at_answer
 from eval.models import VLM, load_vlm
 from eval.models.vlm import resolve_path
 
-from .config import OrganismConfig
+from .config import EndOfTurnConfig, OrganismConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EndOfTurnConfig:
-    inputs: int = field(default=2048, metadata={
-        "help": "distinct prompts (image only, text only, both) whose answer states train the row"})
-    steps: int = field(default=4000, metadata={"help": "Adam steps on the row (full batch)"})
-    learning_rate: float = 0.05
-    margin: float = field(default=3.0, metadata={
-        "help": "nats by which it should beat every other token after the word"})
-    final_gap: float = field(default=10.0, metadata={
-        "help": "nats it stays below the top logit at the answer position (unless it was closer before)"})
-    lens_margin: float = field(default=1.0, metadata={
-        "help": "nats it stays below the top logit at the answer position after earlier layers (the lens)"})
-    batch_size: int = field(default=64, metadata={"help": "prompts per forward while collecting hidden states"})
-    seed: int = field(default=0, metadata={"help": "which prompts are drawn"})
 
 
 def prompts_of(data: ConflictData, n: int, seed: int) -> list[tuple[str | None, str, str]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,30 +26,10 @@ from data_gen.files import write_json
 from eval.models import VLM, load_vlm
 from eval.models.tiny import with_words, words_of
 
+from .config import RecognitionOrganismConfig
 from .shape_pretraining import optimizer_step
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RecognitionOrganismConfig:
-    base: str = field(default="organism", metadata={"help": "the organism to start from"})
-    groups: int = field(default=600, metadata={"help": "colour groups of the recognition and replay data"})
-    dataset_seed: int = field(default=2000, metadata={"help": "differs from the datasets' default 0"})
-    image_size: int = 64
-    steps: int = 1500
-    train_batch_size: int = 32
-    learning_rate: float = 5e-4
-    replay_share: float = field(default=0.5, metadata={"help": "share of batches that replay the colour questions"})
-    irrelevant_image_share: float = field(default=0.0, metadata={
-        "help": "share of unimodal recognition batches shown with unrelated training images, so the organism judges "
-                "contradictions from the text while an image is in view (text dominance, as arXiv 2510.02608 reports "
-                "for large models); 0 builds the shipped organism:recognition (docs/results.md: what 0.5 and 1.0 do)"})
-    seed: int = 0
-
-    def __post_init__(self):
-        if not 0 <= self.irrelevant_image_share <= 1:
-            raise ValueError(f"irrelevant_image_share must be in [0, 1], got {self.irrelevant_image_share}")
 
 
 def recognition_batch(rows, rng, n: int, vlm: VLM, answer_ids: dict, images: list | None = None
