@@ -15,6 +15,7 @@ import torch
 
 from transformers import TrainingArguments
 
+from data_gen.defaults import image_size
 from data_gen.files import check_output_dir, read_json
 from eval.models import ModelArguments
 
@@ -46,11 +47,6 @@ class LoraArguments:
         "help": "a PEFT regex (re.fullmatch); default: the model family's language-model projections"})
 
 
-# Sized for the claim: most groups measure (calibration and the report), fewer train; the data generators'
-# default (SPLIT_SHARES, 0.7 / 0.1 / 0.2) is for datasets whose training split is the point
-RECIPE_SPLIT_SHARES = {"train": 0.2, "validation": 0.35, "test": 0.45}
-
-
 @dataclass
 class AlignArguments(LoraArguments, SteeringConfig, PromptConfig):
     """The method's own settings (docs/method.md, "Alignment"), with the training-free methods' (steer, prompt)."""
@@ -61,11 +57,12 @@ class AlignArguments(LoraArguments, SteeringConfig, PromptConfig):
     groups: int = field(default=1000, metadata={
         "help": "colour groups to generate (split by split_shares)"})
     dataset_seed: int = field(default=0, metadata={"help": "seed of the generated groups and splits"})
-    image_size: int = field(default=64, metadata={"help": "canvas side of the generated images, px"})
-    split_shares: dict = field(default_factory=lambda: dict(RECIPE_SPLIT_SHARES), metadata={
-        "help": "each split's share of the generated groups (JSON). A balance point's interval narrows with the square "
-                "root of the groups: the default 1,000 groups give 350 validation and 450 test groups, which measure "
-                "the aligned organism's to about +-0.07"})
+    image_size: int | None = field(default=None, metadata={
+        "help": "canvas side of the generated images, px (default: the task's, data_gen/defaults.py)"})
+    split_shares: dict | None = field(default=None, metadata={
+        "help": "each split's share of the generated groups (JSON; default: the task's, data_gen/defaults.py). A "
+                "balance point's interval narrows with the square root of the groups: the default 1,000 colour groups "
+                "give 350 validation and 450 test groups, which measure the aligned organism's to about +-0.07"})
     train_split: str = field(default="train", metadata={"help": "groups the targets are computed and trained on"})
     eval_split: str = field(default="test", metadata={"help": "groups the before/after result is reported on"})
     eval_rows: str = field(default="conflicts", metadata={
@@ -113,6 +110,9 @@ class AlignArguments(LoraArguments, SteeringConfig, PromptConfig):
     def __post_init__(self):
         from eval.tasks import get_task
         method, task = get_method(self.method), get_task(self.task)  # each names the choices when unknown
+        self.image_size = self.image_size or task.image_size
+        from data_gen.store import check_split_shares  # here: data_gen.store imports datasets (slow for --help)
+        self.split_shares = check_split_shares(self.split_shares or task.split_shares)
         if self.task == "av":
             raise ValueError("the av task is aligned by `modality-align align-av` (recipes/align_omni.py), whose "
                              "flags name the conditions to train on")
@@ -149,8 +149,6 @@ class AlignArguments(LoraArguments, SteeringConfig, PromptConfig):
             raise ValueError(f"train_split and eval_split are both {self.eval_split!r}; report on held-out groups")
         if self.groups < 10:
             raise ValueError(f"groups must be >= 10 (each split needs groups), got {self.groups}")
-        from data_gen.store import check_split_shares  # here: data_gen.store imports datasets (slow for --help)
-        self.split_shares = check_split_shares(self.split_shares)
         if self.eval_rows not in ("conflicts", "all"):
             raise ValueError(f"eval_rows must be conflicts or all, got {self.eval_rows!r}")
         if self.target_balance_point is None and self.balance_shift is None:
@@ -279,9 +277,11 @@ class AVAlignArguments(LoraArguments):
     data: str | None = field(default=None, metadata={
         "help": "a saved AV dataset (`python -m data_gen av`); by default `groups` groups are generated into "
                 "OUTPUT_DIR/data"})
-    groups: int = field(default=300, metadata={"help": "AV groups to generate (70 percent train)"})
+    groups: int = field(default=300, metadata={
+        "help": "AV groups to generate (split by the task's default shares, data_gen/defaults.py)"})
     dataset_seed: int = field(default=0, metadata={"help": "seed of the generated groups and splits"})
-    image_size: int = field(default=32, metadata={"help": "frame side of the generated clips, px"})
+    image_size: int | None = field(default=None, metadata={
+        "help": "frame side of the generated clips, px (default: data_gen/defaults.py's)"})
     train_split: str = field(default="train", metadata={"help": "groups the adapter is trained on"})
     eval_split: str = field(default="test", metadata={"help": "groups the before/after result is reported on"})
     train_conditions: str = field(default="aligned,misaligned,misleading_text,long_context,audio_removed,frames_zeroed",
@@ -297,6 +297,7 @@ class AVAlignArguments(LoraArguments):
 
     def __post_init__(self):
         from data_gen.av import CONDITIONS
+        self.image_size = self.image_size or image_size("av")
         unknown = set(self.conditions) - set(CONDITIONS)
         if unknown or not self.conditions:
             raise ValueError(f"train_conditions {self.train_conditions!r}: use a comma-separated subset of {CONDITIONS}")

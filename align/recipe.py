@@ -22,7 +22,7 @@ import torch
 from transformers import TrainingArguments
 
 from data_gen import ConflictData
-from data_gen.store import SPLIT_SHARES
+from data_gen import defaults
 from data_gen.files import read_json, write_json
 from eval.api import Measurement
 from eval.models import VLM, ModelArguments, load_from_args
@@ -41,17 +41,17 @@ from .targets import calibration_reached, closest_round, next_training_target, r
 log = logging.getLogger(__name__)
 
 
-def split_shares_of(a) -> dict[str, float] | None:
-    """The run's split shares; None (the default shares) for arguments that have none (the audio-visual recipe)."""
-    return getattr(a, "split_shares", None)
+def split_shares_of(a) -> dict[str, float]:
+    """The run's split shares: its own, or its task's default for arguments that have none (the audio-visual
+    recipe)."""
+    return getattr(a, "split_shares", None) or defaults.split_shares(a.task)
 
 
 def check_generated(info: dict, path: Path, a) -> None:
     """Data a re-run finds in OUTPUT_DIR/data is kept, not regenerated: it must have this run's settings."""
     wanted = {"groups": a.groups, "seed": a.dataset_seed, "size": a.image_size,
-              "split_shares": split_shares_of(a) or SPLIT_SHARES}
-    found = {"split_shares": SPLIT_SHARES, **info}  # data generated with the default shares does not record them
-    differ = [f"{k} {found.get(k)} there, {v} asked" for k, v in wanted.items() if found.get(k) != v]
+              "split_shares": split_shares_of(a)}
+    differ = [f"{k} {info.get(k)} there, {v} asked" for k, v in wanted.items() if info.get(k) != v]
     if differ:
         raise ValueError(f"{path} was generated with other settings ({'; '.join(differ)}); use another output_dir "
                          f"or delete {path}")

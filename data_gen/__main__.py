@@ -1,6 +1,6 @@
 """python -m data_gen {colors,attributes,recognition,...,av,import,sheet,show}: build and inspect conflict datasets.
 
-    python -m data_gen colors --output_dir data/colors --groups 400 --image_size 224
+    python -m data_gen colors --output_dir data/colors --groups 400 --image_size 336
     python -m data_gen recognition --output_dir data/recognition --groups 200 --image_size 64
     python -m data_gen av --output_dir data/av --groups 200 --image_size 32
     python -m data_gen import --jsonl my_conflicts.jsonl --output_dir data/mine
@@ -17,7 +17,8 @@ from .av import generate_av
 from .cli import Command, run_commands
 from .contact_sheet import contact_sheet
 from .readability import tier_readability
-from .store import SPLIT_SHARES, ConflictData, generate
+from .defaults import AV_SPLIT_SHARES, SPLIT_SHARES, image_size
+from .store import ConflictData, generate
 from .user_import import import_jsonl
 from .files import write_text
 
@@ -27,10 +28,13 @@ class GenerateArguments:
     output_dir: str = field(metadata={"help": "where the dataset is written"})
     groups: int = field(default=400, metadata={"help": "groups (one target and one conflicting text each)"})
     dataset_seed: int = field(default=0, metadata={"help": "seed of the groups, images and splits"})
-    image_size: int = field(default=224, metadata={"help": "canvas side in px; tiers scale with it"})
+    image_size: int | None = field(default=None, metadata={
+        "help": "canvas side in px; tiers scale with it (default: the task's, data_gen/defaults.py: 64, clips 32)"})
     workers: int | None = field(default=None, metadata={"help": "rendering processes (default: one per core)"})
-    split_shares: dict = field(default_factory=lambda: dict(SPLIT_SHARES), metadata={
-        "help": "each split's share of the groups (JSON), e.g. '{\"train\": 0.2, \"validation\": 0.4, \"test\": 0.4}'"})
+    split_shares: dict | None = field(default=None, metadata={
+        "help": "each split's share of the groups (JSON), e.g. '{\"train\": 0.7, \"validation\": 0.1, \"test\": 0.2}' "
+                "for a dataset whose training split is the point (default: the task's, data_gen/defaults.py: "
+                f"{SPLIT_SHARES}; av {AV_SPLIT_SHARES})"})
 
 
 @dataclass
@@ -45,7 +49,7 @@ class ImportArguments:
 class SheetArguments:
     task: str = field(metadata={"help": "colors or attributes"})
     output_dir: str = field(metadata={"help": "the PNG to write"})
-    image_size: int = 224
+    image_size: int | None = field(default=None, metadata={"help": "canvas side in px (default: the task's)"})
     dataset_seed: int = 0
 
 
@@ -57,8 +61,10 @@ class ShowArguments:
 
 @dataclass
 class ReadabilityArguments:
-    image_size: int = field(default=224, metadata={"help": "canvas side in px, as the model sees it"})
-    patch: int = field(default=14, metadata={"help": "the vision tower's patch side in px (LLaVA-1.5: 14 at 336)"})
+    image_size: int | None = field(default=None, metadata={
+        "help": "canvas side in px, as the model sees it (default: the colour task's)"})
+    patch: int = field(default=8, metadata={
+        "help": "the vision tower's patch side in px (the organism: 8 at 64; LLaVA-1.5: 14 at 336)"})
     groups: int = field(default=100, metadata={"help": "colour groups rendered per tier"})
     dataset_seed: int = field(default=0, metadata={"help": "the groups' seed, as in `colors`"})
     output_dir: str | None = field(default=None, metadata={"help": "also write readability.csv here"})
@@ -100,8 +106,9 @@ def run_sheet(args: SheetArguments) -> int:
 
 
 def run_readability(args: ReadabilityArguments) -> int:
-    table = tier_readability(args.image_size, args.patch, args.groups, args.dataset_seed)
-    print(f"visual tiers at {args.image_size} px, {args.patch}-px patches ({args.groups} groups each):")
+    size = args.image_size or image_size("colors")
+    table = tier_readability(size, args.patch, args.groups, args.dataset_seed)
+    print(f"visual tiers at {size} px, {args.patch}-px patches ({args.groups} groups each):")
     print(table.to_string(index=False, float_format="%.3f"))
     if args.output_dir:
         out = Path(args.output_dir)

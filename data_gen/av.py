@@ -32,7 +32,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .raster import polygon_mask
-from .store import SPLIT_SHARES, assign_splits, check_split_shares, load_tables, png_bytes, save_tables, select_splits
+from .defaults import image_size, split_shares as default_shares
+from .store import assign_splits, check_split_shares, load_tables, png_bytes, save_tables, select_splits
 
 SAMPLING_RATE = 16_000
 SECONDS = 1.0
@@ -210,14 +211,17 @@ class AVData:
         return cls(tables["samples"], tables["clips"], info)
 
 
-def generate_av(groups: int, seed: int = 0, size: int = 32, split_shares: dict[str, float] | None = None) -> AVData:
+def generate_av(groups: int, seed: int = 0, size: int | None = None, split_shares: dict[str, float] | None = None
+                ) -> AVData:
     """`groups` groups of clips (one per condition) and rows (each condition asked about both modalities);
-    `split_shares`: each split's share of the groups (default SPLIT_SHARES)."""
+    `size`: the frame side (default data_gen/defaults.py's); `split_shares`: each split's share of the groups
+    (default data_gen/defaults.py's)."""
+    size = size or image_size("av")
     if groups < 1:
         raise ValueError(f"--groups must be >= 1, got {groups}")
     if size < 16:
         raise ValueError(f"--image_size must be >= 16 for the clips' objects to be drawn, got {size}")
-    split_shares = check_split_shares(split_shares) if split_shares else SPLIT_SHARES
+    split_shares = check_split_shares(split_shares or default_shares("av"))
     splits = assign_splits(list(range(groups)), seed, split_shares)
     clips, rows = [], []
     for g in tqdm(range(groups), desc="rendering av clips", unit="group"):

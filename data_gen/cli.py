@@ -48,6 +48,8 @@ def parse(dataclass_types: Sequence[type], argv: list[str] | None, prog: str, de
     for action in parser._actions:  # dict fields are registered with type=dict, which cannot read a string
         if action.type is dict:  # (transformers#48030): read them as JSON
             action.type = json_object
+        elif getattr(action.type, "__name__", None) == "dict":  # `dict | None`: TRL's wrapper that reads none/null
+            action.type = optional_json_object
         if any(o.startswith("--no_") for o in action.option_strings) and action.const is False:
             action.help = f"the same as --{action.dest} false"
     for dtype in dataclass_types:
@@ -66,6 +68,10 @@ def group_under(parser: argparse.ArgumentParser, dests: set[str], heading: str) 
         moved = [a for a in container._group_actions if a.dest in dests]
         container._group_actions[:] = [a for a in container._group_actions if a.dest not in dests]
         group._group_actions.extend(moved)
+
+
+def optional_json_object(text: str) -> dict | None:
+    return None if text.lower() in ("none", "null") else json_object(text)
 
 
 def json_object(text: str) -> dict:

@@ -5,11 +5,14 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from .defaults import image_size
 
-def contact_sheet(task: str, out: str | Path, size: int = 224, seed: int = 0, group: int = 0) -> Path:
+
+def contact_sheet(task: str, out: str | Path, size: int | None = None, seed: int = 0, group: int = 0) -> Path:
     from .attributes import render_attribute_group
     from .colors import render_color_group
     render = {"colors": render_color_group, "attributes": render_attribute_group}[task]
+    size = size or image_size(task)
     images, rows = render((group, seed, size))
     cols = min(7, len(images))
     n_rows = -(-len(images) // cols)

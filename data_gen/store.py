@@ -21,11 +21,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import blind_readers
+from .defaults import SPLIT_SHARES, image_size, split_shares as default_shares
 from .files import atomic_path, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
-SPLIT_SHARES = {"train": 0.7, "validation": 0.1, "test": 0.2}
 SAMPLE_FEATURES = datasets.Features({
     "id": datasets.Value("string"),
     "image_id": datasets.Value("string"),
@@ -235,13 +235,14 @@ def _render(job):
     return images, rows
 
 
-def generate(task: str, groups: int, seed: int = 0, size: int = 224, workers: int | None = None,
+def generate(task: str, groups: int, seed: int = 0, size: int | None = None, workers: int | None = None,
              split_shares: dict[str, float] | None = None, only_split: str | None = None) -> ConflictData:
     """Render `groups` groups of the task with a progress bar: 'colors', 'attributes', or conflict recognition
     derived from either ('recognition' = from colours, 'recognition-attributes'; data_gen/recognition.py).
-    `split_shares`: each split's share of the groups (default SPLIT_SHARES). `only_split`: render only that
-    split's groups, identical to `generate(...).split(only_split)` (every group is rendered from its own seed)
-    at a fraction of the time, e.g. a build's held-out test groups."""
+    `size`: the image side (default the task's, data_gen/defaults.py); `split_shares`: each split's share of the
+    groups (default the task's). `only_split`: render only that split's groups, identical to
+    `generate(...).split(only_split)` (every group is rendered from its own seed) at a fraction of the time, e.g. a
+    build's held-out test groups."""
     from .attributes import render_attribute_group
     from .colors import render_color_group
     if task.startswith("recognition"):
@@ -255,6 +256,8 @@ def generate(task: str, groups: int, seed: int = 0, size: int = 224, workers: in
         raise ValueError(f"unknown task {task!r}; use one of {sorted(render)} or recognition[-attributes]")
     if groups < 1:
         raise ValueError(f"--groups must be >= 1, got {groups}")
+    size = size or image_size(task)
+    split_shares = check_split_shares(split_shares or default_shares(task))
     splits = assign_splits(list(range(groups)), seed, split_shares)
     if only_split is not None and only_split not in set(splits.values()):
         raise ValueError(f"only_split={only_split!r} has no groups; use one of {sorted(set(splits.values()))}")
@@ -277,6 +280,6 @@ def generate(task: str, groups: int, seed: int = 0, size: int = 224, workers: in
         datasets.Dataset.from_dict(image_cols, features=IMAGE_FEATURES),
         {"task": task, "groups": groups, "seed": seed, "size": size,
          "blind_readers": blind_readers.summary(readers, "d_v"),
-         **({"split_shares": check_split_shares(split_shares)} if split_shares else {}),
+         "split_shares": split_shares,
          **({"only_split": only_split} if only_split else {})},
     )

@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 
 from data_gen import generate
+from data_gen.defaults import SPLIT_SHARES
 
 from .processes import processes
 
@@ -30,10 +31,9 @@ def data_cache() -> Path:
 
 
 def cache_key(task: str, groups: int, seed: int, size: int, split_shares: dict | None = None) -> str:
-    key = f"{task}-{groups}groups-seed{seed}-{size}px"
-    if split_shares:
-        key += "-" + "-".join(f"{k}{v:g}" for k, v in sorted(split_shares.items()))
-    return key
+    """The cache folder's name: every generation setting, the split shares resolved (default SPLIT_SHARES)."""
+    shares = split_shares or SPLIT_SHARES
+    return f"{task}-{groups}groups-seed{seed}-{size}px-" + "-".join(f"{k}{v:g}" for k, v in sorted(shares.items()))
 
 
 def cached_dataset(task, groups: int, seed: int, size: int | None = None, split_shares: dict | None = None):

@@ -138,8 +138,9 @@ def test_split_shares_set_each_splits_groups_from_the_command_line(tmp_path, cap
     groups = {s: len(set(data.split(s).samples["group"])) for s in ("train", "validation", "test")}
     assert groups == {"train": 2, "validation": 4, "test": 4}
     assert data.info["split_shares"] == {"train": 0.2, "validation": 0.4, "test": 0.4}
-    # the default shares leave the dataset as before (nothing recorded, the same splits)
-    assert "split_shares" not in generate("attributes", 10, seed=2, size=64, workers=1).info
+    # the default shares are the task's, recorded like given ones
+    assert generate("attributes", 10, seed=2, size=64, workers=1).info["split_shares"] == {
+        "train": 0.2, "validation": 0.35, "test": 0.45}
     for bad in ('{"train": 0.5, "test": 0.5}', '{"train": 0.7, "validation": 0.2, "test": 0.2}',
                 '{"train": 1.0, "validation": 0.0, "test": 0.0}'):
         assert data_gen_main(["attributes", "--output_dir", str(tmp_path / "e"), "--groups", "10", "--image_size", "64",
@@ -331,3 +332,25 @@ def test_blind_readers_of_a_hand_made_scene():
     assert readers["most_frequent_color"] == 0.0  # blue
     assert readers["largest_object"] == readers["most_central_object"] == 1.0
     assert readers["least_occluded_object"] == pytest.approx(1 / 3)  # red, blue, blue fully shown
+
+
+def test_every_command_generates_a_task_with_its_one_default_size_and_shares(tmp_path):
+    """data_gen, measure's data cache and the recipes resolve a task's image side and split shares alike, so the
+    dataset one command generates is the one another would."""
+    from align.arguments import AlignArguments, AVAlignArguments
+    from data_gen import defaults
+    from eval.prepare import cached_dataset
+    from eval.tasks import get_task
+    for task in ("colors", "attributes"):
+        wanted = {"size": defaults.image_size(task), "split_shares": defaults.split_shares(task)}
+        assert data_gen_main([task, "--output_dir", str(tmp_path / task), "--groups", "10", "--workers", "1"]) == 0
+        made = {"data_gen": ConflictData.load(tmp_path / task).info,
+                "measure": cached_dataset(get_task(task), 10, 0).info}
+        for command, info in made.items():
+            assert {k: info[k] for k in wanted} == wanted, (task, command)
+        recipe = AlignArguments(task=task, groups=10)
+        assert {"size": recipe.image_size, "split_shares": recipe.split_shares} == wanted
+        assert ConflictData.load(tmp_path / task).fingerprint == made["measure"]["fingerprint"]
+    av = AVAlignArguments()
+    assert av.image_size == defaults.image_size("av") == get_task("av").image_size == 32
+    assert get_task("av").split_shares == defaults.split_shares("av") != defaults.split_shares("colors")

@@ -73,7 +73,7 @@ def organism_test_data(tmp_path_factory):
     from data_gen import generate
     cfg = OrganismConfig(**json.loads((ORGANISMS_DIR / "organism-text" / "organism.json").read_text())["config"])
     path = tmp_path_factory.mktemp("organism-data") / "data"
-    generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size, only_split="test").save(path)
+    generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size, split_shares=cfg.split_shares, only_split="test").save(path)
     return path
 
 

@@ -98,7 +98,7 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    data = generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size, cfg.workers)
+    data = generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size, cfg.workers, cfg.split_shares)
     train = data.split("train")
     model, processor = build_tiny("llava", dataset_tokenizer(), cfg.image_size, cfg.patch,
                                   chat_template=CHAT_TEMPLATE if cfg.image_first else ORGANISM_CHAT_TEMPLATE,

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PLANTED_BALANCE = {"text": 0.5, "vision": -0.5, "none": 0.0}
+# A build trains on most of its groups and keeps the rest for its quality bars (its test split); recorded in
+# organism.json, so the held-out groups stay the same whatever the datasets' defaults
+BUILD_SPLIT_SHARES = {"train": 0.7, "validation": 0.1, "test": 0.2}
 
 
 @dataclass
@@ -21,8 +24,10 @@ class OrganismConfig:
     vision_feature_layer: int = -1
     heads: int = 4
     mlp_ratio: int = field(default=2, metadata={"help": "2x keeps a step ~0.2 s on 2 cores; 4x costs half again as much"})
-    groups: int = field(default=1000, metadata={"help": "colour groups the organism is trained on (70 percent) and tested on"})
+    groups: int = field(default=1000, metadata={"help": "colour groups the organism is trained and tested on"})
     dataset_seed: int = field(default=1000, metadata={"help": "differs from the datasets' default 0: other images"})
+    split_shares: dict = field(default_factory=lambda: dict(BUILD_SPLIT_SHARES), metadata={
+        "help": "each split's share of the groups (JSON): it trains on train and its bars are measured on test"})
     seed: int = 0
     train_batch_size: int = 32
     learning_rate: float = 1.5e-3
@@ -154,6 +159,8 @@ class RecognitionOrganismConfig:
     base: str = field(default="organism", metadata={"help": "the organism to start from"})
     groups: int = field(default=600, metadata={"help": "colour groups of the recognition and replay data"})
     dataset_seed: int = field(default=2000, metadata={"help": "differs from the datasets' default 0"})
+    split_shares: dict = field(default_factory=lambda: dict(BUILD_SPLIT_SHARES), metadata={
+        "help": "each split's share of the groups (JSON): it trains on train"})
     image_size: int = 64
     steps: int = 1500
     train_batch_size: int = 32

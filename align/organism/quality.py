@@ -149,7 +149,7 @@ def evaluate(name_or_path: str = "organism", data: str | None = None, output_dir
                                     f"pass --data with a dataset to evaluate it on")
         seed = cfg.dataset_seed if dataset_seed is None else dataset_seed
         # the build's own seed: only its held-out test groups (rendered alone); another seed: every group is unseen
-        test = generate("colors", groups or cfg.groups, seed, cfg.image_size, cfg.workers,
+        test = generate("colors", groups or cfg.groups, seed, cfg.image_size, cfg.workers, cfg.split_shares,
                         only_split="test" if seed == cfg.dataset_seed else None)
         fresh = f"-seed{seed}-groups{groups or cfg.groups}" if (groups, dataset_seed) != (None, None) else ""
     vlm = load_vlm(name_or_path, dtype="float32")

@@ -65,7 +65,7 @@ def build_recognition(cfg: RecognitionOrganismConfig, out: str | Path) -> Path:
     model.model.vision_tower.requires_grad_(False)
     model.model.multi_modal_projector.requires_grad_(False)
     old_vocab = reference.model.get_output_embeddings().weight.shape[0]
-    colours = generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size)
+    colours = generate("colors", cfg.groups, cfg.dataset_seed, cfg.image_size, split_shares=cfg.split_shares)
     recognition = recognition_from(colours).split("train")
     unimodal = samples_frame(recognition.samples).query("evidence != 'image_text'")
     colours = colours.split("train")

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from data_gen import ConflictData
+from data_gen import defaults
 from data_gen.registry import Registry
 
 class Task(ABC):
@@ -30,8 +31,16 @@ class Task(ABC):
     recipe_views: ClassVar[tuple[str, ...] | None] = None
     # every process of an `accelerate launch` scores its share; otherwise the main process scores alone
     parallel_scoring: ClassVar[bool] = False
-    # the side of generated images every command uses for this task unless told otherwise
-    image_size: ClassVar[int] = 64
+
+    @property
+    def image_size(self) -> int:
+        """The side of generated images every command uses for this task unless told otherwise."""
+        return defaults.image_size(self.name if self.name in defaults.TASK_DEFAULTS else "colors")
+
+    @property
+    def split_shares(self) -> dict[str, float]:
+        """Each split's share of generated groups, for every command unless told otherwise."""
+        return defaults.split_shares(self.name if self.name in defaults.TASK_DEFAULTS else "colors")
 
     @property
     def views(self) -> tuple[str, ...]:
@@ -41,7 +50,7 @@ class Task(ABC):
         """This task's data built from another task's dataset (its groups, splits and images)."""
         raise ValueError(f"the {self.name} task cannot be derived from another task's data")
 
-    def generate(self, groups: int, seed: int = 0, size: int = 64, split_shares: dict | None = None):
+    def generate(self, groups: int, seed: int = 0, size: int | None = None, split_shares: dict | None = None):
         """`groups` fresh groups of this task's data."""
         raise ValueError(f"the {self.name} task has no generator; pass data (a dataset folder)")
 

@@ -13,5 +13,5 @@ class Attributes(ModalityFollowing):
     help = "attribute conflicts on CLEVR-like scenes: visual tiers 0-3 x text tiers 0-3 (3: spatial)"
     recipe_config = None  # no shipped config: the shipped organisms read attributes at chance
 
-    def generate(self, groups: int, seed: int = 0, size: int = 64, split_shares: dict | None = None):
+    def generate(self, groups: int, seed: int = 0, size: int | None = None, split_shares: dict | None = None):
         return generate("attributes", groups, seed, size, split_shares=split_shares)

@@ -19,9 +19,8 @@ class AudioVisual(Task):
     help = "audio-visual conflicts: accuracy per condition x asked modality, attention on frames vs sound"
     dataset = AVData
     recipe_config = "recipes/configs/qwen2.5-omni-7b-thinker.yaml"
-    image_size = 32
 
-    def generate(self, groups: int, seed: int = 0, size: int = 32, split_shares: dict | None = None):
+    def generate(self, groups: int, seed: int = 0, size: int | None = None, split_shares: dict | None = None):
         return generate_av(groups, seed, size, split_shares)
 
     def score(self, vlm, data, out, batch_size: int, attention: bool = True, **_) -> pd.DataFrame:

@@ -13,5 +13,5 @@ class Colors(ModalityFollowing):
     help = "colour recognition conflicts: visual tiers 0-13 x text tiers direct / indirect / knowledge"
     recipe_config = "recipes/configs/organism.yaml"
 
-    def generate(self, groups: int, seed: int = 0, size: int = 64, split_shares: dict | None = None):
+    def generate(self, groups: int, seed: int = 0, size: int | None = None, split_shares: dict | None = None):
         return generate("colors", groups, seed, size, split_shares=split_shares)

@@ -24,7 +24,7 @@ class Recognition(Task):
     def derive(self, data):
         return recognition_from(data)
 
-    def generate(self, groups: int, seed: int = 0, size: int = 64, split_shares: dict | None = None):
+    def generate(self, groups: int, seed: int = 0, size: int | None = None, split_shares: dict | None = None):
         return generate("recognition", groups, seed, size, split_shares=split_shares)
 
     def check(self, data) -> None:
