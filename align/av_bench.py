@@ -44,23 +44,23 @@ class AVBenchArguments:
     output_json: str | None = field(default=None, metadata={"help": "also write the figures here"})
 
 
-def build(args: AVBenchArguments, **shape_overrides):
+def build(args: AVBenchArguments, tiny: bool = False):
+    """The benchmark's VLM and its frame size; `tiny`: the shape's code path with the family's tiny sizes (tests)."""
     from .organism.av import av_tokenizer
-    from eval.models import load_vlm
-    from eval.models.families.qwen2_5_omni import qwen2_5_omni_7b_thinker_shape
+    from eval.models import family_for, load_vlm
     from eval.models.vlm import VLM, resolve_dtype
     if args.model != SHAPE:
         return load_vlm(args.model, dtype=args.dtype, device=args.device), 32
-    model, processor = qwen2_5_omni_7b_thinker_shape(av_tokenizer(), args.device, resolve_dtype(args.dtype, args.device),
-                                                     **shape_overrides)
+    model, processor = family_for("qwen2_5_omni_thinker").build_shape(
+        av_tokenizer(), 224, args.device, resolve_dtype(args.dtype, args.device), tiny=tiny)
     return VLM(model, processor, SHAPE), 224
 
 
-def run(args: AVBenchArguments, **shape_overrides) -> dict:
+def run(args: AVBenchArguments, tiny: bool = False) -> dict:
     from peft import LoraConfig, get_peft_model
     from .asked_modality import AVCollator, asked_modality_examples
     from .training import TARGET_KEYS, soft_target_loss
-    vlm, size = build(args, **shape_overrides)
+    vlm, size = build(args, tiny)
     data = generate_av(args.groups, seed=0, size=size)
     figures = {"model": args.model, "device": args.device, "dtype": args.dtype,
                "parameters": sum(p.numel() for p in vlm.model.parameters())}

@@ -262,11 +262,12 @@ def bench_model_named(name: str, args, tmp: Path):
     """The VLM for a --models entry and the image size to render at: a random LLaVA of the tests' shape (16 image
     tokens), of LLaVA-1.5's 576 image tokens, of LLaVA-1.5-7B's whole shape (built on the device), or any name
     `load_vlm` takes."""
-    from .models.families.llava import llava_1_5_7b_shape
+    from .models.registry import family_for
     from .models.vlm import VLM, resolve_dtype
     tiny = {"tiny-llava": (32, 8), "tiny-llava-576": (336, 14)}  # (image size, patch)
     if name == "llava-1.5-7b-shape":
-        model, processor = llava_1_5_7b_shape(dataset_tokenizer(), args.device, resolve_dtype(args.dtype, args.device))
+        model, processor = family_for("llava").build_shape(dataset_tokenizer(), 336, args.device,
+                                                           resolve_dtype(args.dtype, args.device))
         return VLM(model, processor, name), 336
     if name not in tiny:
         return load_vlm(name, dtype=args.dtype, device=args.device), 64

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eval.models import load_vlm
+from eval.models import load_vlm, supported_families
 from data_gen.user_import import import_jsonl
 from eval import scoring
 from eval.scoring import Candidates, ScoreConfig, forward_answer_position, score_dataset
@@ -498,16 +498,24 @@ def test_bench_checks_agreement_and_prints_the_ratios(capsys):
         assert figure in out
 
 
-def test_llava_7b_shape_builds_on_the_device_in_its_dtype():
-    """The GPU bench's model, shrunk: LLaVA-1.5's 576 image tokens and 32064-row head, built in bf16 directly."""
+@pytest.mark.parametrize("family", supported_families())
+def test_every_family_builds_its_checkpoints_shape(family):
+    """The GPU figures' models (recipes/gpu_figures.py): each family's recipe-config checkpoint with random weights,
+    built on the meta device (nothing allocated) in bf16, has the checkpoint's parameter count; the default dtype is
+    left as it was."""
     import torch
-    from eval.models.families.llava import llava_1_5_7b_shape
+    import yaml
+    from eval.models import family_for
     from eval.models.tiny import dataset_tokenizer
-    model, processor = llava_1_5_7b_shape(dataset_tokenizer(), "cpu", torch.bfloat16, hidden=64, layers=2, heads=4,
-                                          intermediate=128, vision_hidden=32, vision_layers=2, vision_heads=4)
+    fam = family_for(family)
+    image_size = yaml.safe_load(open(fam.shape.recipe_config))["image_size"]
+    model, processor = fam.build_shape(dataset_tokenizer(), image_size, "meta", torch.bfloat16)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(fam.shape.parameters, rel=2e-3)
     assert next(model.parameters()).dtype == torch.bfloat16 and torch.get_default_dtype() == torch.float32
-    assert model.config.image_seq_length == 576 and model.get_output_embeddings().weight.shape[0] == 32064
-    assert model.config.text_config.intermediate_size == 128 and model.config.vision_config.num_attention_heads == 4
+    assert fam.shape.checkpoint == yaml.safe_load(open(fam.shape.recipe_config))["model_name_or_path"] or \
+        family == "qwen2_vl"  # Qwen2-VL runs with the Qwen2.5-VL config, the model swapped
+    if family == "llava":
+        assert model.config.image_seq_length == 576 and model.get_output_embeddings().weight.shape[0] == 32064
 
 
 def test_a_one_process_accelerate_launch_on_cpu_uses_every_core(monkeypatch):

@@ -17,6 +17,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from data_gen.registry import Registry
 
 from .image_only import image_only, video_capable
+from .shapes import ModelShape, build_shape
 
 # PEFT matches a string with re.fullmatch: the language model's projections only, never the
 # vision tower or the projector (PEFT's "all-linear" would hit both).
@@ -111,6 +112,14 @@ class Family(ABC):
     @abstractmethod
     def build_tiny(self, tokenizer, image_size: int, patch_size: int, **sizes) -> tuple[torch.nn.Module, object]:
         """A random model of this family and its processor, built without a download."""
+
+    # ---- the recipe config's checkpoint with random weights (recipes/gpu_figures.py): its config's sizes
+    shape: ClassVar[ModelShape | None] = None
+
+    def build_shape(self, tokenizer, image_size: int, device, dtype: torch.dtype, tiny: bool = False):
+        """(model, processor) of `shape` at `image_size`, random weights, built on `device` in `dtype`; `tiny`: the
+        tiny model through the same code."""
+        return build_shape(self, tokenizer, image_size, device, dtype, tiny)
 
 
 FAMILY_REGISTRY = Registry("model family", "eval.models.families", key="model_type", unknown=(

@@ -12,6 +12,7 @@ from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Im
                           Gemma3TextConfig, SiglipVisionConfig)
 
 from ..registry import Family, register_family
+from ..shapes import ModelShape
 from ..tiny import CHAT_TEMPLATE, decoder_sizes, tower_sizes, with_special_tokens
 from .llava import PIXEL_NORM
 
@@ -21,6 +22,17 @@ IMAGE_TOKENS = {"image_token": "<image_soft_token>", "boi_token": "<start_of_ima
 @register_family
 class Gemma3(Family):
     model_type = "gemma3"
+    # 34 layers, every sixth global; SigLIP-so400m at 896 px pooled to 256 soft tokens
+    shape = ModelShape(
+        "google/gemma-3-4b-it", "recipes/configs/gemma-3-4b-it.yaml", patch_size=14, parameters=4.300e9,
+        config={"text_config": {"hidden_size": 2560, "intermediate_size": 10240, "num_hidden_layers": 34,
+                                "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+                                "vocab_size": 262208, "sliding_window": 1024, "query_pre_attn_scalar": 256,
+                                "max_position_embeddings": 131072},
+                "vision_config": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+                                  "num_attention_heads": 16, "vision_use_head": False},
+                "": {"tie_word_embeddings": True}},  # the head is the embedding
+        tiny={"soft_tokens": 256})
     # sliding-window layers count keys by cache slot, not position (a padded suffix would shift the window), and
     # image tokens attend bidirectionally: the whole prompt runs every time
     shares_image_prefix = False

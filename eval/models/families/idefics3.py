@@ -6,6 +6,7 @@ from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idef
                           Idefics3Processor, Idefics3VisionConfig, LlamaConfig)
 
 from ..registry import LANGUAGE_LORA_REGEX, Family, register_family
+from ..shapes import ModelShape
 from ..tiny import CHAT_TEMPLATE, decoder_sizes, tower_sizes, with_special_tokens
 from .llava import PIXEL_NORM
 
@@ -17,6 +18,14 @@ TILE_TOKENS = ["<fake_token_around_image>", "<end_of_utterance>", "<global-img>"
 @register_family
 class Idefics3(Family):
     model_type = "idefics3"
+    # SmolLM2-1.7B's decoder, SigLIP-so400m's tower; pixel shuffle by 3: 81 tokens a 384-px tile
+    shape = ModelShape(
+        "HuggingFaceTB/SmolVLM-Instruct", "recipes/configs/smolvlm-instruct.yaml", patch_size=14, parameters=2.246e9,
+        config={"text_config": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
+                                "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 49155,
+                                "max_position_embeddings": 16384},
+                "vision_config": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16}},
+        tiny={"scale_factor": 3}, image_processor={"size": {"longest_edge": 4 * 384}})
     # Idefics3's decoder is `model.text_model`, not `language_model`; the tower (`vision_model`) has q_proj too
     lora_target_modules = LANGUAGE_LORA_REGEX.replace("language_model", "text_model")
 

@@ -1,11 +1,11 @@
 """LLaVA-1.5 (`llava`): CLIP tower + projector + Llama-style decoder."""
 from __future__ import annotations
 
-import torch
 from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                           LlavaForConditionalGeneration, LlavaProcessor)
 
 from ..registry import Family, register_family
+from ..shapes import ModelShape
 from ..tiny import CHAT_TEMPLATE
 
 PIXEL_NORM = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
@@ -36,6 +36,13 @@ def image_sizes(image_size: int) -> dict:
 @register_family
 class Llava(Family):
     model_type = "llava"
+    shape = ModelShape(
+        "llava-hf/llava-1.5-7b-hf", "recipes/configs/llava-1.5-7b.yaml", patch_size=14, parameters=7.063e9,
+        config={"text_config": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                                "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32064,
+                                "max_position_embeddings": 4096},
+                "vision_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                                        "num_attention_heads": 16, "projection_dim": 768}})
     reuses_image_features = True  # one fixed-size image per prompt: the organism's text-first prompts use it
 
     def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, **sizes):
@@ -47,25 +54,3 @@ def llava_processor(tokenizer, image_size: int, patch_size: int, chat_template: 
     return LlavaProcessor(CLIPImageProcessorPil(**image_sizes(image_size)), tokenizer, patch_size=patch_size,
                           vision_feature_select_strategy="default", chat_template=chat_template,
                           num_additional_image_tokens=1)
-
-
-def llava_1_5_7b_shape(tokenizer, device: str, dtype: torch.dtype, **overrides) -> tuple[torch.nn.Module, LlavaProcessor]:
-    """A random model of LLaVA-1.5-7B's shape (CLIP ViT-L/14 at 336 px: 576 image tokens; Llama-2-7B; a
-    32064-row head), built on `device` in `dtype` without a download: the GPU benchmarks' model.
-    `overrides` replace entries of its size table (a test shrinks it)."""
-    shape = dict(hidden=4096, layers=32, heads=32, intermediate=11008, vision_hidden=1024, vision_layers=24,
-                 vision_heads=16, max_positions=4096)
-    shape.update(overrides)
-    intermediate, vision_heads = shape.pop("intermediate"), shape.pop("vision_heads")
-    parts = clip_llama_configs(tokenizer, 336, 14, **shape)
-    parts["vision_config"].num_attention_heads = vision_heads
-    parts["text_config"].intermediate_size = intermediate
-    parts["text_config"].vocab_size = max(32064, len(tokenizer))
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = LlavaForConditionalGeneration(LlavaConfig(**parts))
-    finally:
-        torch.set_default_dtype(default)
-    return model.eval(), llava_processor(tokenizer, 336, 14)

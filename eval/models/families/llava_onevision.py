@@ -11,13 +11,27 @@ from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGene
 
 from ..image_only import image_only
 from ..registry import Family, register_family
+from ..shapes import ModelShape
 from ..tiny import CHAT_TEMPLATE, decoder_sizes, tower_sizes, with_special_tokens
 from .llava import PIXEL_NORM
+
+PINPOINTS_384 = [[384 * rows, 384 * cols] for rows in range(1, 7) for cols in range(1, 7)]
 
 
 @register_family
 class LlavaOnevision(Family):
     model_type = "llava_onevision"
+    # Qwen2-7B's decoder, SigLIP-so400m's tower without its last layer; tiles of 384 px up to 6 x 6
+    shape = ModelShape(
+        "llava-hf/llava-onevision-qwen2-7b-ov-hf", "recipes/configs/llava-onevision-qwen2-7b.yaml", patch_size=14,
+        parameters=8.031e9,
+        config={"text_config": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                                "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152128,
+                                "max_position_embeddings": 32768, "rope_theta": 1e6},
+                "vision_config": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 26,
+                                  "num_attention_heads": 16, "vision_use_head": False},
+                "": {"image_grid_pinpoints": PINPOINTS_384}},
+        image_processor={"image_grid_pinpoints": PINPOINTS_384})
     video_processor_class = LlavaOnevisionProcessor
 
     def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, hidden: int = 32,

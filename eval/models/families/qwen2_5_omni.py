@@ -14,9 +14,10 @@ from transformers import (Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig, Qwen2_
 
 from ..image_only import image_only
 from ..registry import Family, register_family
+from ..shapes import ModelShape
 from ..tiny import CHAT_TEMPLATE, decoder_sizes, with_special_tokens
 from .llava import PIXEL_NORM
-from .qwen2_vl import rope_positions
+from .qwen2_vl import QWEN2_7B_DECODER, rope_positions
 
 OMNI_TOKENS = {"image_token": "<|IMAGE|>", "audio_token": "<|AUDIO|>", "video_token": "<|VIDEO|>",
                "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
@@ -44,6 +45,16 @@ class Qwen25OmniThinker(Family):
     model_type = "qwen2_5_omni_thinker"
     video_processor_class = Qwen2_5OmniProcessor
     reads_audio = True
+    # Qwen2-7B's decoder, a 32-layer 1280-wide ViT at patch 14, a Whisper-large-style audio encoder on 128 mel bins
+    shape = ModelShape(
+        "Tevatron/Qwen2.5-Omni-7B-Thinker", "recipes/configs/qwen2.5-omni-7b-thinker.yaml", patch_size=14,
+        parameters=8.93e9,
+        config={"text_config": QWEN2_7B_DECODER,
+                "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                                  "out_hidden_size": 3584, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]},
+                "audio_config": {"encoder_layers": 32, "encoder_attention_heads": 20, "encoder_ffn_dim": 5120,
+                                 "d_model": 1280, "output_dim": 3584, "max_source_positions": 1500, "n_window": 100}},
+        tiny={"mel_bins": 128})
 
     def image_block_end(self, processor) -> str:
         return processor.vision_eos_token  # its get_rope_index expects an image's end token after the image
@@ -93,37 +104,3 @@ def thinker_config(tokenizer, text: dict, audio: dict, vision: dict) -> Qwen2_5O
         audio_token_id=tokenizer.audio_token_id, video_token_id=tokenizer.video_token_id,
         vision_start_token_id=tokenizer.vision_bos_token_id, vision_end_token_id=tokenizer.vision_eos_token_id,
         audio_start_token_id=tokenizer.audio_bos_token_id, audio_end_token_id=tokenizer.audio_eos_token_id)
-
-
-def qwen2_5_omni_7b_thinker_shape(tokenizer, device: str, dtype: torch.dtype, **overrides):
-    """A random model of Qwen2.5-Omni-7B's thinker shape (Qwen2-7B decoder, 32-layer 1280-wide ViT at patch 14,
-    32-layer Whisper-large-style audio encoder on 128 mel bins), built on `device` in `dtype` without a download:
-    the GPU benchmark's model (align/av_bench.py). `overrides` replace entries of its size table (a test shrinks it)."""
-    shape = dict(hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vocab=152064, vision_hidden=1280,
-                 vision_depth=32, vision_heads=16, vision_intermediate=3420, audio_hidden=1280, audio_layers=32,
-                 audio_heads=20, audio_ffn=5120, mel_bins=128)
-    shape.update(overrides)
-    tokenizer = with_special_tokens(tokenizer, named=OMNI_TOKENS)
-    processor = omni_processor(tokenizer, 224, 14, shape["mel_bins"])
-    text = dict(**decoder_sizes(tokenizer, shape["hidden"], shape["layers"], shape["heads"], max_positions=32768),
-                rope_parameters=mrope(shape["hidden"] // shape["heads"], 1e6, (2, 3, 3)))
-    text.update(num_key_value_heads=shape["kv_heads"], intermediate_size=shape["intermediate"],
-                vocab_size=max(shape["vocab"], len(tokenizer)))
-    depth = shape["vision_depth"]
-    config = thinker_config(
-        tokenizer, text=text,
-        audio=dict(num_mel_bins=shape["mel_bins"], encoder_layers=shape["audio_layers"],
-                   encoder_attention_heads=shape["audio_heads"], encoder_ffn_dim=shape["audio_ffn"],
-                   d_model=shape["audio_hidden"], output_dim=shape["hidden"], max_source_positions=1500, n_window=100),
-        vision=dict(depth=depth, hidden_size=shape["vision_hidden"], intermediate_size=shape["vision_intermediate"],
-                    num_heads=shape["vision_heads"], patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-                    out_hidden_size=shape["hidden"], window_size=112,
-                    fullatt_block_indexes=[i for i in range(7, depth, 8)] or [depth - 1]))
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = Qwen2_5OmniThinkerForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(default)
-    return model.eval(), processor

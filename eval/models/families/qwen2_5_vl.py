@@ -5,13 +5,21 @@ from __future__ import annotations
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
 from ..registry import register_family
+from ..shapes import ModelShape
 from ..tiny import CHAT_TEMPLATE
-from .qwen2_vl import Qwen2VL, tiny_qwen_parts
+from .qwen2_vl import QWEN2_7B_DECODER, Qwen2VL, tiny_qwen_parts
 
 
 @register_family
 class Qwen25VL(Qwen2VL):
     model_type = "qwen2_5_vl"
+    shape = ModelShape(
+        "Qwen/Qwen2.5-VL-7B-Instruct", "recipes/configs/qwen2.5-vl-7b-instruct.yaml", patch_size=14,
+        parameters=8.292e9,
+        config={"text_config": QWEN2_7B_DECODER,
+                "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                                  "out_hidden_size": 3584, "window_size": 112,
+                                  "fullatt_block_indexes": [7, 15, 23, 31]}})
     video_processor_class = Qwen2_5_VLProcessor
 
     def build_tiny(self, tokenizer, image_size, patch_size, chat_template=CHAT_TEMPLATE, hidden: int = 32,

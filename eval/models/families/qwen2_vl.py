@@ -13,12 +13,17 @@ from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2V
 
 from ..image_only import image_only
 from ..registry import Family, register_family
+from ..shapes import ModelShape
 from ..tiny import CHAT_TEMPLATE, decoder_sizes, with_special_tokens
 from .llava import PIXEL_NORM
 
 IMAGE_TOKENS = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
                 "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"}
 IMAGE_MARKER = "<|vision_start|><|image_pad|><|vision_end|>"  # as Qwen's chat template writes an image
+# the 7B checkpoints' decoder (Qwen2-7B's sizes, M-RoPE over 128-wide heads)
+QWEN2_7B_DECODER = {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+                    "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768,
+                    "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6}}
 
 
 def rope_positions(model: torch.nn.Module, batch: dict, rope_index=None) -> torch.Tensor:
@@ -59,6 +64,12 @@ def tiny_qwen_parts(tokenizer, image_size: int, patch_size: int, chat_template: 
 @register_family
 class Qwen2VL(Family):
     model_type = "qwen2_vl"
+    shape = ModelShape(
+        "Qwen/Qwen2-VL-7B-Instruct", "recipes/configs/qwen2.5-vl-7b-instruct.yaml", patch_size=14,
+        parameters=8.291e9,
+        config={"text_config": QWEN2_7B_DECODER,
+                "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 3584, "num_heads": 16,
+                                  "mlp_ratio": 4}})
     video_processor_class = Qwen2VLProcessor
 
     def next_positions(self, model, batch):
