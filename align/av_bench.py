@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from data_gen import samples_frame
 from data_gen.av import generate_av
@@ -57,9 +56,8 @@ def build(args: AVBenchArguments, tiny: bool = False):
 
 
 def run(args: AVBenchArguments, tiny: bool = False) -> dict:
-    from peft import LoraConfig, get_peft_model
     from .asked_modality import AVCollator, asked_modality_examples
-    from .training import TARGET_KEYS, soft_target_loss
+    from .throughput import lora_step_seconds
     vlm, size = build(args, tiny)
     data = generate_av(args.groups, seed=0, size=size)
     figures = {"model": args.model, "device": args.device, "dtype": args.dtype,
@@ -73,40 +71,11 @@ def run(args: AVBenchArguments, tiny: bool = False) -> dict:
                 seconds = time.perf_counter() - t0
             key = "scoring_with_attention" if attention else "scoring"
             figures[key] = {"rows": len(table), "rows_per_s": len(table) / seconds, "peak_memory_gib": peak.gib}
-    model = get_peft_model(vlm.model, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r,
-                                                 target_modules=vlm.lora_target_modules, task_type="CAUSAL_LM"))
-    if args.activation_checkpointing:
-        model.base_model.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
-        model.enable_input_require_grads()
-    model.train()
     examples, _ = asked_modality_examples(samples_frame(data.samples), vlm, ["misaligned", "misleading_text"])
     collate = AVCollator(vlm, data, next(vlm.model.parameters()).dtype)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    times = []
-    with PeakMemory(vlm.device) as peak:
-        for step in range(args.train_steps):
-            batch = collate([examples[(step * args.per_device_train_batch_size + i) % len(examples)]
-                             for i in range(args.per_device_train_batch_size)])
-            targets = {k: batch.pop(k).to(vlm.device) for k in TARGET_KEYS}
-            batch = {k: v.to(vlm.device) for k, v in batch.items()}
-            _sync(vlm.device)
-            t0 = time.perf_counter()
-            logits = model(**batch, logits_to_keep=1).logits[:, -1]
-            soft_target_loss(logits, **targets, retention_weight=1.0).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            _sync(vlm.device)
-            times.append(time.perf_counter() - t0)
-    steady = times[1:] or times  # the first step pays for allocation and kernel selection
-    figures["training"] = {"steps": len(times), "batch": args.per_device_train_batch_size,
-                           "seconds_per_step": sum(steady) / len(steady), "peak_memory_gib": peak.gib,
-                           "activation_checkpointing": args.activation_checkpointing}
+    figures["training"] = lora_step_seconds(vlm, collate, examples, args.per_device_train_batch_size, args.train_steps,
+                                            args.lora_r, args.activation_checkpointing)
     return figures
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main(argv=None) -> int:

@@ -22,7 +22,7 @@ COMMANDS = [
     ["-m", "eval", "recognition"], ["-m", "eval", "av"],
     ["-m", "data_gen"], ["-m", "data_gen", "colors"], ["-m", "align.organism", "build"],
     ["recipes/align_llava.py"], ["recipes/align_omni.py"], ["recipes/precision_table.py"],
-    ["recipes/compare_methods.py"],
+    ["recipes/compare_methods.py"], ["recipes/gpu_figures.py"],
 ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from eval.models import load_vlm, supported_families
 from data_gen.user_import import import_jsonl
@@ -537,3 +538,37 @@ def test_a_one_process_accelerate_launch_on_cpu_uses_every_core(monkeypatch):
         assert torch.get_num_threads() == cores  # accelerate's default of 1: every core
     finally:
         torch.set_num_threads(before)
+
+
+def test_gpu_figures_run_end_to_end_on_cpu_with_tiny_models(tmp_path, monkeypatch, capsys):
+    """recipes/gpu_figures.py on a CPU with the families' tiny models: every family is built through its shape's
+    code, scored at its recipe config's batch size and trained for LoRA steps; the figures land in the JSON, the
+    table and the README between its markers; a re-run keeps what the first finished."""
+    import runpy
+    from align import gpu_figures
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- gpu-figures -->\nold table\n<!-- /gpu-figures -->\n\nafter\n")
+    argv = ["--device", "cpu", "--dtype", "float32", "--tiny", "--image_size", "64", "--output_dir",
+            str(tmp_path / "out"), "--readme", str(readme)]
+    monkeypatch.setattr(sys, "argv", ["recipes/gpu_figures.py", *argv])
+    with pytest.raises(SystemExit) as ended:
+        runpy.run_path(str(ROOT / "recipes" / "gpu_figures.py"), run_name="__main__")
+    assert ended.value.code == 0
+    record = json.loads((tmp_path / "out" / "gpu_figures.json").read_text())
+    assert [f["family"] for f in record["figures"]] == supported_families()
+    for f in record["figures"]:
+        assert f["scoring"]["rows"] > 50 and f["scoring"]["rows_per_s"] > 0, f["family"]
+        assert f["training"]["seconds_per_step"] > 0 and f["training"]["steps"] == 3, f["family"]
+        assert f["scoring"]["batch"] == yaml.safe_load(open(ROOT / f["recipe_config"]))["per_device_eval_batch_size"]
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# x\n") and text.endswith("after\n")
+    assert text.count("rows/s at batch") == len(supported_families()) and "tiny sizes" in text
+    assert (tmp_path / "out" / "gpu_figures.md").read_text().strip() in text
+    capsys.readouterr()
+
+    def built_again(*_):
+        raise AssertionError("a finished family ran again")
+    monkeypatch.setattr(gpu_figures, "family_figures", built_again)
+    assert gpu_figures.main(argv) == 0
+    assert gpu_figures.main(["--families", "nonsense", "--device", "cpu"]) == 2  # one line naming the choices
+    assert "nonsense" in capsys.readouterr().err

@@ -53,13 +53,14 @@ def on_device(model_class: type, config, device: str | torch.device, dtype: torc
 def build_shape(family, tokenizer, image_size: int, device: str | torch.device, dtype: torch.dtype,
                 tiny: bool = False) -> tuple[torch.nn.Module, object]:
     """(model, processor) of `family.shape` at `image_size`: random weights, built on `device` in `dtype`.
-    `tiny`: the family's tiny sizes instead (the same code on a CPU, for tests)."""
+    `tiny`: the family's tiny model instead (the same code on a CPU, for tests)."""
     shape = family.shape
     if shape is None:
         raise ValueError(f"the {family.model_type} family declares no checkpoint shape (Family.shape)")
-    model, processor = family.build_tiny(tokenizer, image_size, shape.patch_size, **shape.tiny)
-    if tiny:
+    if tiny:  # the family's own tiny settings: its soft tokens or tiles would not fit a small test image
+        model, processor = family.build_tiny(tokenizer, image_size, shape.patch_size)
         return model.to(device=device, dtype=dtype).eval(), processor
+    model, processor = family.build_tiny(tokenizer, image_size, shape.patch_size, **shape.tiny)
     for name, value in shape.image_processor.items():
         setattr(processor.image_processor, name, value)
     return on_device(type(model), reshaped(model.config, shape.config), device, dtype), processor
