@@ -16,7 +16,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from eval import tracking as eval_tracking
-from eval.tracking import curve_table, log_summary
+from eval.tracking import curve_table, following_chart, log_summary
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ def log_result(run, result: dict, before: dict, after: dict, release_dir: Path) 
         media["following_curve"] = wandb.plot.line(table, "d_rel", "text_following_rate", stroke="model",
                                                    title="P(text-following) vs dH_rel, before and after")
         media["following_curve_table"] = table
+        media.update(following_chart(run, curves, result.get("target_balance_point"),
+                                     "P(text-following) vs dH_rel, before and after, with b*"))
     metadata = {"base_model": result["config"]["model"]["model_name_or_path"], "method": result["config"]["method"],
                 "dataset": dict(run.config.get("dataset") or {})}
     if "target_balance_point" in result:

@@ -319,3 +319,31 @@ def test_a_run_is_shown_by_its_release_name_not_a_workspace_path():
     assert display_model("organism+runs/x/release+steering:/y/steer-run/release/steering.safetensors") == \
         "organism + x + steering steer-run"
     assert display_model("organism") == "organism" and display_model(None) is None
+
+
+def test_the_wandb_following_chart_draws_bands_markers_and_the_target():
+    """The chart W&B shows (eval/tracking.py): each run's binned rates with their intervals, its fitted curve and
+    its balance point with interval, and b*; the spec, its placeholders filled, is valid Vega-Lite."""
+    import altair
+    from eval.tracking import CHART_COLUMNS, chart_html, chart_rows, chart_spec
+    curves = [(name, analyze(synthetic_table(n=900, a=a, seed=seed), AnalysisConfig(n_boot=100)))
+              for name, a, seed in (("before", 0.6, 0), ("after", -0.6, 1))]
+    rows = chart_rows(curves, target=-0.25)
+    kinds = {(r["model"], r["kind"]) for r in rows}
+    assert kinds == {(m, k) for m in ("before", "after") for k in ("bin", "fit", "balance_point")} | {("target", "target")}
+    for name, analysis in curves:
+        bp = analysis["curves"]["entropy"]["balance_point"]
+        (marker,) = [r for r in rows if r["model"] == name and r["kind"] == "balance_point"]
+        assert (marker["d_rel"], [marker["d_rel_low"], marker["d_rel_high"]]) == (bp["estimate"], list(bp["ci"]))
+        bins = [r for r in rows if r["model"] == name and r["kind"] == "bin"]
+        assert bins and all(r["rate_low"] - 1e-9 <= r["rate"] <= r["rate_high"] + 1e-9 for r in bins)
+        fit = [r for r in rows if r["model"] == name and r["kind"] == "fit"]
+        at_bp = min(fit, key=lambda r: abs(r["d_rel"] - bp["estimate"]))
+        assert at_bp["rate"] == pytest.approx(0.5, abs=0.05)  # the fitted curve crosses 1/2 at the balance point
+    assert [r["d_rel"] for r in rows if r["kind"] == "target"] == [-0.25]
+    spec = chart_spec("before and after", rows)
+    assert "${" not in json.dumps(spec) and set(rows[0]) == set(CHART_COLUMNS)
+    altair.Chart.from_dict(spec)  # raises on a spec Vega-Lite's schema rejects
+    with pytest.raises(Exception):
+        altair.Chart.from_dict({**spec, "layer": [{"mark": "no-such-mark"}]})
+    assert "vegaEmbed" in chart_html(spec) and "b* -0.25" in chart_html(spec)

@@ -172,8 +172,11 @@ def test_a_second_measure_with_the_same_data_settings_renders_nothing(tmp_path, 
         wandb.teardown()  # flush the run, and leave no settings behind for the next test
     # the measurement as a W&B run of its own: headline numbers and the following curve
     records = b"".join(f.read_bytes() for f in tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
-    for key in (b"measure/balance_point", b"measure/tfr", b"measure/following_curve", b"conflicts"):
+    for key in (b"measure/balance_point", b"measure/tfr", b"measure/following_curve", b"conflicts",
+                b"measure/following_chart_table", b"measure/following_chart", b"following-curve"):
         assert key in records, key
+    (page,) = tmp_path.glob("wandb/offline-run-*/files/media/html/**/*.html")  # the chart, drawn without a preset
+    assert "vegaEmbed" in page.read_text() and '"kind": "balance_point"' in page.read_text()
     every, conflicts = (pd.read_parquet(tmp_path / run / "samples.parquet") for run in ("all", "conflicts"))
     assert set(conflicts.condition) == {"conflict"} and set(every.condition) > {"conflict"}
     assert len(conflicts) == (every.condition == "conflict").sum()

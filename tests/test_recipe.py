@@ -321,6 +321,10 @@ def test_recipe_zero2_two_processes_end_to_end(tmp_path):
                 b"modality-alignment", b"organism-b+0.00-soft-r16", b"adapter-", b"guarantee/realized"):
         assert key in records, key
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/**/*.png"))
+    # the before/after chart with intervals, balance points and b*: a custom chart and its HTML page
+    assert b"following_chart_table" in records and b"following-curve" in records
+    (page,) = tmp_path.glob("wandb/offline-run-*/files/media/html/**/*.html")
+    assert '"kind": "target"' in page.read_text() and page.read_text().count('"kind": "balance_point"') == 2
     # each calibration round's training on its own step axis; the run's config keeps the user's output_dir
     for key in (b"round-0/train/loss", b"round-1/train/loss", b"round-0/step", b"round-1/step", b"round-1/round"):
         assert key in records, key
