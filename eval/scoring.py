@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from data_gen import ConflictData, samples_frame
-from data_gen.files import read_json, write_parquet, write_text
+from data_gen.files import write_parquet, write_text
 
 from . import uncertainty
 from .models.steering import steered
@@ -36,6 +36,7 @@ from .stats import relative_uncertainty
 from .processes import Processes, processes
 from .prefix import (ImagePrefixBatch, encode_prefixes, matches_whole_prompts, prefix_starts,
                      split_at_image, suffix_inputs)
+from .sharded import check_same_run
 
 log = logging.getLogger(__name__)
 CONDITIONS = ("v", "t", "m")  # image only, text only, image + text
@@ -522,12 +523,7 @@ def score_dataset(vlm, data: ConflictData, out: str | Path | None = None, cfg: S
     shard_dir = out / "shards"
     info = json.loads(json.dumps(run_info(vlm, data, cfg, cands, seed), default=str))  # as it reads back
     info_path = out / "run.json"
-    if info_path.exists():
-        old = read_json(info_path, f"delete {out} (or use another --output_dir) to score it again")
-        for key in ("model", "dataset_fingerprint", "splits", "score_config", "revision"):
-            if old.get(key) != info.get(key):
-                raise ValueError(f"{out} holds a run with a different {key} ({old.get(key)!r} vs {info.get(key)!r}); "
-                                 f"use a new --output_dir or delete {out}")
+    check_same_run(out, info, ("model", "dataset_fingerprint", "splits", "score_config", "revision"))
     shard_dir.mkdir(parents=True, exist_ok=True)
     mine = [k for k in range(len(shards)) if k % state.count == state.index]
     todo = [k for k in mine if not (shard_dir / f"shard-{k:05d}.parquet").exists()]

@@ -9,6 +9,18 @@ from tqdm.auto import tqdm
 from data_gen.files import read_json, write_json, write_parquet
 
 
+def check_same_run(out: Path, info: dict, keys=None) -> None:
+    """A folder's finished shards resume only a run of the same `keys` of `info` (default all): the model, the
+    data, the settings; another run there is an error naming the first difference."""
+    if not (out / "run.json").exists():
+        return
+    old = read_json(out / "run.json", f"delete {out} (or use another --output_dir) to score it again")
+    for key in keys or info:
+        if old.get(key) != info.get(key):
+            raise ValueError(f"{out} holds a run with a different {key} ({old.get(key)!r} vs {info.get(key)!r}); "
+                             f"use a new --output_dir or delete {out}")
+
+
 def score_resumably(out: Path | None, rows: pd.DataFrame, info: dict, score_batch: Callable[[pd.DataFrame], pd.DataFrame],
                     batch_size: int, shard_rows: int, desc: str, batch_by: str | None = None) -> pd.DataFrame:
     """`rows` merged (by id) with `score_batch`'s columns, scored in batches of `batch_size` (rows of one
@@ -25,12 +37,7 @@ def score_resumably(out: Path | None, rows: pd.DataFrame, info: dict, score_batc
         return rows.merge(pd.concat(parts), on="id", validate="one_to_one")
     out = Path(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
-    if (out / "run.json").exists():
-        old = read_json(out / "run.json", f"delete {out} (or use another --output_dir) to score it again")
-        for key, value in info.items():
-            if old.get(key) != value:
-                raise ValueError(f"{out} holds a run with a different {key} ({old.get(key)!r} vs {value!r}); "
-                                 f"use a new --output_dir or delete {out}")
+    check_same_run(out, info)
     write_json(out / "run.json", info)
     shards = [rows.iloc[k:k + shard_rows] for k in range(0, len(rows), shard_rows)]
     with tqdm(total=len(rows), desc=desc, unit="row") as bar:
