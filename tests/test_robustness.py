@@ -190,3 +190,17 @@ def test_released_files_are_readable_by_everyone(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "adapter_model.safetensors"))
     make_readable(tmp_path)
     assert (tmp_path / "adapter_model.safetensors").stat().st_mode & 0o044 == 0o044
+
+
+def test_a_scoring_folder_resumes_only_its_own_run(tmp_path):
+    """Finished shards are kept only for the same model, data and settings; another run there is refused with the
+    first difference, and a damaged run.json names what to delete."""
+    from eval.sharded import check_same_run
+    check_same_run(tmp_path, {"model": "a"})  # nothing there yet
+    (tmp_path / "run.json").write_text(json.dumps({"model": "a", "dataset_fingerprint": "f1", "note": "x"}))
+    check_same_run(tmp_path, {"model": "a", "dataset_fingerprint": "f1", "note": "y"}, ("model", "dataset_fingerprint"))
+    with pytest.raises(ValueError, match="different dataset_fingerprint .'f1' vs 'f2'.*delete"):
+        check_same_run(tmp_path, {"model": "a", "dataset_fingerprint": "f2"})
+    (tmp_path / "run.json").write_text('{"model": "a", "datas')
+    with pytest.raises(ValueError, match="delete"):
+        check_same_run(tmp_path, {"model": "a"})
