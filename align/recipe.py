@@ -368,7 +368,8 @@ class Recipe:
                               seconds=round(time.time() - t0, 1), config=self.config_record(),
                               warnings=summary.get("warnings", []))
                 aimed = target if self.method.aims_balance_point else None
-                result.update(task.compare(before[view], after[view], aimed, self.analysis_config))
+                result.update(task.compare(before[view], after[view], aimed, self.analysis_config,
+                                           summary.get("paired")))
             else:
                 result[view] = section
         return result

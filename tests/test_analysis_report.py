@@ -347,3 +347,23 @@ def test_the_wandb_following_chart_draws_bands_markers_and_the_target():
     with pytest.raises(Exception):
         altair.Chart.from_dict({**spec, "layer": [{"mark": "no-such-mark"}]})
     assert "vegaEmbed" in chart_html(spec) and "b* -0.25" in chart_html(spec)
+
+
+def test_the_guarantee_is_bootstrapped_once_per_run(monkeypatch):
+    """The recipe's report computes the paired guarantee; the task's compare takes it from there for the same target
+    (one group bootstrap of the pair, not two) and computes its own for another target."""
+    from types import SimpleNamespace
+    from eval import analysis
+    from eval.tasks import get_task
+    cfg = AnalysisConfig(n_boot=100)
+    before, after = (synthetic_table(n=900, a=a, seed=1) for a in (0.6, -0.6))
+    after_result = analyze(after, cfg)
+    paired = analysis.paired_runs(before, after, after_result, 0.0, cfg, ("base", "aligned"))
+    runs = [SimpleNamespace(samples=t, analysis=r) for t, r in ((before, None), (after, after_result))]
+    calls = []
+    real = analysis.alignment_guarantee
+    monkeypatch.setattr("eval.tasks.following.alignment_guarantee", lambda *a: calls.append(a) or real(*a))
+    task = get_task("colors")
+    reused = task.compare(*runs, 0.0, cfg, paired)["guarantee"]
+    assert calls == [] and reused["shift_ci"] == paired["guarantee"]["shift_ci"] and "description" in reused
+    assert task.compare(*runs, 0.5, cfg, paired)["guarantee"]["target"] == 0.5 and len(calls) == 1

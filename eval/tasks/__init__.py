@@ -83,8 +83,11 @@ class Task(ABC):
         top-level numbers."""
         return {f"{prefix}/{k}": v for k, v in analysis.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
-    def compare(self, before: Any, after: Any, target: float | None = None, config: Any = None) -> dict:
-        """What a before/after pair of measurements of the same groups shows, beyond each alone (JSON-ready)."""
+    def compare(self, before: Any, after: Any, target: float | None = None, config: Any = None,
+                paired: dict | None = None) -> dict:
+        """What a before/after pair of measurements of the same groups shows, beyond each alone (JSON-ready).
+        `paired`: the report's paired comparison of the same two runs (`report(...)["paired"]`), reused where it
+        already holds what this computes."""
         return {}
 
 

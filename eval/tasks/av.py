@@ -47,6 +47,6 @@ class AudioVisual(Task):
                 out[f"{prefix}/audio_following/{name}_balance_point"] = curve["balance_point"]["estimate"]
         return out
 
-    def compare(self, before, after, target: float | None = None, config=None) -> dict:
+    def compare(self, before, after, target: float | None = None, config=None, paired: dict | None = None) -> dict:
         """Accuracy per condition before and after, and the change."""
         return {"change": accuracy_change(before.analysis, after.analysis)}

@@ -83,10 +83,14 @@ class ModalityFollowing(Task):
             out[f"{prefix}/oscillation_{region}"] = (h.get(f"oscillation_{region}") or {}).get("mean")
         return out
 
-    def compare(self, before, after, target: float | None = None, config: AnalysisConfig | None = None) -> dict:
-        """With a target: the run's guarantee (realized balance point, target in its interval, paired shift)."""
+    def compare(self, before, after, target: float | None = None, config: AnalysisConfig | None = None,
+                paired: dict | None = None) -> dict:
+        """With a target: the run's guarantee (realized balance point, target in its interval, paired shift); the
+        report's when it computed it for this target (one group bootstrap, not two)."""
         if target is None:
             return {}
-        guarantee = alignment_guarantee(before.samples, after.samples, after.analysis, target,
-                                        config or AnalysisConfig())
+        guarantee = (paired or {}).get("guarantee")
+        if guarantee is None or guarantee["target"] != target:
+            guarantee = alignment_guarantee(before.samples, after.samples, after.analysis, target,
+                                            config or AnalysisConfig())
         return {"guarantee": {**guarantee, "description": describe_guarantee(guarantee)}}
