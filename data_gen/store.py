@@ -167,9 +167,26 @@ def checksums(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in files}
 
 
+# files this process checked, by (path, size, modification time): a dataset loaded twice (the input checks, then
+# the run) is hashed once
+_VERIFIED: set[tuple] = set()
+
+
+def file_state(folder: Path) -> tuple:
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file())
+
+
 def check_integrity(path: Path, info: dict, hint: str) -> None:
     """The files are the ones info.json recorded (each file's checksum; the Parquet fingerprint for datasets saved
     before checksums were): a truncated or altered file is named."""
+    state = file_state(path)
+    if state in _VERIFIED:
+        return
+    verify_files(path, info, hint)
+    _VERIFIED.add(state)
+
+
+def verify_files(path: Path, info: dict, hint: str) -> None:
     damaged = f"; it was changed or truncated after it was saved: regenerate the dataset ({hint})"
     if "checksums" in info:
         for name, expected in info["checksums"].items():

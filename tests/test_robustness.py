@@ -84,6 +84,25 @@ def test_a_truncated_parquet_export_is_caught_by_the_checksums(saved_data, tmp_p
         ConflictData.load(damaged)
 
 
+def test_a_dataset_loaded_twice_is_hashed_once_and_still_checked_after_a_change(saved_data, tmp_path, monkeypatch):
+    """The input checks and the run load the same dataset: its files are hashed the first time only, and a file
+    changed between the two loads is still named."""
+    import shutil
+    from data_gen import ConflictData, store
+    copy = tmp_path / "data"
+    shutil.copytree(saved_data, copy)
+    hashed = []
+    real = store.verify_files
+    monkeypatch.setattr(store, "verify_files", lambda *a: hashed.append(a[0]) or real(*a))
+    ConflictData.load(copy)
+    ConflictData.load(copy)
+    assert hashed == [copy]
+    part = copy / "parquet" / "samples.parquet"
+    part.write_bytes(part.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="samples.parquet"):
+        ConflictData.load(copy)
+
+
 @pytest.mark.parametrize("case", ["bad model", "hub id", "batch size", "damaged adapter", "adapter without config"])
 def test_measure_refuses_bad_input_before_generating_data(case, tmp_path):
     adapter = tmp_path / "adapter"
