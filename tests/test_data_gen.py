@@ -265,8 +265,8 @@ def test_tier_readability_at_the_organism_grid(capsys):
 
 @pytest.fixture(scope="module")
 def default_colors():
-    """The colour task at its default canvas (224 px), enough groups that a 0.05 excess is not noise."""
-    return generate("colors", 400, seed=0, size=224, workers=2)
+    """The colour task at its default canvas (data_gen/defaults.py), enough groups that a 0.05 excess is not noise."""
+    return generate("colors", 400, seed=0, workers=2)
 
 
 def test_no_blind_reader_beats_chance_at_the_generators_defaults(default_colors, tmp_path):
@@ -276,7 +276,7 @@ def test_no_blind_reader_beats_chance_at_the_generators_defaults(default_colors,
     from data_gen.av import generate_av
     from data_gen.blind_readers import IMAGE_READERS, SHORTCUT_MARGIN
     from data_gen.recognition import recognition_from
-    datasets_ = {"colors": default_colors, "attributes": generate("attributes", 400, seed=0, size=224, workers=2),
+    datasets_ = {"colors": default_colors, "attributes": generate("attributes", 400, seed=0, workers=2),
                  "recognition": recognition_from(default_colors), "av": generate_av(600, seed=0)}
     for task, data in datasets_.items():
         readers = data.info["blind_readers"]

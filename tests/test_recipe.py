@@ -225,8 +225,8 @@ def test_a_rerun_refuses_data_generated_with_other_settings(tmp_path):
     (tmp_path / "c.yaml").write_text("groups: 20\nsplit_shares:\n  train: 0.2\n  validation: 0.4\n  test: 0.4\n")
     align = parse_recipe(["--config", str(tmp_path / "c.yaml")])[0]
     assert align.split_shares == shares
-    info = {"groups": 20, "seed": 0, "size": 64}  # generated with the default shares, which are not recorded
-    with pytest.raises(ValueError, match=r"split_shares \{'train': 0.7.* there, \{'train': 0.2.* asked\); use another"):
+    info = {"groups": 20, "seed": 0, "size": 64}  # saved without its shares recorded
+    with pytest.raises(ValueError, match=r"split_shares None there, \{'train': 0.2.* asked\); use another"):
         check_generated(info, tmp_path, align)
     check_generated({**info, "split_shares": shares}, tmp_path, align)
     with pytest.raises(ValueError, match="groups 30 there, 20 asked"):
