@@ -18,9 +18,10 @@ from eval.models.steering import STEERING_FILE, Steering, uncertainty_window
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARES = '{"train": 0.5, "validation": 0.25, "test": 0.25}'
-RUN = ["--split_shares", SHARES, "--groups", "40", "--n_boot", "100", "--per_device_eval_batch_size", "64",
-       "--dtype", "float32", "--report_to", "none", "--max_steps", "12", "--per_device_train_batch_size", "8",
-       "--calibration_rounds", "0", "--steer_rounds", "3"]
+# the recipe's settings for every method here (through `align(...)`, in this process: a subprocess per method spent
+# ~6 s importing torch and transformers again)
+RUN = dict(split_shares=json.loads(SHARES), groups=40, n_boot=100, per_device_eval_batch_size=64, dtype="float32",
+           max_steps=12, per_device_train_batch_size=8, calibration_rounds=0, steer_rounds=3)
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +100,8 @@ def test_steering_file_round_trips_and_measure_applies_it(method_data, tmp_path)
 
 
 def run_method(method: str, target: float, data: Path, out: Path) -> dict:
-    res = subprocess.run([sys.executable, "recipes/align_llava.py", *RUN, "--data", str(data), "--method", method,
-                          "--target_balance_point", str(target), "--output_dir", str(out)],
-                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads((out / "alignment.json").read_text())
+    from align import align
+    return align("organism", target, method, output_dir=out, data=str(data), **RUN).result
 
 
 def paired_shift(out: Path) -> float:
