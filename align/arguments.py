@@ -60,7 +60,7 @@ class AlignArguments(LoraArguments, SteeringConfig, PromptConfig):
     image_size: int | None = field(default=None, metadata={
         "help": "canvas side of the generated images, px (default: the task's, data_gen/defaults.py)"})
     split_shares: dict | None = field(default=None, metadata={
-        "help": "each split's share of the generated groups (JSON; default: the task's, data_gen/defaults.py). A "
+        "help": "each split's share of the generated groups, JSON (default: the task's, data_gen/defaults.py). A "
                 "balance point's interval narrows with the square root of the groups: the default 1,000 colour groups "
                 "give 350 validation and 450 test groups, which measure the aligned organism's to about +-0.07"})
     train_split: str = field(default="train", metadata={"help": "groups the targets are computed and trained on"})

@@ -58,14 +58,16 @@ def _logging() -> None:
 
 def skip_peft_for_help(argv: list[str] | None) -> None:
     """On the command line's own `--help` (argv None: read from sys.argv), transformers' TrainingArguments is imported
-    without peft, 2-3 s of its 5 s: the help lists its fields and the process ends after printing it. transformers'
-    modules bind `is_peft_available` when first imported, so this runs before them; a call with an explicit argv (a
-    notebook, a test) never changes transformers, whose Trainer needs peft for what follows in that process."""
+    without peft and accelerate (2.5 s of its 4.5 s): the help lists its fields and the process ends after printing
+    it. transformers' modules bind `is_peft_available` / `is_accelerate_available` when first imported, so this runs
+    before them; a call with an explicit argv (a notebook, a test) never changes transformers, whose Trainer needs
+    both for what follows in that process."""
     if argv is not None or "transformers.trainer_utils" in sys.modules:
         return
     if "-h" in sys.argv[1:] or "--help" in sys.argv[1:]:
         import transformers.utils
         transformers.utils.is_peft_available = lambda: False
+        transformers.utils.is_accelerate_available = lambda *_, **__: False
 
 
 def split_launch(argv: list[str] | None) -> tuple[str | None, list[str]]:

@@ -32,7 +32,7 @@ class GenerateArguments:
         "help": "canvas side in px; tiers scale with it (default: the task's, data_gen/defaults.py: 64, clips 32)"})
     workers: int | None = field(default=None, metadata={"help": "rendering processes (default: one per core)"})
     split_shares: dict | None = field(default=None, metadata={
-        "help": "each split's share of the groups (JSON), e.g. '{\"train\": 0.7, \"validation\": 0.1, \"test\": 0.2}' "
+        "help": "each split's share of the groups, JSON, e.g. '{\"train\": 0.7, \"validation\": 0.1, \"test\": 0.2}' "
                 "for a dataset whose training split is the point (default: the task's, data_gen/defaults.py: "
                 f"{SPLIT_SHARES}; av {AV_SPLIT_SHARES})"})
 

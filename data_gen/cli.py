@@ -27,12 +27,13 @@ class Command:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after every flag (unless its help states its own); the description (a module docstring) keeps its
-    lines."""
+    """The default after every flag that has one, unless its help states it; the description (a module docstring)
+    keeps its lines."""
 
     def _get_help_string(self, action):
-        if "(default:" in (action.help or "") or (action.help or "").startswith("the same as --"):
-            return action.help
+        text = action.help or ""
+        if "default" in text.lower() or text.startswith("the same as --") or action.default is None:
+            return text
         return super()._get_help_string(action)
 
 
