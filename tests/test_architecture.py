@@ -113,7 +113,7 @@ def test_every_entry_point_has_help_with_defaults(command, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("command, never_loaded", [
-    (["recipes/align_llava.py"], {"peft", "datasets", "eval.api", "align.recipe", "transformers.processing_utils"}),
+    (["recipes/align_llava.py"], {"peft", "accelerate", "datasets", "eval.api", "align.recipe", "transformers.processing_utils"}),
     (["recipes/precision_table.py"], {"peft", "datasets", "eval.api", "align.precision"}),
     (["-m", "align.organism", "build"], {"torch", "datasets"}),
 ])
