@@ -56,7 +56,7 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def skip_peft_for_help(argv: list[str] | None) -> None:
+def help_without_peft_or_accelerate(argv: list[str] | None) -> None:
     """On the command line's own `--help` (argv None: read from sys.argv), transformers' TrainingArguments is imported
     without peft and accelerate (2.5 s of its 4.5 s): the help lists its fields and the process ends after printing
     it. transformers' modules bind `is_peft_available` / `is_accelerate_available` when first imported, so this runs
@@ -95,7 +95,7 @@ def launched(config: str, argv: list[str]) -> int:
 
 def align_main(argv: list[str] | None = None, prog: str = "modality-align align", description: str = ALIGN_DOC) -> int:
     """Measure -> targets -> LoRA -> re-measure -> report -> release; prints the before/after line and the guarantee."""
-    skip_peft_for_help(argv)
+    help_without_peft_or_accelerate(argv)
     from transformers import TrainingArguments
 
     from eval.models import ModelArguments
@@ -149,7 +149,7 @@ def recipe_table_main(argv, prog: str, description: str, own: type, run, show, o
 def precision_main(argv: list[str] | None = None, prog: str = "modality-align precision",
                    description: str = PRECISION_DOC) -> int:
     """The precision table over targets and training data seeds, measured on a fresh data seed."""
-    skip_peft_for_help(argv)
+    help_without_peft_or_accelerate(argv)
     from .arguments import PrecisionArguments
 
     def run_precision(*args):
@@ -168,7 +168,7 @@ def precision_main(argv: list[str] | None = None, prog: str = "modality-align pr
 def compare_main(argv: list[str] | None = None, prog: str = "modality-align compare-methods",
                  description: str = COMPARE_DOC) -> int:
     """The method comparison: every method and target, measured on a fresh data seed."""
-    skip_peft_for_help(argv)
+    help_without_peft_or_accelerate(argv)
     from .arguments import CompareArguments
 
     def run_comparison(*args):
@@ -186,7 +186,7 @@ def compare_main(argv: list[str] | None = None, prog: str = "modality-align comp
 
 def align_av_main(argv: list[str] | None = None, prog: str = "modality-align align-av", description: str = AV_DOC) -> int:
     """Asked-modality alignment of an audio-visual model, before/after accuracy per condition."""
-    skip_peft_for_help(argv)
+    help_without_peft_or_accelerate(argv)
     from transformers import TrainingArguments
 
     from eval.models import ModelArguments
