@@ -167,7 +167,8 @@ def run_gpu_figures(args: GPUFiguresArguments) -> dict:
     figures = [f for f in earlier.get("figures", []) if earlier.get("settings") == settings
                and f["family"] in args.families]
     done = {f["family"] for f in figures}
-    when = datetime.date.today().isoformat()
+    when, device = datetime.date.today().isoformat(), device_name(args.device)
+    table = format_table(figures, device, args.dtype, when, args.tiny)
     for name in args.families:
         if name in done:
             log.info("%s: kept from %s", name, record)
@@ -177,11 +178,9 @@ def run_gpu_figures(args: GPUFiguresArguments) -> dict:
         gc.collect()  # the family's model, before the next one is built
         if torch.device(args.device).type == "cuda":
             torch.cuda.empty_cache()
-        table = format_table(figures, device_name(args.device), args.dtype, when, args.tiny)
-        write_json(record, {"settings": settings, "device": device_name(args.device), "date": when,
-                            "figures": figures})
+        table = format_table(figures, device, args.dtype, when, args.tiny)
+        write_json(record, {"settings": settings, "device": device, "date": when, "figures": figures})
         write_text(out / "gpu_figures.md", table + "\n")
-    table = format_table(figures, device_name(args.device), args.dtype, when, args.tiny)
     if args.readme:
         put_between_markers(args.readme, table)
     return {"figures": figures, "table": table, "output_dir": str(out)}
