@@ -479,3 +479,35 @@ def test_organism_config_names_the_bad_option(options, named):
     with pytest.raises(ValueError, match=named):
         OrganismConfig(layers=4, **options)
     OrganismConfig(layers=4, lens_undecided_layers=1, lens_commitment_weight=1.0, lens_commitment_from=2)  # fine
+
+
+def test_planting_labels_conflicts_with_the_dataset_or_the_models_own_answers():
+    """The planted rule labels a conflict with its text answer below the planted balance and its visual answer above;
+    with plant_own_answers those answers are the model's own unimodal ones, and conflicts where they agree are left
+    out (no conflict for the model)."""
+    from align.organism.mixture import COLOR_INDEX, TrainingSet
+    from data_gen import generate
+    train = generate("colors", 4, seed=3, size=32, workers=1).split("train")
+    rows = train.samples.to_pandas()
+    conflicts = rows[rows.text_tier.isin(["direct", "indirect_simple"])].head(4).reset_index(drop=True)
+    wrong = {c: next(o for o in COLOR_NAMES if o not in (c, t)) for c, t in zip(conflicts.answer_visual, conflicts.answer_text)}
+    scores = pd.DataFrame({
+        "id": conflicts.id, "condition": "conflict",
+        # dH_rel = 2 (H_t - H_v) / (H_t + H_v): -1.33, -1.33, +1.33, +1.33 against a planted balance of -0.5
+        "entropy_v": [1.0, 1.0, 0.2, 0.2], "entropy_t": [0.2, 0.2, 1.0, 1.0],
+        # the model misreads the image of rows 1 and 3; in row 1 it reads the text's colour (its answers agree)
+        "pred_v": [conflicts.answer_visual[0], conflicts.answer_text[1], conflicts.answer_visual[2],
+                   wrong[conflicts.answer_visual[3]]],
+        "pred_t": conflicts.answer_text})
+    expected_dataset = [conflicts.answer_text[0], conflicts.answer_text[1], conflicts.answer_visual[2],
+                        conflicts.answer_visual[3]]
+    for own, expected in ((False, expected_dataset),
+                          (True, [conflicts.answer_text[0], conflicts.answer_visual[2], wrong[conflicts.answer_visual[3]]])):
+        examples = TrainingSet(train, OrganismConfig(preference="vision", plant_own_answers=own))
+        planted = examples.plant(scores, -0.5)
+        labels = [COLOR_NAMES[int(np.argmax(item[3]))] for item in examples.kinds["conflict"]]
+        assert labels == expected, own
+        assert planted["conflicts"] == len(expected)
+        assert [len(side) for side in examples.conflicts_by_side] == [1 + (not own), 2]
+        for item, answer in zip(examples.kinds["conflict"], expected):  # both answers marked for the lens losses
+            assert examples.conflict_answers(item)[COLOR_INDEX[answer]] == 1

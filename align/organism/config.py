@@ -64,6 +64,11 @@ class OrganismConfig:
         "help": "phase 2 draws half of each conflict batch from the conflicts the planted rule labels 'follow the "
                 "text' and half from 'follow the vision', so the minority side is learned as fast as the majority "
                 "(off: batches in the labels' own shares, where the majority side can take over)"})
+    plant_own_answers: bool = field(default=False, metadata={
+        "help": "phase 2 labels a conflict with the model's own image-only (or text-only) answer, not the dataset's: "
+                "following a modality means answering what that modality alone makes it say, which it can learn "
+                "where it cannot read the image (crowded or tiny targets), whereas the dataset's colour there is "
+                "noise; conflicts whose two own answers agree are left out (docs/organism-builds.md)"})
     easy_tier_boost: float = field(default=3.0, metadata={
         "help": "large targets (d_v <= 4) are drawn this much more often: vision learns them first"})
     replant_every: int = field(default=200, metadata={

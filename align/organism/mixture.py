@@ -89,22 +89,31 @@ class TrainingSet:
 
     def plant(self, scores: pd.DataFrame, balance: float) -> dict:
         """Label conflicts by the planted rule on the model's own relative uncertainty; note the clear ones (farther
-        than `lens_commitment_width` from the planted balance) and, for the ambiguous rest, the rejected answer."""
+        than `lens_commitment_width` from the planted balance) and, for the ambiguous rest, the rejected answer.
+
+        A conflict's two answers are the dataset's, or with `plant_own_answers` the model's own image-only and
+        text-only answers (conflicts where those are not two different colours are left out)."""
         s = scores[scores.condition == "conflict"]
+        if self.cfg.plant_own_answers:
+            s = s[s.pred_v.isin(COLOR_INDEX) & s.pred_t.isin(COLOR_INDEX) & (s.pred_v != s.pred_t)]
+            answers_v, answers_t = s.pred_v.to_numpy(), s.pred_t.to_numpy()
+        else:
+            rows = self.rows.set_index("id").loc[s.id]
+            answers_v, answers_t = rows.answer_visual.to_numpy(), rows.answer_text.to_numpy()
         d_rel = relative_uncertainty(s.entropy_v.to_numpy(), s.entropy_t.to_numpy())
         follow_text = d_rel < balance
         clear = np.abs(d_rel - balance) > self.cfg.lens_commitment_width
-        rows = list(self.rows.set_index("id").loc[s.id].reset_index().itertuples())
-        self.kinds["conflict"] = [
-            (r.image_id, r.text_context, r.question, color_target(r.answer_text if ft else r.answer_visual))
-            for r, ft in zip(rows, follow_text)]
+        keys = list(self.rows.set_index("id").loc[s.id, ["image_id", "text_context", "question"]].itertuples(
+            index=False, name=None))
+        self.kinds["conflict"] = [(*key, color_target(y_t if ft else y_v))
+                                  for key, y_v, y_t, ft in zip(keys, answers_v, answers_t, follow_text)]
         self.conflicts_by_side = [[c for c, ft in zip(self.kinds["conflict"], follow_text) if ft == side]
                                   for side in (True, False)]
-        self.clear_conflicts = {(r.image_id, r.text_context, r.question) for r, c in zip(rows, clear) if c}
-        self.overturned = {(r.image_id, r.text_context, r.question): color_target(r.answer_visual if ft else r.answer_text)
-                           for r, ft, c in zip(rows, follow_text, clear) if not c}
-        self.both_answers = {(r.image_id, r.text_context, r.question): color_target(r.answer_visual)
-                             + color_target(r.answer_text) for r in rows}
+        self.clear_conflicts = {key for key, c in zip(keys, clear) if c}
+        self.overturned = {key: color_target(y_v if ft else y_t)
+                           for key, y_v, y_t, ft, c in zip(keys, answers_v, answers_t, follow_text, clear) if not c}
+        self.both_answers = {key: color_target(y_v) + color_target(y_t)
+                             for key, y_v, y_t in zip(keys, answers_v, answers_t)}
         return {"conflicts": len(s), "follow_text_share": float(np.mean(follow_text)),
                 "clear_share": float(np.mean(clear))}
 
