@@ -474,6 +474,7 @@ def test_balanced_conflicts_draw_half_of_each_batch_from_each_planted_side(balan
     (dict(lens_undecided_layers=2, lens_commitment_weight=1.0, lens_commitment_from=2), "lens_commitment_from"),
     (dict(lens_commitment_weight=1.0, lens_commitment_from=4), "lens_commitment_from"),
     (dict(image_size=60), "image_size"),
+    (dict(plant_probe_every=0), "plant_probe_every"),
 ])
 def test_organism_config_names_the_bad_option(options, named):
     with pytest.raises(ValueError, match=named):

@@ -121,8 +121,8 @@ def build(cfg: OrganismConfig, out: str | Path) -> Path:
     # a linear probe of "is this image token the asked object" on one decoder layer; discarded after the build
     grounding_head = torch.nn.Linear(cfg.hidden, 1) if cfg.grounding_weight else None
     examples = TrainingSet(train, cfg)
-    # an eighth of the training groups: ~3,700 conflicts to plant on, scored in ~20 s
-    probe = ConflictData(train.samples.filter(lambda g: g % 8 == 0, input_columns="group"), train.images, train.info)
+    probe = ConflictData(train.samples.filter(lambda g: g % cfg.plant_probe_every == 0, input_columns="group"),
+                         train.images, train.info)
     trained = [p for p in model.parameters() if p.requires_grad] + ([*grounding_head.parameters()] if grounding_head else [])
     opt = torch.optim.AdamW(trained, lr=cfg.learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg))

@@ -71,6 +71,9 @@ class OrganismConfig:
                 "noise; conflicts whose two own answers agree are left out (docs/organism-builds.md)"})
     easy_tier_boost: float = field(default=3.0, metadata={
         "help": "large targets (d_v <= 4) are drawn this much more often: vision learns them first"})
+    plant_probe_every: int = field(default=8, metadata={
+        "help": "phase 2 plants on every N-th training group's conflicts (8: ~3,700 conflicts, scored in ~20 s per "
+                "replant); fewer groups in between, more distinct conflicts to learn the rule from"})
     replant_every: int = field(default=200, metadata={
         "help": "phase 2 re-labels conflicts on the model's current uncertainty this often"})
     text_noise: dict = field(default_factory=lambda: {"direct": 0.005, "indirect_simple": 0.15, "indirect_knowledge": 0.2},
@@ -135,6 +138,8 @@ class OrganismConfig:
                 and self.lens_commitment_from <= self.lens_undecided_layers):
             raise ValueError(f"lens_commitment_from ({self.lens_commitment_from}) must be above lens_undecided_layers "
                              f"({self.lens_undecided_layers}): a layer cannot both read out neither answer and one")
+        if self.plant_probe_every < 1:
+            raise ValueError(f"plant_probe_every must be >= 1, got {self.plant_probe_every}")
         if self.replant_every < 1:
             raise ValueError(f"replant_every must be >= 1, got {self.replant_every}")
 
