@@ -77,14 +77,8 @@ def organism_test_data(tmp_path_factory):
     return path
 
 
-VISION_ON_NEW_DATA = pytest.mark.xfail(strict=True, reason=(
-    "organism:vision fails two bars on the shortcut-free colour data (docs/results.md, 'On the shortcut-free data'): "
-    "its curve crosses at +0.14 where -0.5 was planted, oscillation ratio 1.37; a rebuild with its recorded config "
-    "crossed at +0.41. Strict: the test fails the day a rebuild passes, so the mark comes off then."))
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("preference", ["text", pytest.param("vision", marks=VISION_ON_NEW_DATA)])  # one test each
+@pytest.mark.parametrize("preference", ["text", "vision"])  # one test each
 def test_shipped_organisms_meet_the_quality_bars(preference, organism_test_data, tmp_path):
     from align.organism import evaluate
     report = evaluate(f"organism:{preference}", data=str(organism_test_data), output_dir=tmp_path / preference)
