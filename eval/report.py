@@ -72,7 +72,8 @@ def plot_curves(results: dict[str, dict], index: str = "entropy", ax=None, targe
         ax.annotate("b*", (target, 1.0), xytext=(3, -12), textcoords="offset points", color="crimson", fontsize=9)
     ax.set(xlim=(-2.05, 2.05), ylim=(-0.02, 1.02), xlabel=f"relative uncertainty dH_rel ({index})",
            ylabel="P(text-following)", title="Modality-following curve")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over the data
+    if ax.get_legend_handles_labels()[0]:  # a run with no curve has nothing to name
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over the data
     return ax
 
 
@@ -131,7 +132,8 @@ def figures(results: dict[str, dict], target: float | None = None) -> dict[str, 
                    yerr=[[m["mean"] - lo], [hi - m["mean"]]] if np.isfinite(lo) else None, capsize=3)
     ax.set_xticks([0.4 - width / 2 + width * len(results) / 2 - 0.4 + i for i in range(2)], ["ambiguous", "clear"])
     ax.set(ylabel="mean oscillation count", title="Logit-lens oscillation")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     figs["oscillation"] = _fig_png(fig)
 
     heat = [(n, r["oscillation"]["heatmap"]) for n, r in results.items() if r.get("oscillation") and r["oscillation"]["heatmap"]]

@@ -570,7 +570,7 @@ def monotonicity(centres, rates) -> float:
     from scipy.stats import spearmanr
     c, r = np.asarray(centres, dtype=float), np.asarray(rates, dtype=float)
     ok = ~np.isnan(c) & ~np.isnan(r)
-    if ok.sum() < 3:
+    if ok.sum() < 3 or np.ptp(r[ok]) == 0 or np.ptp(c[ok]) == 0:  # a flat curve has no rank order
         return float("nan")
     return float(spearmanr(c[ok], r[ok]).statistic)
 

@@ -192,7 +192,7 @@ def _broken(change):
 
 
 @pytest.mark.parametrize("change, needle", [
-    (lambda t: t.drop(columns=["group"], inplace=True), "lacks columns ['group']"),
+    (lambda t: t.pop("group"), "lacks columns ['group']"),
     (lambda t: t.__setitem__("entropy_v", t.entropy_v.astype(str)), "column 'entropy_v' holds str values"),
     (lambda t: t.__setitem__("lens_top1", [[str(v) for v in row] for row in t.lens_top1]),
      "column 'lens_top1' holds ['str'] items"),
@@ -201,7 +201,7 @@ def _broken(change):
     (lambda t: t.loc.__setitem__((slice(0, 1), "id"), "s0"), "1 duplicate sample ids (e.g. 's0')"),
     (lambda t: t.__setitem__("top1_m", 0.5), "column 'top1_m' holds non-integer"),
     (lambda t: t.__setitem__("pred_m", 7), "column 'pred_m' holds int values such as 7; expected answer strings"),
-    (lambda t: t.drop(columns=["pred_v"], inplace=True), "lacks columns ['pred_v']"),
+    (lambda t: t.pop("pred_v"), "lacks columns ['pred_v']"),
     (lambda t: t.__setitem__("group", [g if i % 2 else f"g{g}" for i, g in enumerate(t.group)]),
      "column 'group' mixes integer and string labels (e.g. 0, 'g0')"),
 ])

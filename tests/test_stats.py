@@ -130,6 +130,7 @@ def test_balance_point_rejects_too_little_data():
 def test_monotonicity():
     assert stats.monotonicity([-1, 0, 1, 2], [0.9, 0.7, 0.4, 0.1]) == pytest.approx(-1.0)
     assert stats.monotonicity([-1, 0, 1, 2], [0.1, 0.7, 0.4, 0.9]) > -1
+    assert math.isnan(stats.monotonicity([-1, 0, 1, 2], [0.5] * 4))  # a flat curve has no order (and no warning)
 
 
 @pytest.mark.parametrize("seq, expected", [
