@@ -506,3 +506,13 @@ def test_planting_labels_conflicts_with_the_dataset_or_the_models_own_answers():
         assert [len(side) for side in examples.conflicts_by_side] == [1 + (not own), 2]
         for item, answer in zip(examples.kinds["conflict"], expected):  # both answers marked for the lens losses
             assert examples.conflict_answers(item)[COLOR_INDEX[answer]] == 1
+
+
+@pytest.mark.parametrize("preference", ["text", "vision"])
+def test_a_default_build_is_the_shipped_organisms_recorded_build(preference):
+    """`python -m align.organism build --preference P` rebuilds what is shipped: every option of the default
+    configuration is the one recorded in the shipped organism.json (planting included, which differs by preference)."""
+    recorded = json.loads((ORGANISMS_DIR / f"organism-{preference}" / "organism.json").read_text())["config"]
+    default = OrganismConfig(preference=preference)
+    assert {k: v for k, v in vars(default).items() if recorded.get(k, v) != v} == {}
+    assert vars(OrganismConfig(**recorded)) == vars(default)  # keys a build predates take the same defaults

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PLANTED_BALANCE = {"text": 0.5, "vision": -0.5, "none": 0.0}
+# how phase 2 plants each preference by default (plant_own_answers, plant_probe_every): the shipped organisms' own;
+# a vision-leaning build on the shortcut-free data plants only from its own answers and more conflicts
+SHIPPED_PLANTING = {"text": (False, 8), "vision": (True, 2), "none": (False, 8)}
 # A build trains on most of its groups and keeps the rest for its quality bars (its test split); recorded in
 # organism.json, so the held-out groups stay the same whatever the datasets' defaults
 BUILD_SPLIT_SHARES = {"train": 0.7, "validation": 0.1, "test": 0.2}
@@ -64,16 +67,18 @@ class OrganismConfig:
         "help": "phase 2 draws half of each conflict batch from the conflicts the planted rule labels 'follow the "
                 "text' and half from 'follow the vision', so the minority side is learned as fast as the majority "
                 "(off: batches in the labels' own shares, where the majority side can take over)"})
-    plant_own_answers: bool = field(default=False, metadata={
+    plant_own_answers: bool | None = field(default=None, metadata={
         "help": "phase 2 labels a conflict with the model's own image-only (or text-only) answer, not the dataset's: "
                 "following a modality means answering what that modality alone makes it say, which it can learn "
                 "where it cannot read the image (crowded or tiny targets), whereas the dataset's colour there is "
-                "noise; conflicts whose two own answers agree are left out (docs/organism-builds.md)"})
+                "noise; conflicts whose two own answers agree are left out (default: on for vision, as the shipped "
+                "organism:vision; docs/organism-builds.md)"})
     easy_tier_boost: float = field(default=3.0, metadata={
         "help": "large targets (d_v <= 4) are drawn this much more often: vision learns them first"})
-    plant_probe_every: int = field(default=8, metadata={
+    plant_probe_every: int | None = field(default=None, metadata={
         "help": "phase 2 plants on every N-th training group's conflicts (8: ~3,700 conflicts, scored in ~20 s per "
-                "replant); fewer groups in between, more distinct conflicts to learn the rule from"})
+                "replant); fewer groups in between, more distinct conflicts to learn the rule from (default: 2 for "
+                "vision, 8 otherwise, as the shipped organisms)"})
     replant_every: int = field(default=200, metadata={
         "help": "phase 2 re-labels conflicts on the model's current uncertainty this often"})
     text_noise: dict = field(default_factory=lambda: {"direct": 0.005, "indirect_simple": 0.15, "indirect_knowledge": 0.2},
@@ -138,6 +143,11 @@ class OrganismConfig:
                 and self.lens_commitment_from <= self.lens_undecided_layers):
             raise ValueError(f"lens_commitment_from ({self.lens_commitment_from}) must be above lens_undecided_layers "
                              f"({self.lens_undecided_layers}): a layer cannot both read out neither answer and one")
+        own_answers, probe_every = SHIPPED_PLANTING[self.preference]
+        if self.plant_own_answers is None:
+            self.plant_own_answers = own_answers
+        if self.plant_probe_every is None:
+            self.plant_probe_every = probe_every
         if self.plant_probe_every < 1:
             raise ValueError(f"plant_probe_every must be >= 1, got {self.plant_probe_every}")
         if self.replant_every < 1:
