@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from data_gen import ConflictData, generate
 from eval.analysis import AnalysisConfig, analyze
 from eval.scoring import ScoreConfig, score_dataset
-from eval.stats import relative_uncertainty, wilson_interval
+from eval.stats import monotonicity, relative_uncertainty, wilson_interval
 from eval.models import load_vlm
 from eval.models.vlm import resolve_path
 
@@ -40,7 +39,7 @@ def quality_bars(table: pd.DataFrame, planted_balance: float | None = None, osci
     t = txt.groupby("d_t").agg(accuracy=("correct", "mean"), entropy=("entropy_t", "mean"), n=("id", "size"))
     conf = table[(table.condition == "conflict") & (table.pred_v == table.answer_visual) & (table.pred_t == table.answer_text)]
     d_rel = relative_uncertainty(conf.entropy_v.to_numpy(), conf.entropy_t.to_numpy())
-    rho = lambda s, col: float(spearmanr(s.index, s[col]).statistic)
+    rho = lambda s, col: monotonicity(s.index, s[col])  # n/a (nan, failing its bar) for a constant column
     resolved = v[v.index.isin(RESOLVED_TIERS)]
     bars = {
         "easiest_visual_accuracy": float(v.accuracy.iloc[:5].mean()),
