@@ -92,6 +92,8 @@ def run_entry_point(command: list[str], monkeypatch, capsys) -> tuple[int, str, 
     monkeypatch.setattr(sys, "argv", [module or command[0], *args])
     try:
         if module:
+            # a package's __main__ imported earlier (another test) would be run again over itself: runpy warns
+            monkeypatch.delitem(sys.modules, f"{module}.__main__", raising=False)
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         else:
             runpy.run_path(str(ROOT / command[0]), run_name="__main__")
