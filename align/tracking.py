@@ -151,7 +151,6 @@ def log_result(run, result: dict, before: dict, after: dict, release_dir: Path) 
                 table.add_data(*row)
         media["following_curve"] = wandb.plot.line(table, "d_rel", "text_following_rate", stroke="model",
                                                    title="P(text-following) vs dH_rel, before and after")
-        media["following_curve_table"] = table
         media.update(following_chart(run, curves, result.get("target_balance_point"),
                                      "P(text-following) vs dH_rel, before and after, with b*"))
     metadata = {"base_model": result["config"]["model"]["model_name_or_path"], "method": result["config"]["method"],

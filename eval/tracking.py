@@ -95,23 +95,22 @@ def chart_html(spec: dict) -> str:
 
 
 def following_chart(run, curves: list[tuple[str, dict]], target: float | None, title: str) -> dict:
-    """What a run logs of its following curves: the chart's table, the chart as a W&B custom chart (the Vega-Lite
-    preset `eval/charts/following_curve.vl.json`, created once in the W&B project; its id from
-    $MODALITY_ALIGN_WANDB_CHART, default ENTITY/following-curve), and the same chart as an HTML panel, which needs
-    no preset."""
+    """What a run logs of its following curves: the chart as a W&B custom chart (the Vega-Lite preset
+    `eval/charts/following_curve.vl.json`, created once in the W&B project; its id from
+    $MODALITY_ALIGN_WANDB_CHART, default ENTITY/following-curve), whose table W&B keeps as `following_chart_table`,
+    and the same chart as an HTML panel, which needs no preset."""
     import wandb
     rows = chart_rows(curves, target)
     table = wandb.Table(columns=CHART_COLUMNS, data=[[r[c] for c in CHART_COLUMNS] for r in rows])
     preset = os.environ.get("MODALITY_ALIGN_WANDB_CHART") or f"{getattr(run, 'entity', '') or 'modality-alignment'}/following-curve"
-    return {"following_chart_table": table,
-            "following_chart": wandb.plot_table(preset, table, {c: c for c in CHART_COLUMNS}, {"title": title}),
+    return {"following_chart": wandb.plot_table(preset, table, {c: c for c in CHART_COLUMNS}, {"title": title}),
             "following_chart_html": wandb.Html(chart_html(chart_spec(title, rows)))}
 
 
 def log_measurement(measurement, config: dict, name: str) -> None:
-    """One measurement as a W&B run: its config, its task's headline numbers under measure/, and a following
-    curve's bins as a table and a line chart, and the chart with intervals and the balance point
-    (`following_chart`)."""
+    """One measurement as a W&B run: its config, its task's headline numbers under measure/, a following curve's
+    bins as a line chart (W&B keeps its table as `following_curve_table`), and the chart with intervals and the
+    balance point (`following_chart`)."""
     import wandb
     from .tasks import get_task
     run = open_run(os.environ.get("WANDB_PROJECT", PROJECT), name, config, "measure")
@@ -120,8 +119,7 @@ def log_measurement(measurement, config: dict, name: str) -> None:
         if "curves" in measurement.analysis:
             table = curve_table(measurement.analysis, name)
             chart = following_chart(run, [(name, measurement.analysis)], None, "P(text-following) vs dH_rel")
-            run.log({"measure/following_curve_bins": table,
-                     "measure/following_curve": wandb.plot.line(table, "d_rel", "text_following_rate",
+            run.log({"measure/following_curve": wandb.plot.line(table, "d_rel", "text_following_rate",
                                                                 stroke="model", title="P(text-following) vs dH_rel"),
                      **{f"measure/{key}": value for key, value in chart.items()}})
     finally:

@@ -177,6 +177,9 @@ def test_a_second_measure_with_the_same_data_settings_renders_nothing(tmp_path, 
         assert key in records, key
     (page,) = tmp_path.glob("wandb/offline-run-*/files/media/html/**/*.html")  # the chart, drawn without a preset
     assert "vegaEmbed" in page.read_text() and '"kind": "balance_point"' in page.read_text()
+    # each table once: the line chart's bins and the custom chart's rows, no copy of either under another key
+    tables = sorted(p.name.rsplit("_", 2)[0] for p in tmp_path.glob("wandb/offline-run-*/files/media/table/**/*.table.json"))
+    assert tables == ["following_chart_table", "following_curve_table"], tables
     every, conflicts = (pd.read_parquet(tmp_path / run / "samples.parquet") for run in ("all", "conflicts"))
     assert set(conflicts.condition) == {"conflict"} and set(every.condition) > {"conflict"}
     assert len(conflicts) == (every.condition == "conflict").sum()
