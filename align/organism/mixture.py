@@ -96,15 +96,13 @@ class TrainingSet:
         s = scores[scores.condition == "conflict"]
         if self.cfg.plant_own_answers:
             s = s[s.pred_v.isin(COLOR_INDEX) & s.pred_t.isin(COLOR_INDEX) & (s.pred_v != s.pred_t)]
-            answers_v, answers_t = s.pred_v.to_numpy(), s.pred_t.to_numpy()
-        else:
-            rows = self.rows.set_index("id").loc[s.id]
-            answers_v, answers_t = rows.answer_visual.to_numpy(), rows.answer_text.to_numpy()
+        rows = self.rows.set_index("id").loc[s.id]
+        answers_v, answers_t = (a.to_numpy() for a in ((s.pred_v, s.pred_t) if self.cfg.plant_own_answers
+                                                       else (rows.answer_visual, rows.answer_text)))
         d_rel = relative_uncertainty(s.entropy_v.to_numpy(), s.entropy_t.to_numpy())
         follow_text = d_rel < balance
         clear = np.abs(d_rel - balance) > self.cfg.lens_commitment_width
-        keys = list(self.rows.set_index("id").loc[s.id, ["image_id", "text_context", "question"]].itertuples(
-            index=False, name=None))
+        keys = list(rows[["image_id", "text_context", "question"]].itertuples(index=False, name=None))
         self.kinds["conflict"] = [(*key, color_target(y_t if ft else y_v))
                                   for key, y_v, y_t, ft in zip(keys, answers_v, answers_t, follow_text)]
         self.conflicts_by_side = [[c for c, ft in zip(self.kinds["conflict"], follow_text) if ft == side]
